@@ -1,0 +1,1 @@
+"""radshare: share radiology studies through a secure, expiring link."""

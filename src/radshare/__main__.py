@@ -1,0 +1,3 @@
+from radshare.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Audit trail. Import ``record`` from ``radshare.audit.services``."""

@@ -1,0 +1,79 @@
+"""The one door into the audit trail: ``record(...)``.
+
+It fails closed (SECURITY.md A18): if the entry cannot be written, the exception propagates and the caller's
+data request fails with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+from radshare.audit.models import AuditEvent
+from radshare.core.net import client_address
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+    from radshare.organisations.models import Organisation, PacsNode, Sender
+    from radshare.studies.models import Patient
+
+Outcome = AuditEvent.Outcome
+ActorType = AuditEvent.ActorType
+
+
+def record(
+    action: str,
+    *,
+    outcome: str = Outcome.SUCCESS,
+    request: HttpRequest | None = None,
+    user: Sender | None = None,
+    node: PacsNode | None = None,
+    actor_type: str | None = None,
+    actor_label: str = "",
+    organisation: Organisation | int | None = None,
+    patient: Patient | int | None = None,
+    study_uids: Iterable[str] = (),
+    client: str = "",
+    detail: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one audit entry. ``detail`` must hold no patient data (names, birth dates, BSN, contact details)."""
+    actor_id: int | None = None
+    user_agent = ""
+    if request is not None:
+        client = client or client_address(request)
+        user_agent = request.headers.get("user-agent", "")[:300]
+        if user is None and getattr(request, "user", None) is not None and request.user.is_authenticated:
+            user = request.user  # type: ignore[assignment]
+    if user is not None:
+        actor_id = user.pk
+        actor_label = actor_label or user.get_username()
+        actor_type = actor_type or (ActorType.OPERATOR if user.is_superuser else ActorType.SENDER)
+        if organisation is None and user.organisation_id is not None:
+            organisation = user.organisation_id
+    elif node is not None:
+        actor_id = node.pk
+        actor_label = actor_label or node.ae_title
+        actor_type = actor_type or ActorType.DICOM_NODE
+        if organisation is None:
+            organisation = node.organisation_id
+    org_id = organisation if isinstance(organisation, int) or organisation is None else organisation.pk
+    patient_id = patient if isinstance(patient, int) or patient is None else patient.pk
+    event = AuditEvent(
+        timestamp=timezone.now(),
+        action=action,
+        outcome=outcome,
+        actor_type=actor_type or ActorType.ANONYMOUS,
+        actor_id=actor_id,
+        actor_label=actor_label[:150],
+        organisation_id=org_id,
+        patient_ref=patient_id,
+        study_uids=sorted(set(study_uids)),
+        client_address=client[:64],
+        user_agent=user_agent,
+        detail=dict(detail or {}),
+    )
+    event.save()
+    return event

@@ -1,0 +1,29 @@
+"""The ``radshare`` console script: Django's management commands with radshare's settings preset."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from radshare.core.config import ConfigError, load
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv if argv is None else argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radshare.settings")
+    # Validate before Django imports the settings, so a bad value is one clear line, not a traceback.
+    try:
+        load()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"radshare: configuration error: {problem}\n")
+        raise SystemExit(2) from None
+
+    from django.core.management import execute_from_command_line  # noqa: PLC0415 - needs valid settings
+
+    argv[0] = "radshare"
+    execute_from_command_line(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""radshare's configuration: ``RADSHARE_*`` environment variables, parsed and validated once.
+
+Every setting is declared once in ``SETTINGS`` (name, default, parser, help); the README's table and
+``radshare config`` are both made from it. ``load()`` collects *all* bad values before failing, so an
+operator sees every problem in one run, one line each.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+PREFIX = "RADSHARE_"
+
+# Values that look like a secret but are not one (copied from a README, left from a template).
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "secret-key", "secretkey", "insecure", "dev", "test", "xxx", "todo"}
+)
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """One or more settings are invalid; ``problems`` holds one line per setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
+def _ae_title(raw: str) -> str:
+    value = raw.strip()
+    if not 1 <= len(value) <= 16:
+        raise ValueError("must be 1 to 16 characters (DICOM PS3.5 AE VR)")
+    if any(not (32 <= ord(c) < 127) or c == "\\" for c in value):
+        raise ValueError("may hold only printable ASCII characters, no backslash (DICOM PS3.5 AE VR)")
+    return value
+
+
+def _base_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL, e.g. https://radshare.example.org")
+    if parts.query or parts.fragment:
+        raise ValueError("must not hold a query or fragment")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    value = raw.strip()
+    scheme = urlsplit(value).scheme
+    if scheme not in {"sqlite", "postgres", "postgresql"}:
+        raise ValueError("must start with sqlite:/// or postgres://")
+    if scheme == "sqlite" and not value.startswith("sqlite:///"):
+        raise ValueError("a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _message_url(kind: str, schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        scheme = urlsplit(value).scheme
+        if scheme not in schemes:
+            raise ValueError(f"{kind} URL must start with one of: {', '.join(s + '://' for s in schemes)}")
+        if scheme == "file" and not urlsplit(value).path:
+            raise ValueError(f"a file:// {kind} URL needs a path, e.g. file:///var/lib/radshare/{kind}")
+        if scheme.startswith("smtp"):
+            parts = urlsplit(value)
+            if not parts.hostname:
+                raise ValueError("an smtp:// URL needs a host, e.g. smtp://relay.example.org:587?starttls=1")
+            try:
+                _ = parts.port
+            except ValueError:
+                raise ValueError("the port in the smtp:// URL is not a number") from None
+        return value
+
+    return parse
+
+
+def _storage_url(raw: str) -> str:
+    value = raw.strip()
+    parts = urlsplit(value)
+    if parts.scheme != "file" or not parts.path:
+        # Object storage (s3://) arrives with the production storage work; refuse it clearly
+        # instead of silently writing to the wrong place.
+        raise ValueError("must be file:///absolute/dir (object storage is not supported in this version)")
+    return value
+
+
+def _proxies(raw: str) -> tuple[str, ...]:
+    nets = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        try:
+            nets.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+    return tuple(nets)
+
+
+def _bind(raw: str) -> str:
+    value = raw.strip()
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IP address to listen on, e.g. 127.0.0.1 or 0.0.0.0") from None
+    return value
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return value
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None  # None: derived from other settings (see ``_derive``)
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATA_DIR", "./var", _text, "Folder for the SQLite database, stored files and the generated secret key."),
+    Setting("DATABASE_URL", None, _database_url,
+            "`sqlite:///path` or `postgres://user:pass@host:5432/db`. Default: SQLite in the data dir."),
+    Setting("SECRET_KEY", None, _text,
+            "Signs sessions and keys code hashes. Required (the same on every machine) with PostgreSQL outside demo "
+            "mode; otherwise generated into the data dir on first run.", secret=True),
+    Setting("DEMO", "false", _bool, "Demo mode: demo organisation, open DICOM door, `/dev/outbox/`. Never in production."),
+    Setting("ROLE", "all", _choice("all", "public", "internal"),
+            "Which URL groups a web process serves: `public` (recipient pages), `internal` (portal, API, admin), `all`."),
+    Setting("BASE_URL", None, _base_url, "Public address of the recipient site. Default: `http://localhost:<HTTP_PORT>`."),
+    Setting("HTTP_BIND", "127.0.0.1", _bind, "Address the web server listens on."),
+    Setting("HTTP_PORT", "8000", _int_range(1, 65535), "Port the web server listens on."),
+    Setting("TRUSTED_PROXIES", "", _proxies,
+            "Comma-separated proxy addresses/networks whose `X-Forwarded-For` is believed."),
+    Setting("DICOM_AE_TITLE", "RADSHARE", _ae_title, "AE title of radshare's storage SCP."),
+    Setting("DICOM_BIND", "127.0.0.1", _bind, "Address the DICOM storage SCP listens on (`0.0.0.0` for the network)."),
+    Setting("DICOM_PORT", "11112", _int_range(1, 65535), "Port of the DICOM storage SCP."),
+    Setting("DICOM_MAX_ASSOCIATIONS", "16", _int_range(1, 256), "Concurrent DICOM associations accepted."),
+    Setting("DICOM_ACCEPT_ANY", None, _bool,
+            "Let any calling AE store into the demo organisation. Default: on in demo mode, off otherwise; "
+            "refused outside demo mode."),
+    Setting("EMAIL_URL", "console://", _message_url("email", ("console", "file", "smtp", "smtps")),
+            "`console://`, `file:///dir`, `smtp://user:pass@host:port?starttls=1` or `smtps://...`."),
+    Setting("SMS_URL", "console://", _message_url("sms", ("console", "file")),
+            "`console://` or `file:///path/sms.jsonl` (one JSON object a line)."),
+    Setting("STORAGE_URL", None, _storage_url, "Where instances live: `file:///dir`. Default: `<DATA_DIR>/storage`."),
+    Setting("SHARE_VALIDITY_DAYS", "14", _int_range(1, 365), "Days a share link works, counted from creation."),
+    Setting("DOWNLOADS_PER_DAY", "10", _int_range(1, 1000), "ZIP downloads allowed per share per day."),
+    Setting("DOWNLOAD_ON_MOBILE", "false", _bool, "Offer downloads on phones and tablets."),
+    Setting("UPLOAD_MAX_MB", "2048", _int_range(1, 1024 * 1024), "Largest upload in the portal, in MB."),
+    Setting("BSN_ISSUER", "NLMINBIZA", _text, "Issuer of Patient ID that marks a BSN in Other Patient IDs."),
+    Setting("RECIPIENT_DICOMWEB", "false", _bool, "Share-scoped read-only DICOMweb for recipients."),
+    Setting("UNSHARED_RETENTION_DAYS", "14", _int_range(1, 3650), "Days a study nobody shared is kept."),
+    Setting("AUDIT_RETENTION_YEARS", "5", _int_range(1, 100), "Years audit entries are kept (NEN 7513)."),
+    Setting("LOG_LEVEL", "INFO", _log_level, "Log level: DEBUG, INFO, WARNING or ERROR."),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    values: Mapping[str, Any]
+    secret_key_source: str = "environment"
+    problems: list[str] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name.upper()]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def public_items(self) -> list[tuple[str, str]]:
+        """Effective settings for display, secrets masked."""
+        rows = []
+        for setting in SETTINGS:
+            value = self.values[setting.name]
+            if setting.secret:
+                shown = f"(set, from {self.secret_key_source})"
+            elif isinstance(value, bool):
+                shown = "true" if value else "false"
+            elif isinstance(value, tuple):
+                shown = ",".join(value) or "(none)"
+            else:
+                shown = _mask_url_password(str(value))
+            rows.append((PREFIX + setting.name, shown))
+        return rows
+
+
+def _mask_url_password(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.password:
+        return value.replace(f":{parts.password}@", ":***@", 1)
+    return value
+
+
+def _derive(values: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    data_dir = Path(values["DATA_DIR"]).expanduser().resolve()
+    values["DATA_DIR"] = str(data_dir)
+    if values.get("DATABASE_URL") is None:
+        values["DATABASE_URL"] = f"sqlite:///{data_dir / 'radshare.sqlite3'}"
+    if values.get("BASE_URL") is None:
+        values["BASE_URL"] = f"http://localhost:{values.get('HTTP_PORT', 8000)}"
+    if values.get("STORAGE_URL") is None:
+        values["STORAGE_URL"] = f"file://{data_dir / 'storage'}"
+    if values.get("DICOM_ACCEPT_ANY") is None:
+        values["DICOM_ACCEPT_ANY"] = bool(values.get("DEMO"))
+    elif values["DICOM_ACCEPT_ANY"] and not values.get("DEMO"):
+        problems.append(f"{PREFIX}DICOM_ACCEPT_ANY: may only be on in demo mode ({PREFIX}DEMO=1)")
+
+
+def _secret_key(values: dict[str, Any], env: Mapping[str, str], problems: list[str], create: bool) -> str:
+    raw = env.get(PREFIX + "SECRET_KEY")
+    is_sqlite = str(values.get("DATABASE_URL", "")).startswith("sqlite")
+    if raw is not None:
+        key = raw.strip()
+        if (key.lower() in PLACEHOLDER_SECRETS or key.startswith("django-insecure") or len(key) < MIN_SECRET_LENGTH) \
+                and not values.get("DEMO"):
+            problems.append(
+                f"{PREFIX}SECRET_KEY: looks like a placeholder; use at least {MIN_SECRET_LENGTH} random characters "
+                "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        values["SECRET_KEY"] = key
+        return "environment"
+    if not (values.get("DEMO") or is_sqlite):
+        problems.append(
+            f"{PREFIX}SECRET_KEY: must be set (the same on every machine) when the database is shared; "
+            "it is only generated automatically in demo mode or with SQLite on one machine"
+        )
+        values["SECRET_KEY"] = ""
+        return "missing"
+    path = Path(values["DATA_DIR"]) / "secret_key"
+    if path.exists():
+        values["SECRET_KEY"] = path.read_text(encoding="ascii").strip()
+    elif create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        # O_EXCL: two processes starting at once must not write different keys.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            key = path.read_text(encoding="ascii").strip()
+        else:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(key + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        values["SECRET_KEY"] = key
+    else:
+        values["SECRET_KEY"] = ""
+    return f"{path}"
+
+
+def load(env: Mapping[str, str] | None = None, *, create_secret: bool = True) -> Config:
+    """Parse every ``RADSHARE_*`` variable; raise ``ConfigError`` listing each bad one."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    known = {PREFIX + s.name for s in SETTINGS} | {PREFIX + "REQUIRE_ALL"}
+    for setting in SETTINGS:
+        if setting.name == "SECRET_KEY":
+            continue
+        raw = env.get(PREFIX + setting.name, setting.default)
+        if raw is None:
+            values[setting.name] = None
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            problems.append(f"{PREFIX}{setting.name}={raw!r}: {exc}")
+            values[setting.name] = None
+    for name in sorted(env):
+        if name.startswith(PREFIX) and name not in known:
+            problems.append(f"{name}: unknown setting (see the README's table of RADSHARE_* settings)")
+    _derive(values, env, problems)
+    source = _secret_key(values, env, problems, create=create_secret and not problems)
+    if problems:
+        raise ConfigError(problems)
+    return Config(values=values, secret_key_source=source)
+
+
+def database_settings(url: str, data_dir: Path) -> dict[str, Any]:
+    """Django DATABASES['default'] from a URL (SQLite: WAL + synchronous=FULL, SECURITY.md R2)."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(path),
+            "OPTIONS": {
+                # IMMEDIATE: writers queue for the lock at BEGIN instead of failing on upgrade.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+            },
+            "TEST": {"NAME": str(data_dir / "test.sqlite3")},
+        }
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    options: dict[str, Any] = {}
+    if "sslmode" in query:
+        options["sslmode"] = query["sslmode"]
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/") or "radshare",
+        "USER": parts.username or "",
+        "PASSWORD": parts.password or "",
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": options,
+    }

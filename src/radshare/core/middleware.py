@@ -1,0 +1,61 @@
+"""Request plumbing: an access log without query strings, URL-group zoning by role, no-store caching."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
+
+logger = logging.getLogger("radshare.access")
+
+# URL groups for RADSHARE_ROLE (DESIGN.md "URLs and zoning").
+INTERNAL_PREFIXES = ("/portal/", "/api/", "/admin/", "/dev/")
+ALWAYS = ("/healthz", "/readyz", "/static/", "/i18n/")
+
+
+class RequestLogMiddleware:
+    """Logs method, path (never the query string: the share code travels in one), status and duration."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        logger.info(
+            "%s %s %s %.1fms", request.method, request.path, response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
+
+
+class RoleMiddleware:
+    """A ``public`` web process serves only recipient pages; an ``internal`` one only portal, API and admin."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        role = settings.RADSHARE.role
+        path = request.path
+        if role != "all" and not path.startswith(ALWAYS):
+            internal = path.startswith(INTERNAL_PREFIXES)
+            if (role == "public" and internal) or (role == "internal" and not internal):
+                raise Http404
+        return self.get_response(request)
+
+
+class NoStoreMiddleware:
+    """Pages behind a login hold patient data: never cached (SECURITY.md A13)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not request.path.startswith("/static/") and "Cache-Control" not in response:
+            response["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,40 @@
+"""Client addresses: ``REMOTE_ADDR``, or ``X-Forwarded-For`` only when the peer is a trusted proxy."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cache
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+
+@cache
+def _trusted(networks: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(n) for n in networks)
+
+
+def _is_trusted(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in _trusted(settings.RADSHARE.trusted_proxies))
+
+
+def client_address(request: HttpRequest) -> str:
+    """The address of the client, walking ``X-Forwarded-For`` from the right through trusted proxies only."""
+    remote = request.META.get("REMOTE_ADDR", "") or ""
+    if not _is_trusted(remote):
+        return remote
+    forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
+    for address in reversed(forwarded):
+        if not _is_trusted(address):
+            try:
+                return str(ipaddress.ip_address(address))
+            except ValueError:
+                return remote
+    return forwarded[0] if forwarded else remote

@@ -1,0 +1,112 @@
+"""Task plumbing on top of ``django.tasks`` (backend django-tasks-db).
+
+* ``enqueue_on_commit``: tasks see committed rows only (STYLE.md habit 3).
+* ``retry``: nothing retries a failed task for us, so a task that meets a transient error re-enqueues
+  itself with exponential backoff through ``run_after`` and an ``attempt`` counter.
+* ``PERIODIC`` + ``enqueue_due_periodic``: the worker enqueues periodic work itself, once per period
+  across all workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.tasks import Task, task
+from django.utils import timezone
+
+from radshare.core.models import PeriodicJob
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+BASE_DELAY = timedelta(seconds=10)
+MAX_DELAY = timedelta(hours=1)
+
+
+def enqueue_on_commit(task_obj: Task[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Enqueue once the surrounding transaction commits (immediately when there is none)."""
+    transaction.on_commit(lambda: task_obj.enqueue(*args, **kwargs), robust=False)
+
+
+def backoff(attempt: int) -> timedelta:
+    """10 s, 20 s, 40 s, ... capped at one hour."""
+    return min(BASE_DELAY * (2 ** max(attempt, 0)), MAX_DELAY)
+
+
+def retry(task_obj: Task[..., Any], *args: Any, attempt: int, **kwargs: Any) -> bool:
+    """Re-enqueue ``task_obj`` for attempt ``attempt + 1`` after a backoff. False when attempts ran out."""
+    if attempt + 1 >= MAX_ATTEMPTS:
+        logger.error("task %s gave up after %d attempts", task_obj.module_path, attempt + 1)
+        return False
+    delay = backoff(attempt)
+    task_obj.using(run_after=timezone.now() + delay).enqueue(*args, attempt=attempt + 1, **kwargs)
+    logger.warning("task %s will retry in %ss (attempt %d)", task_obj.module_path, int(delay.total_seconds()),
+                   attempt + 2)
+    return True
+
+
+@dataclass(frozen=True)
+class Periodic:
+    name: str
+    every: timedelta
+    task: Callable[[], Task[..., Any]]  # resolved lazily: tasks live in the apps
+
+
+def enqueue_due_periodic(jobs: tuple[Periodic, ...] | None = None) -> list[str]:
+    """Enqueue every periodic job that is due; safe to call from any number of workers at once."""
+    enqueued = []
+    now = timezone.now()
+    for job in PERIODIC if jobs is None else jobs:
+        PeriodicJob.objects.get_or_create(name=job.name, defaults={"next_run_at": now})
+        with transaction.atomic():
+            # The conditional UPDATE is the claim: only one worker sees rowcount 1 for this period.
+            won = PeriodicJob.objects.filter(name=job.name, next_run_at__lte=now).update(
+                next_run_at=now + job.every, last_enqueued_at=now
+            )
+            if won:
+                enqueue_on_commit(job.task())
+                enqueued.append(job.name)
+    return enqueued
+
+
+# --- periodic housekeeping -----------------------------------------------------------------------
+
+FINISHED_TASK_RETENTION = timedelta(days=7)
+STALE_INCOMING = timedelta(hours=1)
+
+
+@task()
+def prune_task_results() -> int:
+    """Delete finished task rows older than a week (the queue table would otherwise only grow)."""
+    from django_tasks_db.models import DBTaskResult  # noqa: PLC0415 - app model
+
+    cutoff = timezone.now() - FINISHED_TASK_RETENTION
+    deleted, _ = DBTaskResult.objects.finished().filter(finished_at__lt=cutoff).delete()
+    return deleted
+
+
+@task()
+def sweep_incoming() -> int:
+    """Remove half-written files a crash left in the incoming folder (never a committed instance)."""
+    incoming = Path(settings.RADSHARE_STORAGE_ROOT) / "incoming"
+    cutoff = timezone.now().timestamp() - STALE_INCOMING.total_seconds()
+    removed = 0
+    if incoming.is_dir():
+        for path in incoming.iterdir():
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+PERIODIC: tuple[Periodic, ...] = (
+    Periodic("core.prune_task_results", timedelta(hours=6), lambda: prune_task_results),
+    Periodic("core.sweep_incoming", timedelta(hours=1), lambda: sweep_incoming),
+)

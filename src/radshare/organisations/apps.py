@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class OrganisationsConfig(AppConfig):
+    name = "radshare.organisations"
+    label = "organisations"
+    verbose_name = "Organisations"
+
+    def ready(self) -> None:
+        from radshare.organisations import signals  # noqa: F401, PLC0415 - connects the auth audit receivers

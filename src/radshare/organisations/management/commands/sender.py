@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import sys
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand
+
+from radshare.organisations.management.commands._common import fail, organisation, validation_message
+from radshare.organisations.models import Sender
+from radshare.organisations.services import create_sender, generate_password
+
+
+class Command(BaseCommand):
+    help = ("Manage senders: `sender create <org-slug> <username> [--admin]` reads the password from stdin, "
+            "or generates one and prints it once; `sender list <org-slug>`.")
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        create = sub.add_parser("create", help="create a sender (or organisation admin)")
+        create.add_argument("org_slug")
+        create.add_argument("username")
+        create.add_argument("--admin", action="store_true", help="organisation admin instead of sender")
+        create.add_argument("--email", default="", help="the sender's own e-mail address")
+        listing = sub.add_parser("list", help="list an organisation's senders")
+        listing.add_argument("org_slug")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        org = organisation(options["org_slug"])
+        if options["action"] == "list":
+            for s in Sender.objects.filter(organisation=org).order_by("username"):
+                self.stdout.write(f"{s.username}\t{s.role}\t{'active' if s.is_active else 'inactive'}")
+            return
+        if Sender.objects.filter(username=options["username"]).exists():
+            raise fail(f"the username {options['username']!r} is taken")
+        generated = sys.stdin is None or sys.stdin.isatty()
+        if generated:
+            password = generate_password()
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+            if not password:
+                raise fail("no password on standard input (pipe one in, or run without input to generate one)")
+        try:
+            sender = create_sender(org, options["username"], password, admin=options["admin"],
+                                   email=options["email"])
+        except ValidationError as exc:
+            raise fail(validation_message(exc)) from None
+        role = "organisation admin" if sender.is_org_admin else "sender"
+        self.stdout.write(f"created {role} {sender.username} in {org.slug}")
+        if generated:
+            self.stdout.write(f"password (shown once): {password}")

@@ -1,0 +1,82 @@
+"""Organisations, their staff (senders and organisation admins) and the PACS nodes that may send to them."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, validate_ipv46_address
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
+    _("Use 1-50 lowercase letters, digits and dashes, not starting or ending with a dash."),
+)
+ae_title_validator = RegexValidator(
+    r"^[\x20-\x5b\x5d-\x7e]{1,16}$", _("An AE title is 1-16 printable ASCII characters without backslash.")
+)
+
+
+class Organisation(models.Model):
+    """A participating hospital or clinic; everything a sender sees is scoped to one."""
+
+    slug = models.SlugField(_("slug"), max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(_("name"), max_length=200)
+    # Where recipients are pointed with questions (at least one is shown on every recipient page).
+    contact_phone = models.CharField(_("phone for questions"), max_length=40, blank=True)
+    contact_email = models.EmailField(_("e-mail for questions"), blank=True)
+    contact_url = models.URLField(_("web page for questions"), blank=True)
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("organisation")
+        verbose_name_plural = _("organisations")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Sender(AbstractUser):
+    """A member of staff. ``organisation`` is empty only for operators (superusers of the installation)."""
+
+    class Role(models.TextChoices):
+        SENDER = "sender", _("sender")
+        ADMIN = "admin", _("organisation admin")
+
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, null=True, blank=True, related_name="senders",
+        verbose_name=_("organisation"),
+    )
+    role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.SENDER)
+
+    class Meta:
+        verbose_name = _("sender")
+        verbose_name_plural = _("senders")
+
+    @property
+    def is_org_admin(self) -> bool:
+        return self.organisation_id is not None and self.role == self.Role.ADMIN
+
+
+class PacsNode(models.Model):
+    """A DICOM peer of one organisation. Its calling AE title (and host, if given) admits it to the SCP."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="pacs_nodes")
+    ae_title = models.CharField(_("AE title"), max_length=16, validators=[ae_title_validator])
+    host = models.CharField(_("host"), max_length=45, blank=True, validators=[validate_ipv46_address],
+                            help_text=_("IP address the node connects from; empty accepts any address."))
+    port = models.PositiveIntegerField(_("port"), null=True, blank=True,
+                                       validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    description = models.CharField(_("description"), max_length=200, blank=True)
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organisation", "ae_title"]
+        constraints = [models.UniqueConstraint(fields=["ae_title", "host"], name="pacsnode_unique_ae_host")]
+        verbose_name = _("PACS node")
+        verbose_name_plural = _("PACS nodes")
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host or '*'}"

@@ -1,0 +1,31 @@
+"""Every staff authentication decision goes to the audit trail (SECURITY.md A16)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.dispatch import receiver
+from django.http import HttpRequest
+
+from radshare.audit.services import ActorType, Outcome, record
+from radshare.organisations.models import Sender
+
+
+@receiver(user_logged_in)
+def _logged_in(sender: Any, request: HttpRequest | None, user: Sender, **kwargs: Any) -> None:
+    record("portal.login", request=request, user=user)
+
+
+@receiver(user_login_failed)
+def _login_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None,
+                  **kwargs: Any) -> None:
+    username = str(credentials.get("username", ""))[:150]
+    record("portal.login.failed", outcome=Outcome.FAILURE, request=request, actor_type=ActorType.ANONYMOUS,
+           actor_label=username)
+
+
+@receiver(user_logged_out)
+def _logged_out(sender: Any, request: HttpRequest | None, user: Sender | None, **kwargs: Any) -> None:
+    if user is not None:
+        record("portal.logout", request=request, user=user)

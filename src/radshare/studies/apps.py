@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class StudiesConfig(AppConfig):
+    name = "radshare.studies"
+    label = "studies"
+    verbose_name = "Studies"
+
+    def ready(self) -> None:
+        import pydicom.config  # noqa: PLC0415
+
+        # Tolerant on what comes in: never refuse or warn about a malformed value while reading. pydicom's
+        # validation warnings quote the offending value, which may be a name or a birth date (SECURITY.md A21).
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE

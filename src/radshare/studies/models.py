@@ -1,0 +1,132 @@
+"""The DICOM index: Patient -> Study -> Series -> Instance, per organisation.
+
+Field names are DICOM keywords in snake_case. Counts and sizes are kept on Study and Series, updated in the
+same transaction as each new Instance, so lists never aggregate over instances.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from radshare.organisations.models import Organisation, PacsNode
+
+
+class Patient(models.Model):
+    """One patient of one organisation, keyed by (organisation, issuer of patient id, patient id)."""
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="patients")
+    issuer_of_patient_id = models.CharField(max_length=64, blank=True)
+    patient_id = models.CharField(max_length=64)
+    patient_name = models.CharField(max_length=324, blank=True)
+    patient_birth_date = models.DateField(null=True, blank=True)
+    patient_sex = models.CharField(max_length=16, blank=True)
+    # SECURITY.md A23: of the BSN only the last 3 digits (for the e-mail) and a keyed hash (for search).
+    bsn_last3 = models.CharField(max_length=3, blank=True)
+    bsn_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "issuer_of_patient_id", "patient_id"],
+                                    name="patient_unique_key"),
+        ]
+        indexes = [models.Index(fields=["organisation", "patient_name"], name="patient_org_name")]
+
+    def __str__(self) -> str:
+        return f"patient {self.pk}"
+
+    @property
+    def display_name(self) -> str:
+        """DICOM PN ``Family^Given^Middle^Prefix^Suffix`` as people write it."""
+        family, _, rest = self.patient_name.partition("^")
+        given = " ".join(p for p in rest.split("^")[:2] if p)
+        return f"{family}, {given}" if given else family
+
+
+class Study(models.Model):
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="studies")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    study_instance_uid = models.CharField(max_length=64)
+    study_date = models.DateField(null=True, blank=True)
+    study_time = models.CharField(max_length=16, blank=True)
+    study_description = models.CharField(max_length=200, blank=True)
+    accession_number = models.CharField(max_length=64, blank=True)
+    referring_physician_name = models.CharField(max_length=324, blank=True)
+    modalities_in_study = models.CharField(max_length=100, blank=True)  # "CT\\SR", sorted, deduplicated
+    number_of_series = models.PositiveIntegerField(default=0)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    size = models.BigIntegerField(default=0)  # bytes of the stored DICOM files
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "study_instance_uid"], name="study_unique_uid"),
+        ]
+        indexes = [
+            models.Index(fields=["organisation", "-study_date"], name="study_org_date"),
+            models.Index(fields=["organisation", "accession_number"], name="study_org_accession"),
+        ]
+        verbose_name_plural = _("studies")
+
+    def __str__(self) -> str:
+        return f"study {self.pk}"
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in self.modalities_in_study.split("\\") if m]
+
+
+class Series(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    series_instance_uid = models.CharField(max_length=64)
+    modality = models.CharField(max_length=16, blank=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    series_description = models.CharField(max_length=200, blank=True)
+    body_part_examined = models.CharField(max_length=64, blank=True)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    size = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["study", "series_instance_uid"], name="series_unique_uid"),
+        ]
+        ordering = ["series_number", "id"]
+        verbose_name_plural = _("series")
+
+    def __str__(self) -> str:
+        return f"series {self.pk}"
+
+
+class Instance(models.Model):
+    class Source(models.TextChoices):
+        SCP = "scp", _("DICOM C-STORE")
+        UPLOAD = "upload", _("upload")
+        DEMO = "demo", _("demo data")
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    sop_class_uid = models.CharField(max_length=64)
+    sop_instance_uid = models.CharField(max_length=64)
+    instance_number = models.IntegerField(null=True, blank=True)
+    transfer_syntax_uid = models.CharField(max_length=64)
+    number_of_frames = models.PositiveIntegerField(default=1)
+    rows = models.PositiveIntegerField(null=True, blank=True)
+    columns = models.PositiveIntegerField(null=True, blank=True)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    storage_key = models.CharField(max_length=200, unique=True)  # built from hashes only, never from input
+    source = models.CharField(max_length=10, choices=Source.choices)
+    source_node = models.ForeignKey(PacsNode, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "sop_instance_uid"], name="instance_unique_uid"),
+        ]
+        ordering = ["instance_number", "id"]
+
+    def __str__(self) -> str:
+        return f"instance {self.pk}"

@@ -1,0 +1,202 @@
+"""radshare's DICOM storage SCP (pynetdicom): C-ECHO and C-STORE (PS3.4 Annex A and B).
+
+* Associations are admitted by calling AE title (and host, where the PacsNode names one); anyone else gets
+  A-ASSOCIATE-RJ "calling AE title not recognised" (PS3.8 Section 9.3.4) and an audit entry.
+* C-STORE only persists and acknowledges: the received bytes are written as they came (compressed transfer
+  syntaxes are never transcoded), fsynced, renamed into place, indexed and committed; then 0x0000.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from radshare.audit.services import ActorType, Outcome, record
+from radshare.organisations.models import Organisation, PacsNode
+from radshare.studies.services import IngestError, StoreOutcome, store_instance
+
+logger = logging.getLogger(__name__)
+
+DEMO_ORGANISATION_SLUG = "demo"
+
+# C-STORE statuses (PS3.4 Annex B.2.3 and PS3.7 Annex C).
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+PROCESSING_FAILURE = 0x0110
+
+
+@dataclass
+class Admission:
+    """An admitted association: where it files, and what it did (audited once, when it ends)."""
+
+    organisation: Organisation
+    node: PacsNode | None
+    calling_ae_title: str = ""
+    address: str = ""
+    stored: int = 0
+    duplicate: int = 0
+    refused: int = 0
+    study_uids: set[str] = field(default_factory=set)
+    patients: set[int] = field(default_factory=set)
+
+
+def admit(calling_ae_title: str, address: str) -> Admission | None:
+    """The organisation an association files into, or None to reject it.
+
+    A node with a host matches only that address; a node without a host matches any address. In demo mode
+    (``RADSHARE_DICOM_ACCEPT_ANY``) an unknown caller is let into the demo organisation.
+    """
+    title = calling_ae_title.strip()
+    nodes = list(
+        PacsNode.objects.filter(ae_title=title, is_active=True, organisation__is_active=True)
+        .select_related("organisation")
+    )
+    exact = [n for n in nodes if n.host and n.host == address]
+    anywhere = [n for n in nodes if not n.host]
+    match = exact or anywhere
+    if len(match) == 1:
+        return Admission(match[0].organisation, match[0])
+    if len(match) > 1:
+        logger.warning("calling AE title matches %d PACS nodes without a host; rejected", len(match))
+        return None
+    if settings.RADSHARE.dicom_accept_any:
+        demo = Organisation.objects.filter(slug=DEMO_ORGANISATION_SLUG, is_active=True).first()
+        if demo is not None:
+            return Admission(demo, None)
+    return None
+
+
+def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
+    """Send A-ASSOCIATE-RJ and wait until it has left (as pynetdicom's own ACSE does), or the socket
+    closes before the peer reads why."""
+    assoc.acse.send_reject(result, source, diagnostic)
+    assoc.kill()
+
+
+class StorageSCP:
+    """The AE and its handlers. ``start(block=False)`` returns the running server (for tests)."""
+
+    def __init__(self, *, ae_title: str | None = None, bind: str | None = None, port: int | None = None) -> None:
+        cfg = settings.RADSHARE
+        self.ae_title = ae_title or cfg.dicom_ae_title
+        self.address = (bind or cfg.dicom_bind, cfg.dicom_port if port is None else port)
+        self._admissions: dict[int, Admission] = {}
+        self._lock = threading.Lock()
+        self.ae = AE(ae_title=self.ae_title)
+        self.ae.maximum_associations = cfg.dicom_max_associations
+        self.ae.maximum_pdu_size = 0  # no limit on what we receive: fewer, bigger PDUs
+        self.ae.network_timeout = 60
+        self.ae.acse_timeout = 30
+        self.ae.dimse_timeout = 60
+        self.ae.add_supported_context(Verification)
+        self.server: Any = None
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_RELEASED, self.on_closed),
+            (evt.EVT_ABORTED, self.on_closed),
+        ]
+
+    def start(self, *, block: bool = True) -> Any:
+        # Accept every storage SOP class (private ones too: PACS send them) in every transfer syntax;
+        # the data is stored as received.
+        from pynetdicom import _config  # noqa: PLC0415
+
+        _config.UNRESTRICTED_STORAGE_SERVICE = True
+        for cx in self.ae.supported_contexts:
+            cx.transfer_syntax = list(ALL_TRANSFER_SYNTAXES)
+        self.server = self.ae.start_server(self.address, block=block, evt_handlers=self.handlers())
+        return self.server
+
+    def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    # --- handlers (each runs in the association's own thread) ------------------------------------
+
+    def on_requested(self, event: Any) -> None:
+        close_old_connections()
+        primitive = event.assoc.requestor.primitive
+        calling = str(primitive.calling_ae_title).strip()
+        address = str(event.assoc.requestor.address)
+        try:
+            admission = admit(calling, address)
+        except DatabaseError:
+            logger.exception("cannot look up PACS nodes; association rejected (transient)")
+            # Rejected-transient, service provider (ACSE), no reason given (PS3.8 Table 9-21).
+            _reject(event.assoc, 0x02, 0x02, 0x01)
+            return
+        if admission is None:
+            record("dicom.association.rejected", outcome=Outcome.DENIED, actor_type=ActorType.DICOM_NODE,
+                   actor_label=calling, client=address, detail={"reason": "calling AE title not recognised"})
+            logger.info("association rejected: unknown calling AE title from %s", address)
+            # Rejected-permanent, service user, calling AE title not recognised.
+            _reject(event.assoc, 0x01, 0x01, 0x03)
+            return
+        admission.calling_ae_title = calling
+        admission.address = address
+        with self._lock:
+            self._admissions[id(event.assoc)] = admission
+
+    def on_closed(self, event: Any) -> None:
+        with self._lock:
+            admission = self._admissions.pop(id(event.assoc), None)
+        try:
+            if admission is not None and (admission.stored or admission.duplicate or admission.refused):
+                # One entry per association, not per image (DESIGN.md "Audit granularity").
+                record("dicom.store", outcome=Outcome.FAILURE if admission.refused else Outcome.SUCCESS,
+                       node=admission.node, organisation=admission.organisation,
+                       actor_type=ActorType.DICOM_NODE, actor_label=admission.calling_ae_title,
+                       client=admission.address,
+                       patient=next(iter(admission.patients)) if len(admission.patients) == 1 else None,
+                       study_uids=admission.study_uids,
+                       detail={"stored": admission.stored, "duplicate": admission.duplicate,
+                               "refused": admission.refused, "patients": len(admission.patients)})
+        except DatabaseError:
+            logger.exception("cannot write the audit entry for a finished association")
+        finally:
+            connection.close()
+
+    def on_echo(self, event: Any) -> int:
+        return SUCCESS
+
+    def on_store(self, event: Any) -> int | tuple[int, Any]:
+        admission = self._admissions.get(id(event.assoc))
+        if admission is None:  # cannot happen: admission precedes negotiation
+            return PROCESSING_FAILURE
+        try:
+            data = event.encoded_dataset(include_meta=True)
+        except Exception:  # noqa: BLE001 - pynetdicom raises assorted errors for broken P-DATA
+            admission.refused += 1
+            logger.warning("C-STORE with unreadable data set refused")
+            return 0xC000
+        try:
+            result = store_instance(admission.organisation, data, source="scp", node=admission.node)
+        except IngestError as exc:
+            admission.refused += 1
+            logger.info("C-STORE refused (0x%04X): %s", exc.status, exc.reason)
+            return exc.status
+        except DatabaseError:
+            admission.refused += 1
+            logger.exception("C-STORE failed on the database; the sender may retry")
+            close_old_connections()
+            return OUT_OF_RESOURCES
+        if result.outcome == StoreOutcome.STORED:
+            admission.stored += 1
+        else:
+            admission.duplicate += 1
+        study = result.instance.series.study
+        admission.study_uids.add(study.study_instance_uid)
+        admission.patients.add(study.patient_id)
+        return SUCCESS

@@ -1,0 +1,313 @@
+"""Ingest (one entry point for the SCP, uploads and demo data) and the study browser's queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from io import BytesIO
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, QuerySet
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from radshare.audit.services import ActorType, Outcome, record
+from radshare.organisations.models import Organisation, PacsNode
+from radshare.studies.models import Instance, Patient, Series, Study
+from radshare.studies.storage import get_store
+
+logger = logging.getLogger(__name__)
+
+# Header attributes the index needs; everything up to the pixel data is small, so read it all but pixels.
+PLACEHOLDER_BIRTH_DATES = frozenset({dt.date(1900, 1, 1), dt.date(1800, 1, 1), dt.date(1899, 12, 31)})
+
+
+class StoreOutcome(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+
+
+class IngestError(Exception):
+    """The data cannot be stored. ``status`` is the DICOM C-STORE failure status (PS3.4 Annex B.2.3)."""
+
+    status = 0xC000
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NotDicomError(IngestError):
+    status = 0xC000  # Error: cannot understand
+
+
+class MissingAttributeError(IngestError):
+    status = 0xA900  # Error: data set does not match SOP class
+
+
+class ConflictError(IngestError):
+    status = 0xA900
+
+
+class OutOfResourcesError(IngestError):
+    status = 0xA700  # Refused: out of resources
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    outcome: StoreOutcome
+    instance: Instance
+
+
+def _text(ds: Dataset, keyword: str, limit: int) -> str:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()[:limit]
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(ds: Dataset, keyword: str) -> dt.date | None:
+    raw = _text(ds, keyword, 16).replace(".", "")  # ACR-NEMA style 1970.01.01 still occurs
+    try:
+        return dt.datetime.strptime(raw[:8], "%Y%m%d").date() if len(raw) >= 8 else None
+    except ValueError:
+        return None
+
+
+def bsn_hash(bsn: str) -> str:
+    """Keyed hash of a BSN for search (SECURITY.md A23); the secret key is the HMAC key."""
+    return hmac.new(settings.SECRET_KEY.encode(), f"bsn:{bsn}".encode(), hashlib.sha256).hexdigest()
+
+
+def _bsn(ds: Dataset) -> str:
+    """The BSN from Other Patient IDs Sequence (or the Patient ID itself) with issuer RADSHARE_BSN_ISSUER."""
+    issuer = settings.RADSHARE.bsn_issuer
+    candidates: list[tuple[str, str]] = [(_text(ds, "PatientID", 64), _text(ds, "IssuerOfPatientID", 64))]
+    for item in ds.get("OtherPatientIDsSequence", None) or []:
+        candidates.append((_text(item, "PatientID", 64), _text(item, "IssuerOfPatientID", 64)))
+    for value, value_issuer in candidates:
+        digits = value.replace(" ", "")
+        if value_issuer == issuer and digits.isdigit() and 8 <= len(digits) <= 9:
+            return digits.zfill(9)
+    return ""
+
+
+def parse_header(data: bytes | memoryview) -> Dataset:
+    """Read everything up to the pixel data; never decode pixels (DESIGN.md "Ingest path")."""
+    try:
+        ds = dcmread(BytesIO(data), stop_before_pixels=True)
+        # Touch the attributes we index now, so a broken element fails here and not half-way through.
+        for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID"):
+            ds.get(keyword)
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
+            NotImplementedError, IndexError, UnicodeError) as exc:
+        raise NotDicomError(f"not a readable DICOM data set ({type(exc).__name__})") from exc
+    for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if not _text(ds, keyword, 64):
+            raise MissingAttributeError(f"{keyword} is missing or empty")
+    return ds
+
+
+def _patient_fields(ds: Dataset) -> dict[str, Any]:
+    bsn = _bsn(ds)
+    return {
+        "patient_name": _text(ds, "PatientName", 324),
+        "patient_birth_date": _date(ds, "PatientBirthDate"),
+        "patient_sex": _text(ds, "PatientSex", 16),
+        "bsn_last3": bsn[-3:] if bsn else "",
+        "bsn_hash": bsn_hash(bsn) if bsn else "",
+    }
+
+
+def _fill_blanks(obj: Any, values: dict[str, Any]) -> None:
+    """Later instances may complete, never overwrite, what the first one said."""
+    changed = [k for k, v in values.items() if v not in ("", None) and getattr(obj, k) in ("", None)]
+    for k in changed:
+        setattr(obj, k, values[k])
+    if changed:
+        obj.save(update_fields=changed)
+
+
+def _index(organisation: Organisation, ds: Dataset, stored: Any, transfer_syntax: str, source: str,
+           node: PacsNode | None) -> Instance:
+    patient, patient_created = Patient.objects.get_or_create(
+        organisation=organisation,
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID", 64),
+        patient_id=_text(ds, "PatientID", 64),
+        defaults=_patient_fields(ds),
+    )
+    study_uid = _text(ds, "StudyInstanceUID", 64)
+    study, study_created = Study.objects.get_or_create(
+        organisation=organisation, study_instance_uid=study_uid,
+        defaults={
+            "patient": patient,
+            "study_date": _date(ds, "StudyDate"),
+            "study_time": _text(ds, "StudyTime", 16),
+            "study_description": _text(ds, "StudyDescription", 200),
+            "accession_number": _text(ds, "AccessionNumber", 64),
+            "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
+        },
+    )
+    if study.patient_id != patient.pk:
+        # One Study Instance UID under two patients is a mix-up upstream; filing it would show one patient's
+        # images to another. Refuse and let the audit trail tell the organisation.
+        raise ConflictError("this study is already filed under another patient")
+    if not patient_created:
+        _fill_blanks(patient, _patient_fields(ds))
+    series, series_created = Series.objects.get_or_create(
+        study=study, series_instance_uid=_text(ds, "SeriesInstanceUID", 64),
+        defaults={
+            "modality": _text(ds, "Modality", 16),
+            "series_number": _int(ds, "SeriesNumber"),
+            "series_description": _text(ds, "SeriesDescription", 200),
+            "body_part_examined": _text(ds, "BodyPartExamined", 64),
+        },
+    )
+    instance = Instance.objects.create(
+        organisation=organisation,
+        series=series,
+        sop_class_uid=_text(ds, "SOPClassUID", 64),
+        sop_instance_uid=_text(ds, "SOPInstanceUID", 64),
+        instance_number=_int(ds, "InstanceNumber"),
+        transfer_syntax_uid=transfer_syntax,
+        number_of_frames=max(_int(ds, "NumberOfFrames") or 1, 1),
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        size=stored.size,
+        sha256=stored.sha256,
+        storage_key=stored.key,
+        source=source,
+        source_node=node,
+    )
+    Series.objects.filter(pk=series.pk).update(
+        number_of_instances=F("number_of_instances") + 1, size=F("size") + stored.size
+    )
+    if series_created and series.modality:
+        # Lock the study row, then read every series: concurrent associations adding series of other
+        # modalities to the same study each see the others' committed rows.
+        locked = Study.objects.select_for_update().get(pk=study.pk)
+        modalities = set(Series.objects.filter(study=locked).exclude(modality="").values_list("modality", flat=True))
+        Study.objects.filter(pk=study.pk).update(modalities_in_study="\\".join(sorted(modalities))[:100])
+    Study.objects.filter(pk=study.pk).update(
+        number_of_instances=F("number_of_instances") + 1,
+        number_of_series=F("number_of_series") + (1 if series_created else 0),
+        size=F("size") + stored.size,
+    )
+    return instance
+
+
+def _duplicate(organisation: Organisation, sop_uid: str, sha256: str, node: PacsNode | None) -> StoreResult | None:
+    existing = Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid).select_related(
+        "series__study"
+    ).first()
+    if existing is None:
+        return None
+    if existing.sha256 != sha256:
+        # DICOM requires changed content to get a new UID: keep the first copy, tell the organisation.
+        record("dicom.store.conflict", outcome=Outcome.FAILURE, node=node, organisation=organisation,
+               actor_type=None if node else ActorType.SYSTEM,
+               patient=existing.series.study.patient_id, study_uids=[existing.series.study.study_instance_uid],
+               detail={"instance": existing.pk, "reason": "same SOP Instance UID, different content; first kept"})
+    return StoreResult(StoreOutcome.DUPLICATE, existing)
+
+
+def store_instance(
+    organisation: Organisation,
+    data: bytes | memoryview,
+    *,
+    source: str,
+    node: PacsNode | None = None,
+) -> StoreResult:
+    """Store one DICOM Part 10 file (file meta + data set) durably and index it (SECURITY.md R1).
+
+    The file is fsynced and renamed into place, then its rows are committed; only then does this return.
+    The same SOP Instance UID again (per organisation) is acknowledged and not stored twice.
+    Raises an ``IngestError`` subclass (with a DICOM status) when the data cannot be stored.
+    """
+    ds = parse_header(data)
+    sop_uid = _text(ds, "SOPInstanceUID", 64)
+    transfer_syntax = _text(ds.file_meta, "TransferSyntaxUID", 64) if hasattr(ds, "file_meta") else ""
+    if not transfer_syntax:
+        raise MissingAttributeError("the file meta information has no Transfer Syntax UID")
+    sha256 = hashlib.sha256(data).hexdigest()
+    if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
+        return dup
+    store = get_store()
+    try:
+        stored = store.put(data, name_hint=f"{organisation.pk}:{sop_uid}")
+    except OSError as exc:
+        logger.error("cannot write instance file: %s", exc.strerror)
+        raise OutOfResourcesError("the file could not be written (storage full or unavailable)") from exc
+    try:
+        with transaction.atomic():
+            instance = _index(organisation, ds, stored, transfer_syntax, source, node)
+    except IntegrityError:
+        # A concurrent association stored the same SOP Instance UID first: theirs stays, ours goes.
+        store.delete(stored.key)
+        if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
+            return dup
+        raise
+    except BaseException:
+        store.delete(stored.key)
+        raise
+    return StoreResult(StoreOutcome.STORED, instance)
+
+
+# --- study browser ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudySearch:
+    patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: dt.date | None = None
+    study_date_from: dt.date | None = None
+    study_date_to: dt.date | None = None
+    accession_number: str = ""
+    modality: str = ""
+
+
+def search_studies(organisation: Organisation, criteria: StudySearch) -> QuerySet[Study]:
+    """Studies of ``organisation`` matching every given criterion, newest first."""
+    qs = Study.objects.filter(organisation=organisation).select_related("patient")
+    if criteria.patient_id:
+        qs = qs.filter(patient__patient_id__iexact=criteria.patient_id.strip())
+    if criteria.patient_name:
+        # People type "jansen" or "Jansen, Piet"; DICOM stores "Jansen^Piet".
+        for part in criteria.patient_name.replace(",", " ").replace("^", " ").split():
+            qs = qs.filter(patient__patient_name__icontains=part)
+    if criteria.patient_birth_date:
+        qs = qs.filter(patient__patient_birth_date=criteria.patient_birth_date)
+    if criteria.study_date_from:
+        qs = qs.filter(study_date__gte=criteria.study_date_from)
+    if criteria.study_date_to:
+        qs = qs.filter(study_date__lte=criteria.study_date_to)
+    if criteria.accession_number:
+        qs = qs.filter(accession_number__iexact=criteria.accession_number.strip())
+    if criteria.modality:
+        m = criteria.modality.strip().upper()
+        qs = qs.filter(Q(modalities_in_study=m) | Q(modalities_in_study__startswith=m + "\\")
+                       | Q(modalities_in_study__endswith="\\" + m) | Q(modalities_in_study__contains=f"\\{m}\\"))
+    return qs.order_by(F("study_date").desc(nulls_last=True), "-created_at")
+
+
+def get_study(organisation: Organisation, study_pk: int) -> Study:
+    """One study, only if it belongs to ``organisation`` (an id alone is never enough, SECURITY.md A10)."""
+    return Study.objects.select_related("patient").get(organisation=organisation, pk=study_pk)

@@ -1,0 +1,20 @@
+"""URL groups (DESIGN.md "URLs and zoning"): recipient pages at / and /r/, portal at /portal/, admin at /admin/."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from radshare.core import views as core_views
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("portal/", include(("radshare.studies.urls", "portal"), namespace="portal")),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "radshare.core.views.bad_request"
+handler403 = "radshare.core.views.permission_denied"
+handler404 = "radshare.core.views.page_not_found"
+handler500 = "radshare.core.views.server_error"
