@@ -11,7 +11,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 $$(ls -d $${PYENV_RO
 PG_URL ?= postgres://postgres@127.0.0.1:5432/radshare
 PYTEST_WORKERS ?= 2
 
-.PHONY: help run install test test-sqlite test-postgres lint messages bench clean lock
+.PHONY: help run install test test-sqlite test-postgres lint messages check-messages bench clean lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -51,7 +51,10 @@ lint: install ## ruff and mypy
 	$(BIN)/mypy
 
 messages: install ## rebuild the translation catalogues (.po -> .mo); CI fails when they are stale
-	cd src/radshare && ../../$(BIN)/radshare makemessages -l nl -l en --no-obsolete --no-location && ../../$(BIN)/radshare compilemessages
+	cd src/radshare && export RADSHARE_DATA_DIR=$$(mktemp -d) && ../../$(BIN)/radshare makemessages -l nl -l en --no-obsolete --no-location && ../../$(BIN)/radshare compilemessages
+
+check-messages: install ## fail when the committed translation catalogues are stale
+	scripts/check-messages
 
 bench: install ## benchmarks, each beside a reference measured in the same run
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
