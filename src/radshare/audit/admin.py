@@ -7,7 +7,7 @@ from radshare.audit.models import AuditEvent
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     """Read-only: the trail is append-only."""
 
     list_display = ("timestamp", "action", "outcome", "actor_type", "actor_label", "organisation_id", "client_address")

@@ -46,7 +46,7 @@ def record(
         client = client or client_address(request)
         user_agent = request.headers.get("user-agent", "")[:300]
         if user is None and getattr(request, "user", None) is not None and request.user.is_authenticated:
-            user = request.user  # type: ignore[assignment]
+            user = request.user
     if user is not None:
         actor_id = user.pk
         actor_label = actor_label or user.get_username()

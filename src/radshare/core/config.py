@@ -173,7 +173,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SECRET_KEY", None, _text,
             "Signs sessions and keys code hashes. Required (the same on every machine) with PostgreSQL outside demo "
             "mode; otherwise generated into the data dir on first run.", secret=True),
-    Setting("DEMO", "false", _bool, "Demo mode: demo organisation, open DICOM door, `/dev/outbox/`. Never in production."),
+    Setting("DEMO", "false", _bool, "Demo mode: demo data may be loaded, any DICOM caller files into the demo organisation. Never in production."),
     Setting("ROLE", "all", _choice("all", "public", "internal"),
             "Which URL groups a web process serves: `public` (recipient pages), `internal` (portal, API, admin), `all`."),
     Setting("BASE_URL", None, _base_url, "Public address of the recipient site. Default: `http://localhost:<HTTP_PORT>`."),

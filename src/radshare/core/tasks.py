@@ -37,7 +37,8 @@ def enqueue_on_commit(task_obj: Task[..., Any], *args: Any, **kwargs: Any) -> No
 
 def backoff(attempt: int) -> timedelta:
     """10 s, 20 s, 40 s, ... capped at one hour."""
-    return min(BASE_DELAY * (2 ** max(attempt, 0)), MAX_DELAY)
+    delay: timedelta = BASE_DELAY * (2 ** max(attempt, 0))
+    return min(delay, MAX_DELAY)
 
 
 def retry(task_obj: Task[..., Any], *args: Any, attempt: int, **kwargs: Any) -> bool:

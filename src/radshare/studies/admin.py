@@ -7,7 +7,7 @@ from radshare.studies.models import Study
 
 
 @admin.register(Study)
-class StudyAdmin(admin.ModelAdmin):
+class StudyAdmin(admin.ModelAdmin[Study]):
     """Operators see what is stored (counts and sizes); changes happen through DICOM and the portal."""
 
     list_display = ("id", "organisation", "study_date", "modalities_in_study", "number_of_instances", "size")

@@ -15,7 +15,9 @@ class DateInput(forms.DateInput):
 
     def format_value(self, value: Any) -> str | None:
         # <input type="date"> needs ISO; people may still type dd-mm-yyyy where the picker is absent.
-        return value.isoformat() if hasattr(value, "isoformat") else value
+        if hasattr(value, "isoformat"):
+            return str(value.isoformat())
+        return None if value is None else str(value)
 
 
 class StudySearchForm(forms.Form):

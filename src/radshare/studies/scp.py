@@ -98,7 +98,7 @@ class StorageSCP:
         self.ae.add_supported_context(Verification)
         self.server: Any = None
 
-    def handlers(self) -> list[tuple[Any, Any]]:
+    def handlers(self) -> list[Any]:
         return [
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_ECHO, self.on_echo),

@@ -34,9 +34,9 @@ def sender_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResp
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         user = request.user
         assert isinstance(user, Sender)  # noqa: S101 - login_required guarantees it
-        if user.organisation_id is None or not user.organisation.is_active:
+        if user.organisation is None or not user.organisation.is_active:
             raise PermissionDenied
-        return view(request, user.organisation, *args, **kwargs)
+        return view(request, user.organisation, *args, **kwargs)  # scoped from here on
 
     return wrapper
 
