@@ -49,11 +49,15 @@ def config_with(**overrides: Any) -> Config:
 
 
 @pytest.fixture(autouse=True)
-def _storage_root(settings: Any, tmp_path: Path) -> Path:
-    """Each test stores its files in its own folder."""
+def _storage_root(settings: Any, tmp_path: Path) -> Iterator[Path]:
+    """Each test stores its files in its own folder, and starts with an empty ingest id cache."""
+    from radshare.studies import services
+
     root = tmp_path / "storage"
     settings.RADSHARE_STORAGE_ROOT = root
-    return root
+    services._ids.clear()
+    yield root
+    services._ids.clear()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ _base = urlsplit(BASE_URL)
 HTTPS = _base.scheme == "https"
 RADSHARE_STORAGE_ROOT = Path(urlsplit(RADSHARE.storage_url).path)
 
-ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", _base.hostname or "localhost"]
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", _base.hostname or "localhost", *RADSHARE.allowed_hosts]
 
 INSTALLED_APPS = [
     "radshare.core.apps.OperatorAdminConfig",
@@ -106,7 +106,6 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
@@ -118,7 +117,9 @@ SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_HTTPONLY = True
-CSRF_TRUSTED_ORIGINS = [f"{_base.scheme}://{_base.netloc}"]
+CSRF_TRUSTED_ORIGINS = [f"{_base.scheme}://{_base.netloc}"] + [
+    f"{_base.scheme}://{h}" for h in RADSHARE.allowed_hosts if not h.startswith(".")
+]
 if HTTPS:
     SESSION_COOKIE_NAME = "__Host-sessionid"
     CSRF_COOKIE_NAME = "__Host-csrftoken"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.http import HttpRequest
 
@@ -9,6 +11,12 @@ from django.http import HttpRequest
 class OperatorAdminSite(admin.AdminSite):
     site_header = "radshare operator admin"
     site_title = "radshare"
+
+    @property
+    def login_form(self) -> Any:  # type: ignore[override]
+        from radshare.organisations.forms import OperatorLoginForm  # noqa: PLC0415 - app registry must be ready
+
+        return OperatorLoginForm
 
     def has_permission(self, request: HttpRequest) -> bool:
         user = request.user

@@ -146,6 +146,14 @@ def _bind(raw: str) -> str:
     return value
 
 
+def _hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower() for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if not all(c.isalnum() or c in ".-:[]*" for c in host.lstrip(".")):
+            raise ValueError(f"{host!r} is not a host name (e.g. radshare.example.org or .example.org)")
+    return hosts
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -177,6 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ROLE", "all", _choice("all", "public", "internal"),
             "Which URL groups a web process serves: `public` (recipient pages), `internal` (portal, API, admin), `all`."),
     Setting("BASE_URL", None, _base_url, "Public address of the recipient site. Default: `http://localhost:<HTTP_PORT>`."),
+    Setting("ALLOWED_HOSTS", "", _hosts,
+            "Extra host names the web server answers to (comma-separated), e.g. the portal's internal name. "
+            "The BASE_URL host and localhost are always allowed."),
     Setting("HTTP_BIND", "127.0.0.1", _bind, "Address the web server listens on."),
     Setting("HTTP_PORT", "8000", _int_range(1, 65535), "Port the web server listens on."),
     Setting("TRUSTED_PROXIES", "", _proxies,

@@ -3,26 +3,33 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
+from radshare.core.net import client_address
 from radshare.organisations.services import login_throttled
 
+THROTTLED = _("Too many failed attempts. Wait 15 minutes and try again, or ask your administrator.")
 
-class SenderLoginForm(AuthenticationForm):
-    """Django's login form, refusing early while an account or address is throttled (SECURITY.md A9)."""
 
-    error_messages = {
-        **AuthenticationForm.error_messages,
-        "throttled": _("Too many failed attempts. Wait 15 minutes and try again, or ask your administrator."),
-    }
+class ThrottledLoginMixin:
+    """Refuse before checking the password while an account or address is throttled (SECURITY.md A9)."""
 
-    def __init__(self, request: Any = None, *args: Any, client: str = "", **kwargs: Any) -> None:
-        super().__init__(request, *args, **kwargs)
-        self.client = client
+    request: Any
+    cleaned_data: dict[str, Any]
 
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username") or ""
-        if login_throttled(username, self.client):
-            raise forms.ValidationError(self.error_messages["throttled"], code="throttled")
-        return super().clean()
+        address = client_address(self.request) if self.request is not None else ""
+        if login_throttled(username, address):
+            raise forms.ValidationError(THROTTLED, code="throttled")
+        return super().clean()  # type: ignore[misc,no-any-return]
+
+
+class SenderLoginForm(ThrottledLoginMixin, AuthenticationForm):
+    """The portal's login form."""
+
+
+class OperatorLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    """The operator admin's login form, throttled like the portal's."""

@@ -196,7 +196,6 @@ class StorageSCP:
             admission.stored += 1
         else:
             admission.duplicate += 1
-        study = result.instance.series.study
-        admission.study_uids.add(study.study_instance_uid)
-        admission.patients.add(study.patient_id)
+        admission.study_uids.add(result.study_instance_uid)
+        admission.patients.add(result.patient_pk)
         return SUCCESS

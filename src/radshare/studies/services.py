@@ -21,7 +21,7 @@ from pydicom.errors import InvalidDicomError
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies.models import Instance, Patient, Series, Study
-from radshare.studies.storage import get_store
+from radshare.studies.storage import StoredFile, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class OutOfResourcesError(IngestError):
 class StoreResult:
     outcome: StoreOutcome
     instance: Instance
+    study_instance_uid: str
+    patient_pk: int
 
 
 def _text(ds: Dataset, keyword: str, limit: int) -> str:
@@ -145,19 +147,56 @@ def _fill_blanks(obj: Any, values: dict[str, Any]) -> None:
         obj.save(update_fields=changed)
 
 
-def _index(organisation: Organisation, ds: Dataset, stored: Any, transfer_syntax: str, source: str,
-           node: PacsNode | None) -> Instance:
-    patient, patient_created = Patient.objects.get_or_create(
-        organisation=organisation,
-        issuer_of_patient_id=_text(ds, "IssuerOfPatientID", 64),
-        patient_id=_text(ds, "PatientID", 64),
-        defaults=_patient_fields(ds),
+class _IdCache:
+    """Ids of patients, studies and series already indexed, so a series of hundreds of images costs one look-up
+    per series instead of three per image. Filled only after a commit (a rolled-back row is never cached); a stale
+    entry (a row purged meanwhile) fails the insert with an IntegrityError, and the caller clears the cache."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self.patients: dict[tuple[int, str, str], int] = {}
+        self.studies: dict[tuple[int, str], tuple[int, int]] = {}
+        self.series: dict[tuple[int, str], int] = {}
+
+    def clear(self) -> None:
+        self.patients.clear()
+        self.studies.clear()
+        self.series.clear()
+
+    def remember(self, patient: tuple[tuple[int, str, str], int], study: tuple[tuple[int, str], tuple[int, int]],
+                 series: tuple[tuple[int, str], int]) -> None:
+        if len(self.series) > self.LIMIT:
+            self.clear()
+        self.patients[patient[0]] = patient[1]
+        self.studies[study[0]] = study[1]
+        self.series[series[0]] = series[1]
+
+
+_ids = _IdCache()
+
+
+def _patient_pk(organisation: Organisation, ds: Dataset) -> int:
+    key = (organisation.pk, _text(ds, "IssuerOfPatientID", 64), _text(ds, "PatientID", 64))
+    if (pk := _ids.patients.get(key)) is not None:
+        return pk
+    patient, created = Patient.objects.get_or_create(
+        organisation=organisation, issuer_of_patient_id=key[1], patient_id=key[2], defaults=_patient_fields(ds)
     )
-    study_uid = _text(ds, "StudyInstanceUID", 64)
-    study, study_created = Study.objects.get_or_create(
-        organisation=organisation, study_instance_uid=study_uid,
+    if not created:
+        _fill_blanks(patient, _patient_fields(ds))
+    return patient.pk
+
+
+def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tuple[int, int]:
+    """(study pk, pk of the patient the study is filed under)."""
+    key = (organisation.pk, _text(ds, "StudyInstanceUID", 64))
+    if (pks := _ids.studies.get(key)) is not None:
+        return pks
+    study, _ = Study.objects.get_or_create(
+        organisation=organisation, study_instance_uid=key[1],
         defaults={
-            "patient": patient,
+            "patient_id": patient_pk,
             "study_date": _date(ds, "StudyDate"),
             "study_time": _text(ds, "StudyTime", 16),
             "study_description": _text(ds, "StudyDescription", 200),
@@ -165,14 +204,16 @@ def _index(organisation: Organisation, ds: Dataset, stored: Any, transfer_syntax
             "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
         },
     )
-    if study.patient_id != patient.pk:
-        # One Study Instance UID under two patients is a mix-up upstream; filing it would show one patient's
-        # images to another. Refuse and let the audit trail tell the organisation.
-        raise ConflictError("this study is already filed under another patient")
-    if not patient_created:
-        _fill_blanks(patient, _patient_fields(ds))
-    series, series_created = Series.objects.get_or_create(
-        study=study, series_instance_uid=_text(ds, "SeriesInstanceUID", 64),
+    return study.pk, study.patient_id
+
+
+def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
+    """(series pk, whether it was created now, its modality)."""
+    key = (study_pk, _text(ds, "SeriesInstanceUID", 64))
+    if (pk := _ids.series.get(key)) is not None:
+        return pk, False, ""
+    series, created = Series.objects.get_or_create(
+        study_id=study_pk, series_instance_uid=key[1],
         defaults={
             "modality": _text(ds, "Modality", 16),
             "series_number": _int(ds, "SeriesNumber"),
@@ -180,9 +221,22 @@ def _index(organisation: Organisation, ds: Dataset, stored: Any, transfer_syntax
             "body_part_examined": _text(ds, "BodyPartExamined", 64),
         },
     )
+    return series.pk, created, series.modality
+
+
+def _index(organisation: Organisation, ds: Dataset, stored: StoredFile, transfer_syntax: str, source: str,
+           node: PacsNode | None) -> StoreResult:
+    """Index one stored file; call inside a transaction."""
+    patient_pk = _patient_pk(organisation, ds)
+    study_pk, filed_under = _study_pks(organisation, ds, patient_pk)
+    if filed_under != patient_pk:
+        # One Study Instance UID under two patients is a mix-up upstream; filing it would show one patient's
+        # images to another. Refuse and let the audit trail tell the organisation.
+        raise ConflictError("this study is already filed under another patient")
+    series_pk, series_created, modality = _series_pk(study_pk, ds)
     instance = Instance.objects.create(
         organisation=organisation,
-        series=series,
+        series_id=series_pk,
         sop_class_uid=_text(ds, "SOPClassUID", 64),
         sop_instance_uid=_text(ds, "SOPInstanceUID", 64),
         instance_number=_int(ds, "InstanceNumber"),
@@ -196,21 +250,30 @@ def _index(organisation: Organisation, ds: Dataset, stored: Any, transfer_syntax
         source=source,
         source_node=node,
     )
-    Series.objects.filter(pk=series.pk).update(
+    Series.objects.filter(pk=series_pk).update(
         number_of_instances=F("number_of_instances") + 1, size=F("size") + stored.size
     )
-    if series_created and series.modality:
-        # Lock the study row, then read every series: concurrent associations adding series of other
-        # modalities to the same study each see the others' committed rows.
-        locked = Study.objects.select_for_update().get(pk=study.pk)
-        modalities = set(Series.objects.filter(study=locked).exclude(modality="").values_list("modality", flat=True))
-        Study.objects.filter(pk=study.pk).update(modalities_in_study="\\".join(sorted(modalities))[:100])
-    Study.objects.filter(pk=study.pk).update(
-        number_of_instances=F("number_of_instances") + 1,
-        number_of_series=F("number_of_series") + (1 if series_created else 0),
-        size=F("size") + stored.size,
-    )
-    return instance
+    study_update: dict[str, Any] = {
+        "number_of_instances": F("number_of_instances") + 1,
+        "size": F("size") + stored.size,
+    }
+    if series_created:
+        study_update["number_of_series"] = F("number_of_series") + 1
+        if modality:
+            # Lock the study row, then read every series: concurrent associations adding series of other
+            # modalities to the same study each see the others' committed rows.
+            Study.objects.select_for_update().filter(pk=study_pk).values_list("pk").get()
+            modalities = Series.objects.filter(study_id=study_pk).exclude(modality="").values_list(
+                "modality", flat=True)
+            study_update["modalities_in_study"] = "\\".join(sorted(set(modalities)))[:100]
+    Study.objects.filter(pk=study_pk).update(**study_update)
+    study_uid = _text(ds, "StudyInstanceUID", 64)
+    transaction.on_commit(lambda: _ids.remember(
+        ((organisation.pk, _text(ds, "IssuerOfPatientID", 64), _text(ds, "PatientID", 64)), patient_pk),
+        ((organisation.pk, study_uid), (study_pk, patient_pk)),
+        ((study_pk, _text(ds, "SeriesInstanceUID", 64)), series_pk),
+    ))
+    return StoreResult(StoreOutcome.STORED, instance, study_uid, patient_pk)
 
 
 def _duplicate(organisation: Organisation, sop_uid: str, sha256: str, node: PacsNode | None) -> StoreResult | None:
@@ -225,7 +288,8 @@ def _duplicate(organisation: Organisation, sop_uid: str, sha256: str, node: Pacs
                actor_type=None if node else ActorType.SYSTEM,
                patient=existing.series.study.patient_id, study_uids=[existing.series.study.study_instance_uid],
                detail={"instance": existing.pk, "reason": "same SOP Instance UID, different content; first kept"})
-    return StoreResult(StoreOutcome.DUPLICATE, existing)
+    study = existing.series.study
+    return StoreResult(StoreOutcome.DUPLICATE, existing, study.study_instance_uid, study.patient_id)
 
 
 def store_instance(
@@ -251,23 +315,30 @@ def store_instance(
         return dup
     store = get_store()
     try:
-        stored = store.put(data, name_hint=f"{organisation.pk}:{sop_uid}")
+        stored = store.put(data, sha256=sha256, name_hint=f"{organisation.pk}:{sop_uid}")
     except OSError as exc:
         logger.error("cannot write instance file: %s", exc.strerror)
         raise OutOfResourcesError("the file could not be written (storage full or unavailable)") from exc
     try:
         with transaction.atomic():
-            instance = _index(organisation, ds, stored, transfer_syntax, source, node)
+            return _index(organisation, ds, stored, transfer_syntax, source, node)
     except IntegrityError:
-        # A concurrent association stored the same SOP Instance UID first: theirs stays, ours goes.
         store.delete(stored.key)
+        # A concurrent association stored the same SOP Instance UID first: theirs stays, ours goes.
         if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
             return dup
-        raise
+        # Otherwise a cached id went stale (its row was removed): forget the cache and index afresh.
+        _ids.clear()
+        stored = store.put(data, sha256=sha256, name_hint=f"{organisation.pk}:{sop_uid}")
+        try:
+            with transaction.atomic():
+                return _index(organisation, ds, stored, transfer_syntax, source, node)
+        except BaseException:
+            store.delete(stored.key)
+            raise
     except BaseException:
         store.delete(stored.key)
         raise
-    return StoreResult(StoreOutcome.STORED, instance)
 
 
 # --- study browser ---------------------------------------------------------------------------------

@@ -32,16 +32,20 @@ class LocalInstanceStore:
     def path(self, key: str) -> Path:
         return self.instances / key
 
-    def put(self, data: bytes | memoryview, *, name_hint: str) -> StoredFile:
-        """Store ``data`` durably; ``name_hint`` (e.g. org + SOP Instance UID) only spreads files over folders."""
-        digest = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes | memoryview, *, name_hint: str, sha256: str = "") -> StoredFile:
+        """Store ``data`` durably; ``name_hint`` (e.g. org + SOP Instance UID) only spreads files over folders.
+        ``sha256``: the data's digest when the caller has it already."""
+        digest = sha256 or hashlib.sha256(data).hexdigest()
         spread = hashlib.sha256(name_hint.encode()).hexdigest()
         key = f"{spread[:2]}/{spread[2:4]}/{spread[:32]}-{secrets.token_hex(8)}.dcm"
-        self.incoming.mkdir(parents=True, exist_ok=True)
         tmp = self.incoming / f"{secrets.token_hex(16)}.part"
         final = self.path(key)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileNotFoundError:
+                self.incoming.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(data)
                 while view:
@@ -50,8 +54,11 @@ class LocalInstanceStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except FileNotFoundError:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp.rename(final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -16,7 +16,6 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_safe
 
 from radshare.audit.services import record
-from radshare.core.net import client_address
 from radshare.organisations.forms import SenderLoginForm
 from radshare.organisations.models import Organisation, Sender
 from radshare.studies.forms import StudySearchForm
@@ -45,11 +44,6 @@ class LoginView(auth_views.LoginView):
     template_name = "studies/login.html"
     authentication_form = SenderLoginForm
     redirect_authenticated_user = True
-
-    def get_form_kwargs(self) -> dict[str, Any]:
-        kwargs = super().get_form_kwargs()
-        kwargs["client"] = client_address(self.request)
-        return kwargs
 
 
 @require_safe
