@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.middleware import csrf
 from django.http import Http404, HttpRequest, HttpResponse
 
 logger = logging.getLogger("radshare.access")
@@ -59,3 +60,18 @@ class NoStoreMiddleware:
         if not request.path.startswith("/static/") and "Cache-Control" not in response:
             response["Cache-Control"] = "no-store"
         return response
+
+
+class CsrfViewMiddleware(csrf.CsrfViewMiddleware):
+    """Django's CSRF protection, made to work with ``Referrer-Policy: no-referrer`` (SECURITY.md A2, A13).
+
+    Under that policy browsers send ``Origin: null`` on same-origin form posts (and no Referer), which Django's
+    origin check refuses. For ``Origin: null`` we accept the request only when the browser itself vouches that it
+    comes from our own origin (``Sec-Fetch-Site: same-origin``, a header pages cannot set); the CSRF token is
+    checked as always.
+    """
+
+    def _origin_verified(self, request: HttpRequest) -> bool:
+        if request.META.get("HTTP_ORIGIN") == "null":
+            return request.META.get("HTTP_SEC_FETCH_SITE") == "same-origin"
+        return bool(super()._origin_verified(request))

@@ -95,12 +95,15 @@ def prune_task_results() -> int:
 
 @task()
 def sweep_incoming() -> int:
-    """Remove half-written files a crash left in the incoming folder (never a committed instance)."""
+    """Remove half-written files a crash left in the incoming folder (never a committed instance).
+
+    Only the store's own temp files (``*.part``): anything else there is not ours to delete.
+    """
     incoming = Path(settings.RADSHARE_STORAGE_ROOT) / "incoming"
     cutoff = timezone.now().timestamp() - STALE_INCOMING.total_seconds()
     removed = 0
     if incoming.is_dir():
-        for path in incoming.iterdir():
+        for path in incoming.glob("*.part"):
             if path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
                 removed += 1

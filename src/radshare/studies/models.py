@@ -10,6 +10,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from radshare.organisations.models import Organisation, PacsNode
+from radshare.studies.templatetags.dicom import person_name
 
 
 class Patient(models.Model):
@@ -38,10 +39,7 @@ class Patient(models.Model):
 
     @property
     def display_name(self) -> str:
-        """DICOM PN ``Family^Given^Middle^Prefix^Suffix`` as people write it."""
-        family, _, rest = self.patient_name.partition("^")
-        given = " ".join(p for p in rest.split("^")[:2] if p)
-        return f"{family}, {given}" if given else family
+        return person_name(self.patient_name)
 
 
 class Study(models.Model):

@@ -75,7 +75,9 @@ def admit(calling_ae_title: str, address: str) -> Admission | None:
 
 def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
     """Send A-ASSOCIATE-RJ and wait until it has left (as pynetdicom's own ACSE does), or the socket
-    closes before the peer reads why."""
+    closes before the peer reads why. No EVT_RELEASED/EVT_ABORTED follows, so close this thread's database
+    connection here (else it lingers, on PostgreSQL as a server session, until garbage collection)."""
+    connection.close()
     assoc.acse.send_reject(result, source, diagnostic)
     assoc.kill()
 

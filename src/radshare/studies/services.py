@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from io import BytesIO
@@ -119,7 +120,7 @@ def parse_header(data: bytes | memoryview) -> Dataset:
         for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID"):
             ds.get(keyword)
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
-            NotImplementedError, IndexError, UnicodeError) as exc:
+            NotImplementedError, IndexError, UnicodeError, zlib.error) as exc:  # zlib: broken deflated data
         raise NotDicomError(f"not a readable DICOM data set ({type(exc).__name__})") from exc
     for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not _text(ds, keyword, 64):

@@ -36,7 +36,8 @@ class Command(BaseCommand):
         failed = ""
         while not stopping and not failed:
             time.sleep(0.2)
-            failed = next((n for n, p in children.items() if p.poll() is not None), "")
+            if not stopping:  # Ctrl-C reaches the children too: their exit after it is no failure
+                failed = next((n for n, p in children.items() if p.poll() is not None), "")
         for proc in children.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
