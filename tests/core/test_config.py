@@ -1,0 +1,255 @@
+"""``RADSHARE_*`` settings: one clear line per bad value, secret key rules, and ``radshare config``."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from radshare.core.config import ConfigError, load
+from tests.cli_runner import radshare_env, run_radshare
+
+GOOD_SECRET = "k3Y-" + "x7Qm" * 12  # 52 characters, not a placeholder
+
+
+def problems_of(env: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(env, create_secret=False)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("DICOM_PORT", "abc"),
+        ("DICOM_PORT", "70000"),
+        ("HTTP_PORT", "0"),
+        ("DICOM_MAX_ASSOCIATIONS", "1.5"),
+        ("SHARE_VALIDITY_DAYS", "-1"),
+        ("DEMO", "maybe"),
+        ("DOWNLOAD_ON_MOBILE", "2"),
+        ("ROLE", "everything"),
+        ("BASE_URL", "ftp://radshare.example.org"),
+        ("BASE_URL", "https://radshare.example.org/?x=1"),
+        ("BASE_URL", "radshare.example.org"),
+        ("DATABASE_URL", "mysql://db/radshare"),
+        ("DATABASE_URL", "sqlite://relative.db"),
+        ("DICOM_AE_TITLE", "A_TITLE_LONGER_THAN_16"),
+        ("DICOM_AE_TITLE", "BACK\\SLASH"),
+        ("DICOM_AE_TITLE", "  "),
+        ("ALLOWED_HOSTS", "radshare.example.org,bad host!"),
+        ("HTTP_BIND", "localhost"),
+        ("DICOM_BIND", "300.1.1.1"),
+        ("TRUSTED_PROXIES", "10.0.0.1,proxy.example.org"),
+        ("EMAIL_URL", "gopher://mail"),
+        ("EMAIL_URL", "file://"),
+        ("EMAIL_URL", "smtp://:587"),
+        ("EMAIL_URL", "smtp://relay.example.org:port"),
+        ("SMS_URL", "smtp://relay.example.org"),
+        ("STORAGE_URL", "s3://bucket"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_each_bad_value_is_one_line_naming_the_variable(tmp_path: Path, name: str, raw: str) -> None:
+    problems = problems_of({"RADSHARE_DATA_DIR": str(tmp_path), f"RADSHARE_{name}": raw})
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"RADSHARE_{name}={raw!r}: ")
+    assert len(problems[0].removeprefix(f"RADSHARE_{name}={raw!r}: ")) > 10  # says what is expected
+    assert "\n" not in problems[0]
+
+
+def test_several_bad_values_give_several_lines(tmp_path: Path) -> None:
+    problems = problems_of(
+        {
+            "RADSHARE_DATA_DIR": str(tmp_path),
+            "RADSHARE_DICOM_PORT": "abc",
+            "RADSHARE_ROLE": "both",
+            "RADSHARE_LOG_LEVEL": "chatty",
+            "RADSHARE_DICOM_PROT": "104",
+        }
+    )
+    assert len(problems) == 4, problems
+    named = {p.split("=")[0].split(":")[0]: p for p in problems}
+    assert set(named) == {"RADSHARE_ROLE", "RADSHARE_DICOM_PORT", "RADSHARE_LOG_LEVEL", "RADSHARE_DICOM_PROT"}
+    assert "unknown setting" in named["RADSHARE_DICOM_PROT"]
+
+
+def test_a_bad_value_creates_no_secret_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_DICOM_PORT": "abc"})
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_good_values_are_parsed(tmp_path: Path) -> None:
+    cfg = load(
+        {
+            "RADSHARE_DATA_DIR": str(tmp_path),
+            "RADSHARE_DICOM_PORT": " 104 ",
+            "RADSHARE_DEMO": "yes",
+            "RADSHARE_ROLE": "Internal",
+            "RADSHARE_BASE_URL": "https://radshare.example.org/",
+            "RADSHARE_TRUSTED_PROXIES": "10.0.0.5, 192.168.1.0/24",
+            "RADSHARE_LOG_LEVEL": "debug",
+        }
+    )
+    assert cfg.dicom_port == 104
+    assert cfg.demo is True
+    assert cfg.role == "internal"
+    assert cfg.base_url == "https://radshare.example.org"
+    assert cfg.trusted_proxies == ("10.0.0.5/32", "192.168.1.0/24")
+    assert cfg.log_level == "DEBUG"
+    assert cfg.database_url == f"sqlite:///{tmp_path.resolve() / 'radshare.sqlite3'}"
+    assert cfg.storage_url == f"file://{tmp_path.resolve() / 'storage'}"
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["changeme", "secret", "django-insecure-0123456789abcdef0123456789abcdef", "tooShortButRandom9x"],
+)
+def test_placeholder_or_short_secret_is_refused_outside_demo(tmp_path: Path, secret: str) -> None:
+    problems = problems_of({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_SECRET_KEY": secret})
+    assert len(problems) == 1
+    assert problems[0].startswith("RADSHARE_SECRET_KEY: ")
+    if len(secret) > 10:  # (short words like "secret" occur in the advice itself)
+        assert secret not in problems[0]  # a secret is never echoed to the console
+
+
+def test_placeholder_secret_is_accepted_in_demo_mode(tmp_path: Path) -> None:
+    cfg = load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_SECRET_KEY": "changeme", "RADSHARE_DEMO": "1"})
+    assert cfg.secret_key == "changeme"
+    assert cfg.secret_key_source == "environment"
+
+
+def test_secret_key_is_generated_private_and_reused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"  # does not exist yet
+    first = load({"RADSHARE_DATA_DIR": str(data_dir)})
+    key_file = data_dir / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(first.secret_key) >= 32
+    assert key_file.read_text(encoding="ascii").strip() == first.secret_key
+    assert first.secret_key_source == str(key_file)
+    second = load({"RADSHARE_DATA_DIR": str(data_dir)})
+    assert second.secret_key == first.secret_key
+    other = load({"RADSHARE_DATA_DIR": str(tmp_path / "elsewhere")})
+    assert other.secret_key != first.secret_key
+
+
+def test_postgres_without_secret_is_refused_outside_demo(tmp_path: Path) -> None:
+    problems = problems_of(
+        {
+            "RADSHARE_DATA_DIR": str(tmp_path),
+            "RADSHARE_DATABASE_URL": "postgres://radshare@db.example.org/radshare",
+        }
+    )
+    assert len(problems) == 1
+    assert problems[0].startswith("RADSHARE_SECRET_KEY: must be set")
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_postgres_without_secret_generates_one_in_demo_mode(tmp_path: Path) -> None:
+    cfg = load(
+        {
+            "RADSHARE_DATA_DIR": str(tmp_path),
+            "RADSHARE_DEMO": "1",
+            "RADSHARE_DATABASE_URL": "postgres://radshare@db.example.org/radshare",
+        }
+    )
+    assert cfg.secret_key == (tmp_path / "secret_key").read_text(encoding="ascii").strip()
+
+
+def test_dicom_accept_any_only_in_demo_mode(tmp_path: Path) -> None:
+    problems = problems_of({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_DICOM_ACCEPT_ANY": "1"})
+    assert len(problems) == 1
+    assert problems[0].startswith("RADSHARE_DICOM_ACCEPT_ANY: ")
+    assert load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_DEMO": "1"}).dicom_accept_any is True
+    assert load({"RADSHARE_DATA_DIR": str(tmp_path)}).dicom_accept_any is False
+    demo_closed = load(
+        {"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_DEMO": "1", "RADSHARE_DICOM_ACCEPT_ANY": "0"}
+    )
+    assert demo_closed.dicom_accept_any is False
+
+
+def test_public_items_mask_secrets_and_passwords(tmp_path: Path) -> None:
+    cfg = load(
+        {
+            "RADSHARE_DATA_DIR": str(tmp_path),
+            "RADSHARE_SECRET_KEY": GOOD_SECRET,
+            "RADSHARE_DATABASE_URL": "postgres://radshare:Db-Pa55word@db.example.org:5432/radshare",
+            "RADSHARE_EMAIL_URL": "smtp://mailer:M41l-Pa55@relay.example.org:587?starttls=1",
+        }
+    )
+    shown = dict(cfg.public_items())
+    text = "\n".join(f"{k} {v}" for k, v in shown.items())
+    assert GOOD_SECRET not in text
+    assert "Db-Pa55word" not in text
+    assert "M41l-Pa55" not in text
+    assert shown["RADSHARE_SECRET_KEY"] == "(set, from environment)"
+    assert shown["RADSHARE_DATABASE_URL"] == "postgres://radshare:***@db.example.org:5432/radshare"
+    assert shown["RADSHARE_EMAIL_URL"] == "smtp://mailer:***@relay.example.org:587?starttls=1"
+
+
+# --- the console script ---------------------------------------------------------------------------
+
+
+def test_radshare_config_bad_value_is_one_stderr_line_and_exit_2(tmp_path: Path) -> None:
+    done = run_radshare("config", env=radshare_env(tmp_path, dicom_port="abc"))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        "radshare: configuration error: RADSHARE_DICOM_PORT='abc': must be a whole number"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_console_script_reports_every_bad_value(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("radshare")
+    if not script.exists():
+        pytest.skip("the radshare console script is not installed next to this Python")
+    done = subprocess.run(
+        [str(script), "config"],
+        env=radshare_env(tmp_path, dicom_port="abc", role="nowhere", demo="perhaps"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 3, done.stderr
+    assert all(line.startswith("radshare: configuration error: RADSHARE_") for line in lines)
+    assert {line.split(": ")[2].split("=")[0] for line in lines} == {
+        "RADSHARE_DICOM_PORT",
+        "RADSHARE_ROLE",
+        "RADSHARE_DEMO",
+    }
+
+
+def test_radshare_config_never_prints_secrets(tmp_path: Path) -> None:
+    env = radshare_env(
+        tmp_path,
+        secret_key=GOOD_SECRET,
+        database_url="postgres://radshare:Db-Pa55word@127.0.0.1:1/radshare",
+        email_url="smtp://mailer:M41l-Pa55@127.0.0.1:1",
+    )
+    done = run_radshare("config", env=env)
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "RADSHARE_DICOM_PORT" in output
+    assert "RADSHARE_SECRET_KEY" in output
+    for secret in (GOOD_SECRET, "Db-Pa55word", "M41l-Pa55"):
+        assert secret not in output
+
+
+def test_radshare_config_never_prints_a_generated_secret(tmp_path: Path) -> None:
+    done = run_radshare("config", env=radshare_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    generated = (tmp_path / "secret_key").read_text(encoding="ascii").strip()
+    assert len(generated) >= 32
+    assert generated not in done.stdout + done.stderr
+    assert f"(set, from {tmp_path.resolve() / 'secret_key'})" in done.stdout

@@ -1,0 +1,153 @@
+"""Request plumbing: security headers, URL zoning by ``RADSHARE_ROLE``, the operator-only admin and an access
+log without query strings."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from radshare.organisations.models import Sender
+
+SUPERUSER_PASSWORD = "operator pass phrase 1"
+SENDER_PASSWORD = "correct horse battery staple"  # the ``sender`` fixture's
+
+
+def english(user: Sender | None = None) -> Client:
+    client = Client(headers={"accept-language": "en"})
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def operator(db: None) -> Sender:
+    return Sender.objects.create_superuser("operator", password=SUPERUSER_PASSWORD)
+
+
+def assert_security_headers(response: Any) -> None:
+    csp = response["Content-Security-Policy"]
+    for directive in (
+        "default-src 'self'",
+        "script-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ):
+        assert directive in csp, (response.wsgi_request.path, csp)
+    assert "unsafe-inline" not in csp
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "no-store" in [d.strip() for d in response["Cache-Control"].split(",")]
+
+
+@pytest.mark.django_db
+def test_security_headers_on_portal_pages(sender: Sender) -> None:
+    anonymous = english()
+    assert_security_headers(anonymous.get("/portal/login/"))
+    assert_security_headers(anonymous.get("/portal/"))  # the redirect to the login page
+    assert_security_headers(anonymous.post("/portal/login/", {"username": "alice", "password": "wrong"}))
+    client = english(sender)
+    for path, status in (
+        ("/portal/", 200),
+        ("/portal/?patient_name=x", 200),
+        ("/portal/studies/999999/", 404),
+        ("/", 200),
+        ("/healthz", 200),
+        ("/no/such/page", 404),
+    ):
+        response = client.get(path)
+        assert response.status_code == status, path
+        assert_security_headers(response)
+
+
+@pytest.mark.django_db
+def test_error_pages_hold_no_internals(sender: Sender) -> None:
+    response = english(sender).get("/portal/studies/999999/")
+    html = response.content.decode()
+    assert "Page not found" in html
+    for leak in ("Traceback", "DoesNotExist", "Study matching query", "studies/views.py"):
+        assert leak not in html
+
+
+@pytest.mark.django_db
+def test_public_role_serves_no_portal_and_no_admin(
+    radshare_config: Any, sender: Sender, operator: Sender
+) -> None:
+    radshare_config(role="public")
+    for user in (None, sender, operator):
+        client = english(user)
+        for path in ("/portal/", "/portal/login/", "/admin/", "/admin/login/"):
+            assert client.get(path).status_code == 404, path
+        assert client.post("/portal/login/", {"username": "alice", "password": "x"}).status_code == 404
+        assert client.get("/").status_code == 200
+        assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_internal_role_serves_no_recipient_pages(radshare_config: Any, sender: Sender) -> None:
+    radshare_config(role="internal")
+    client = english(sender)
+    for path in ("/", "/?code=ABCD-EFGH-JKMN", "/r/anything"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/portal/").status_code == 200
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.django_db
+def test_all_role_serves_both(sender: Sender) -> None:
+    client = english(sender)
+    assert client.get("/").status_code == 200
+    assert client.get("/portal/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_admin_refuses_senders(sender: Sender) -> None:
+    response = english(sender).get("/admin/")
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/login/?next=/admin/"
+    assert english(sender).get("/admin/organisations/organisation/").status_code == 302
+    client = english()
+    login = client.post("/admin/login/?next=/admin/", {"username": "alice", "password": SENDER_PASSWORD})
+    assert login.status_code == 200
+    assert client.get("/admin/").status_code == 302
+    # Even with Django's staff flag a sender is no operator: only superusers get in.
+    Sender.objects.filter(pk=sender.pk).update(is_staff=True)
+    staff = english()
+    staff.post("/admin/login/?next=/admin/", {"username": "alice", "password": SENDER_PASSWORD})
+    assert staff.get("/admin/").status_code == 302
+    assert staff.get("/admin/audit/auditevent/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_admin_admits_a_superuser(operator: Sender) -> None:
+    client = english()
+    login = client.post(
+        "/admin/login/?next=/admin/", {"username": "operator", "password": SUPERUSER_PASSWORD}
+    )
+    assert login.status_code == 302
+    assert login["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+    assert client.get("/admin/organisations/organisation/").status_code == 200
+    assert client.get("/admin/audit/auditevent/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_access_log_never_holds_the_query_string(caplog: pytest.LogCaptureFixture, sender: Sender) -> None:
+    caplog.set_level(logging.INFO)
+    client = english(sender)
+    client.get("/portal/", {"patient_id": "PID-SECRET-1", "patient_name": "Geheimnaam"})
+    client.get("/", {"code": "ABCD-EFGH-JKMN"})
+    client.get("/no/such/page", {"code": "ABCD-EFGH-JKMN"})
+    english().get("/portal/", {"patient_name": "Geheimnaam"})  # redirected to the login page with ?next=
+    access = [r.getMessage() for r in caplog.records if r.name == "radshare.access"]
+    assert len(access) == 4
+    assert access[0].startswith("GET /portal/ 200 ")
+    assert access[2].startswith("GET /no/such/page 404 ")
+    everything = "\n".join(f"{r.name} {r.getMessage()} {r.args}" for r in caplog.records)
+    for secret in ("PID-SECRET-1", "Geheimnaam", "ABCD-EFGH-JKMN", "?", "patient_", "code="):
+        assert secret not in everything
