@@ -86,6 +86,10 @@ def test_failed_login_is_audited_and_explained(sender: Sender) -> None:
         "10.0.0.7",
     )
     assert "wrong password" not in str(event.detail)
+    # A known account's failures are filed under its organisation (its admins read them); unknown ones are not.
+    assert event.organisation_id == sender.organisation_id
+    log_in(client, "nobody", "wrong password")
+    assert AuditEvent.objects.get(action="portal.login.failed", actor_label="nobody").organisation_id is None
 
 
 @pytest.mark.django_db
@@ -98,6 +102,9 @@ def test_the_eleventh_attempt_is_refused_even_with_the_right_password(sender: Se
     assert response.status_code == 200
     assert THROTTLED in response.content.decode()
     assert not logged_in(client)
+    # Refused before the password check, yet on the record.
+    throttled = AuditEvent.objects.get(action="portal.login.throttled")
+    assert (throttled.outcome, throttled.actor_label) == (Outcome.DENIED, "alice")
     assert not AuditEvent.objects.filter(action="portal.login").exists()
     # The limit is per account: another sender logs in from the same address.
     create_sender(sender.organisation, "bob", "another long pass phrase")
@@ -165,7 +172,7 @@ def test_admin_login_is_throttled_too() -> None:
     for _ in range(MAX_FAILED_PER_ACCOUNT):
         response = client.post("/admin/login/?next=/admin/", {"username": "operator", "password": "guess"})
         assert response.status_code == 200
-    assert AuditEvent.objects.filter(action="portal.login.failed", actor_label="operator").count() == 10
+    assert AuditEvent.objects.filter(action="admin.login.failed", actor_label="operator").count() == 10
     response = client.post(
         "/admin/login/?next=/admin/", {"username": "operator", "password": "operator pass phrase 1"}
     )

@@ -231,7 +231,11 @@ def test_other_organisation_gets_404_on_a_study_page(
     assert comparable(refused) == comparable(missing)
     assert "Jansen" not in refused.content.decode()
     assert english(sender).get(f"/portal/studies/{studies.other.pk}/").status_code == 404
-    assert not AuditEvent.objects.filter(action="portal.study.view").exists()
+    # Both refusals are recorded alike (an intrusion signal), neither as a successful view.
+    assert not AuditEvent.objects.filter(action="portal.study.view", outcome="success").exists()
+    denied = AuditEvent.objects.filter(action="portal.study.view", outcome="denied")
+    assert denied.count() == 3
+    assert all(e.patient_ref is None and e.study_uids == [] for e in denied)
     assert client.get(f"/portal/studies/{studies.other.pk}/").status_code == 200
 
 

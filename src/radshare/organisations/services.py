@@ -17,6 +17,7 @@ from radshare.organisations.models import Organisation, PacsNode, Sender
 LOGIN_WINDOW = timedelta(minutes=15)
 MAX_FAILED_PER_ACCOUNT = 10
 MAX_FAILED_PER_ADDRESS = 50
+FAILED_LOGIN_ACTIONS = ("portal.login.failed", "admin.login.failed")
 
 
 def login_throttled(username: str, address: str) -> bool:
@@ -25,7 +26,7 @@ def login_throttled(username: str, address: str) -> bool:
     Counted from the audit trail, so the limit holds across every web process sharing the database.
     """
     since = timezone.now() - LOGIN_WINDOW
-    failed = AuditEvent.objects.filter(action="portal.login.failed", timestamp__gte=since)
+    failed = AuditEvent.objects.filter(action__in=FAILED_LOGIN_ACTIONS, timestamp__gte=since)
     if username and failed.filter(actor_label=username[:150]).count() >= MAX_FAILED_PER_ACCOUNT:
         return True
     return bool(address) and failed.filter(client_address=address).count() >= MAX_FAILED_PER_ADDRESS

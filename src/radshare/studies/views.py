@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_safe
 
-from radshare.audit.services import record
+from radshare.audit.services import Outcome, record
 from radshare.organisations.forms import SenderLoginForm
 from radshare.organisations.models import Organisation, Sender
 from radshare.studies.forms import StudySearchForm
@@ -72,6 +72,9 @@ def study_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
     try:
         study = get_study(organisation, pk)
     except Study.DoesNotExist:
+        # Another organisation's study and a missing one are refused alike; both are recorded (intrusion signal).
+        record("portal.study.view", outcome=Outcome.DENIED, request=request, organisation=organisation,
+               detail={"requested_id": pk, "reason": "not found in the organisation"})
         raise Http404(_("Study not found")) from None
     record("portal.study.view", request=request, organisation=organisation, patient=study.patient,
            study_uids=[study.study_instance_uid])

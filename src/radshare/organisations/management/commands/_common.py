@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import translation
 
 from radshare.organisations.models import Organisation
 
@@ -23,3 +26,11 @@ def organisation(slug: str) -> Organisation:
         return Organisation.objects.get(slug=slug)
     except Organisation.DoesNotExist:
         raise fail(f"no organisation with slug {slug!r} (see `radshare org list`)") from None
+
+
+class OperatorCommand(BaseCommand):
+    """Operator commands speak English, Django's validation messages included (not the UI's default Dutch)."""
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        with translation.override("en"):
+            return super().execute(*args, **options)

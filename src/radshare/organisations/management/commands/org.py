@@ -4,14 +4,13 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
 
-from radshare.organisations.management.commands._common import fail, validation_message
+from radshare.organisations.management.commands._common import OperatorCommand, fail, validation_message
 from radshare.organisations.models import Organisation
 from radshare.organisations.services import create_organisation
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Manage organisations: `org create <slug> --name NAME`, `org list`."
 
     def add_arguments(self, parser: ArgumentParser) -> None:

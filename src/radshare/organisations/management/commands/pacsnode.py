@@ -4,14 +4,13 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
 
-from radshare.organisations.management.commands._common import fail, organisation, validation_message
+from radshare.organisations.management.commands._common import OperatorCommand, fail, organisation, validation_message
 from radshare.organisations.models import PacsNode
 from radshare.organisations.services import add_pacs_node
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = ("Manage the DICOM nodes that may store into an organisation: "
             "`pacsnode add <org-slug> <AE-title> [--host H] [--port P]`, `pacsnode list <org-slug>`, "
             "`pacsnode remove <org-slug> <AE-title> [--host H]`.")

@@ -5,14 +5,13 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
 
-from radshare.organisations.management.commands._common import fail, organisation, validation_message
+from radshare.organisations.management.commands._common import OperatorCommand, fail, organisation, validation_message
 from radshare.organisations.models import Sender
 from radshare.organisations.services import create_sender, generate_password
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = ("Manage senders: `sender create <org-slug> <username> [--admin]` reads the password from stdin, "
             "or generates one and prints it once; `sender list <org-slug>`.")
 
