@@ -60,6 +60,14 @@ def _storage_root(settings: Any, tmp_path: Path) -> Iterator[Path]:
     services._ids.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(request: pytest.FixtureRequest, settings: Any) -> None:
+    """Argon2 costs ~0.3 s a hash by design; tests that are not about hashing use a fast hasher.
+    Tests marked ``argon2`` (and every subprocess) keep the real configuration."""
+    if request.node.get_closest_marker("argon2") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def radshare_config(settings: Any) -> Any:
     """Call with keyword overrides to change ``settings.RADSHARE`` for one test."""

@@ -58,6 +58,7 @@ def test_org_create_and_list() -> None:
     assert "clinic-x\tClinic X\tactive" in run("org", "list")
 
 
+@pytest.mark.argon2
 @pytest.mark.django_db
 def test_sender_create_reads_the_password_from_stdin(organisation: Any) -> None:
     out = run("sender", "create", "hospital-a", "bob", stdin=GOOD_PASSWORD + "\n")

@@ -36,6 +36,7 @@ def logged_in(client: Client) -> bool:
     return client.get("/portal/").status_code == 200
 
 
+@pytest.mark.argon2
 @pytest.mark.django_db
 def test_login_works_and_the_hash_is_argon2(sender: Sender) -> None:
     client = english()
