@@ -83,12 +83,19 @@ def send(folder: Path, port: int, calling: str = "BENCHSCU") -> float:
     env = {**os.environ, "TCP_NODELAY": "1"}
     files = sorted(str(p) for p in folder.iterdir())
     started = time.perf_counter()
-    subprocess.run(["storescu", "-aet", calling, "-aec", "ANY", "127.0.0.1", str(port), *files],
-                   check=True, env=env, timeout=600, capture_output=True)
+    subprocess.run(
+        ["storescu", "-aet", calling, "-aec", "ANY", "127.0.0.1", str(port), *files],
+        check=True,
+        env=env,
+        timeout=600,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
-def run_target(name: str, cmd: list[str], port: int, folder: Path, env: dict[str, str] | None = None) -> float:
+def run_target(
+    name: str, cmd: list[str], port: int, folder: Path, env: dict[str, str] | None = None
+) -> float:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port)
@@ -122,29 +129,50 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "TCP_NODELAY": "1"}
         results["DCMTK storescp (no fsync)"] = run_target(
-            "storescp", ["storescp", "-od", str(out), str(port)], port, src, env)
+            "storescp", ["storescp", "-od", str(out), str(port)], port, src, env
+        )
 
         for fsync in ("0", "1"):
             out = tmp / f"bare{fsync}"
             out.mkdir()
             port = free_port()
-            label = "bare pynetdicom SCP, fsync per file" if fsync == "1" else "bare pynetdicom SCP (no fsync)"
+            label = (
+                "bare pynetdicom SCP, fsync per file" if fsync == "1" else "bare pynetdicom SCP (no fsync)"
+            )
             results[label] = run_target(label, [PY, "-c", BARE_SCP, str(out), str(port), fsync], port, src)
 
         data = tmp / "radshare"
         port = free_port()
-        renv = {**os.environ, "RADSHARE_DATA_DIR": str(data), "RADSHARE_DICOM_PORT": str(port),
-                "RADSHARE_LOG_LEVEL": "WARNING"}
+        renv = {
+            **os.environ,
+            "RADSHARE_DATA_DIR": str(data),
+            "RADSHARE_DICOM_PORT": str(port),
+            "RADSHARE_LOG_LEVEL": "WARNING",
+        }
         renv.pop("RADSHARE_DATABASE_URL", None)
         cli = [PY, "-m", "radshare"]
         subprocess.run([*cli, "migrate", "-v0"], env=renv, check=True, timeout=300)
-        subprocess.run([*cli, "org", "create", "bench", "--name", "Bench"], env=renv, check=True, timeout=60,
-                       capture_output=True)
-        subprocess.run([*cli, "pacsnode", "add", "bench", "BENCHSCU"], env=renv, check=True, timeout=60,
-                       capture_output=True)
-        results["radshare scp (fsync + index + commit)"] = run_target("radshare", [*cli, "scp"], port, src, renv)
+        subprocess.run(
+            [*cli, "org", "create", "bench", "--name", "Bench"],
+            env=renv,
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*cli, "pacsnode", "add", "bench", "BENCHSCU"],
+            env=renv,
+            check=True,
+            timeout=60,
+            capture_output=True,
+        )
+        results["radshare scp (fsync + index + commit)"] = run_target(
+            "radshare", [*cli, "scp"], port, src, renv
+        )
 
-        print(f"C-STORE of {args.count} CT images 512x512 ({mb:.0f} MB), one storescu association, TCP_NODELAY=1")
+        print(
+            f"C-STORE of {args.count} CT images 512x512 ({mb:.0f} MB), one storescu association, TCP_NODELAY=1"
+        )
         reference = results["bare pynetdicom SCP, fsync per file"]
         for label, seconds in results.items():
             print(f"  {label:42s} {args.count / seconds:7.1f} images/s  {mb / seconds:7.1f} MB/s")

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.stderr.write(f"radshare: configuration error: {problem}\n")
         raise SystemExit(2) from None
 
-    from django.core.management import execute_from_command_line  # noqa: PLC0415 - needs valid settings
+    from django.core.management import execute_from_command_line
 
     argv[0] = "radshare"
     execute_from_command_line(argv)

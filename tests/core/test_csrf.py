@@ -13,8 +13,9 @@ PASSWORD = "correct horse battery staple"
 def _login_post(client: Client, **headers: str) -> Any:
     client.get("/portal/login/")
     token = client.cookies["csrftoken"].value
-    return client.post("/portal/login/", {"username": "alice", "password": PASSWORD,
-                                          "csrfmiddlewaretoken": token}, **headers)
+    return client.post(
+        "/portal/login/", {"username": "alice", "password": PASSWORD, "csrfmiddlewaretoken": token}, **headers
+    )
 
 
 @pytest.mark.django_db
@@ -40,6 +41,10 @@ def test_foreign_origin_and_missing_token_are_refused(sender: Any) -> None:
     client = Client(enforce_csrf_checks=True)
     assert _login_post(client, HTTP_ORIGIN="https://evil.example").status_code == 403
     client = Client(enforce_csrf_checks=True)
-    response = client.post("/portal/login/", {"username": "alice", "password": PASSWORD},
-                           HTTP_ORIGIN="null", HTTP_SEC_FETCH_SITE="same-origin")
+    response = client.post(
+        "/portal/login/",
+        {"username": "alice", "password": PASSWORD},
+        HTTP_ORIGIN="null",
+        HTTP_SEC_FETCH_SITE="same-origin",
+    )
     assert response.status_code == 403

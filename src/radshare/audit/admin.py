@@ -10,7 +10,15 @@ from radshare.audit.models import AuditEvent
 class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     """Read-only: the trail is append-only."""
 
-    list_display = ("timestamp", "action", "outcome", "actor_type", "actor_label", "organisation_id", "client_address")
+    list_display = (
+        "timestamp",
+        "action",
+        "outcome",
+        "actor_type",
+        "actor_label",
+        "organisation_id",
+        "client_address",
+    )
     list_filter = ("outcome", "actor_type", "action")
     search_fields = ("action", "actor_label")
 

@@ -14,7 +14,7 @@ class OperatorAdminSite(admin.AdminSite):
 
     @property
     def login_form(self) -> Any:  # type: ignore[override]
-        from radshare.organisations.forms import OperatorLoginForm  # noqa: PLC0415 - app registry must be ready
+        from radshare.organisations.forms import OperatorLoginForm
 
         return OperatorLoginForm
 

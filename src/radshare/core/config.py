@@ -20,7 +20,19 @@ PREFIX = "RADSHARE_"
 
 # Values that look like a secret but are not one (copied from a README, left from a template).
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "changeme", "change-me", "secret", "secret-key", "secretkey", "insecure", "dev", "test", "xxx", "todo"}
+    {
+        "",
+        "changeme",
+        "change-me",
+        "secret",
+        "secret-key",
+        "secretkey",
+        "insecure",
+        "dev",
+        "test",
+        "xxx",
+        "todo",
+    }
 )
 MIN_SECRET_LENGTH = 32
 
@@ -133,7 +145,9 @@ def _proxies(raw: str) -> tuple[str, ...]:
         try:
             nets.append(str(ipaddress.ip_network(item, strict=False)))
         except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+            raise ValueError(
+                f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)"
+            ) from None
     return tuple(nets)
 
 
@@ -175,36 +189,96 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("DATA_DIR", "./var", _text, "Folder for the SQLite database, stored files and the generated secret key."),
-    Setting("DATABASE_URL", None, _database_url,
-            "`sqlite:///path` or `postgres://user:pass@host:5432/db`. Default: SQLite in the data dir."),
-    Setting("SECRET_KEY", None, _text,
-            "Signs sessions and keys code hashes. Required (the same on every machine) with PostgreSQL outside demo "
-            "mode; otherwise generated into the data dir on first run.", secret=True),
-    Setting("DEMO", "false", _bool, "Demo mode: demo data may be loaded, any DICOM caller files into the demo organisation. Never in production."),
-    Setting("ROLE", "all", _choice("all", "public", "internal"),
-            "Which URL groups a web process serves: `public` (recipient pages), `internal` (portal, API, admin), `all`."),
-    Setting("BASE_URL", None, _base_url, "Public address of the recipient site. Default: `http://localhost:<HTTP_PORT>`."),
-    Setting("ALLOWED_HOSTS", "", _hosts,
-            "Extra host names the web server answers to (comma-separated), e.g. the portal's internal name. "
-            "The BASE_URL host and localhost are always allowed."),
+    Setting(
+        "DATA_DIR",
+        "./var",
+        _text,
+        "Folder for the SQLite database, stored files and the generated secret key.",
+    ),
+    Setting(
+        "DATABASE_URL",
+        None,
+        _database_url,
+        "`sqlite:///path` or `postgres://user:pass@host:5432/db`. Default: SQLite in the data dir.",
+    ),
+    Setting(
+        "SECRET_KEY",
+        None,
+        _text,
+        "Signs sessions and keys code hashes. Required (the same on every machine) with PostgreSQL outside demo "
+        "mode; otherwise generated into the data dir on first run.",
+        secret=True,
+    ),
+    Setting(
+        "DEMO",
+        "false",
+        _bool,
+        "Demo mode: demo data may be loaded, any DICOM caller files into the demo organisation. Never in production.",
+    ),
+    Setting(
+        "ROLE",
+        "all",
+        _choice("all", "public", "internal"),
+        "Which URL groups a web process serves: `public` (recipient pages), `internal` (portal, API, admin), `all`.",
+    ),
+    Setting(
+        "BASE_URL",
+        None,
+        _base_url,
+        "Public address of the recipient site. Default: `http://localhost:<HTTP_PORT>`.",
+    ),
+    Setting(
+        "ALLOWED_HOSTS",
+        "",
+        _hosts,
+        "Extra host names the web server answers to (comma-separated), e.g. the portal's internal name. "
+        "The BASE_URL host and localhost are always allowed.",
+    ),
     Setting("HTTP_BIND", "127.0.0.1", _bind, "Address the web server listens on."),
     Setting("HTTP_PORT", "8000", _int_range(1, 65535), "Port the web server listens on."),
-    Setting("TRUSTED_PROXIES", "", _proxies,
-            "Comma-separated proxy addresses/networks whose `X-Forwarded-For` is believed."),
+    Setting(
+        "TRUSTED_PROXIES",
+        "",
+        _proxies,
+        "Comma-separated proxy addresses/networks whose `X-Forwarded-For` is believed.",
+    ),
     Setting("DICOM_AE_TITLE", "RADSHARE", _ae_title, "AE title of radshare's storage SCP."),
-    Setting("DICOM_BIND", "127.0.0.1", _bind, "Address the DICOM storage SCP listens on (`0.0.0.0` for the network)."),
+    Setting(
+        "DICOM_BIND",
+        "127.0.0.1",
+        _bind,
+        "Address the DICOM storage SCP listens on (`0.0.0.0` for the network).",
+    ),
     Setting("DICOM_PORT", "11112", _int_range(1, 65535), "Port of the DICOM storage SCP."),
     Setting("DICOM_MAX_ASSOCIATIONS", "16", _int_range(1, 256), "Concurrent DICOM associations accepted."),
-    Setting("DICOM_ACCEPT_ANY", None, _bool,
-            "Let any calling AE store into the demo organisation. Default: on in demo mode, off otherwise; "
-            "refused outside demo mode."),
-    Setting("EMAIL_URL", "console://", _message_url("email", ("console", "file", "smtp", "smtps")),
-            "`console://`, `file:///dir`, `smtp://user:pass@host:port?starttls=1` or `smtps://...`."),
-    Setting("SMS_URL", "console://", _message_url("sms", ("console", "file")),
-            "`console://` or `file:///path/sms.jsonl` (one JSON object a line)."),
-    Setting("STORAGE_URL", None, _storage_url, "Where instances live: `file:///dir`. Default: `<DATA_DIR>/storage`."),
-    Setting("SHARE_VALIDITY_DAYS", "14", _int_range(1, 365), "Days a share link works, counted from creation."),
+    Setting(
+        "DICOM_ACCEPT_ANY",
+        None,
+        _bool,
+        "Let any calling AE store into the demo organisation. Default: on in demo mode, off otherwise; "
+        "refused outside demo mode.",
+    ),
+    Setting(
+        "EMAIL_URL",
+        "console://",
+        _message_url("email", ("console", "file", "smtp", "smtps")),
+        "`console://`, `file:///dir`, `smtp://user:pass@host:port?starttls=1` or `smtps://...`.",
+    ),
+    Setting(
+        "SMS_URL",
+        "console://",
+        _message_url("sms", ("console", "file")),
+        "`console://` or `file:///path/sms.jsonl` (one JSON object a line).",
+    ),
+    Setting(
+        "STORAGE_URL",
+        None,
+        _storage_url,
+        "Where instances live: `file:///dir`. Default: `<DATA_DIR>/storage`.",
+    ),
+    Setting(
+        "SHARE_VALIDITY_DAYS", "14", _int_range(1, 365), "Days a share link works, counted from creation."
+    ),
     Setting("DOWNLOADS_PER_DAY", "10", _int_range(1, 1000), "ZIP downloads allowed per share per day."),
     Setting("DOWNLOAD_ON_MOBILE", "false", _bool, "Offer downloads on phones and tablets."),
     Setting("UPLOAD_MAX_MB", "2048", _int_range(1, 1024 * 1024), "Largest upload in the portal, in MB."),
@@ -219,7 +293,7 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Config:
     values: Mapping[str, Any]
-    secret_key_source: str = "environment"
+    secret_key_source: str = "environment"  # noqa: S105 - where the key came from, not a key
     problems: list[str] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
@@ -272,8 +346,11 @@ def _secret_key(values: dict[str, Any], env: Mapping[str, str], problems: list[s
     is_sqlite = str(values.get("DATABASE_URL", "")).startswith("sqlite")
     if raw is not None:
         key = raw.strip()
-        if (key.lower() in PLACEHOLDER_SECRETS or key.startswith("django-insecure") or len(key) < MIN_SECRET_LENGTH) \
-                and not values.get("DEMO"):
+        if (
+            key.lower() in PLACEHOLDER_SECRETS
+            or key.startswith("django-insecure")
+            or len(key) < MIN_SECRET_LENGTH
+        ) and not values.get("DEMO"):
             problems.append(
                 f"{PREFIX}SECRET_KEY: looks like a placeholder; use at least {MIN_SECRET_LENGTH} random characters "
                 "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`)"

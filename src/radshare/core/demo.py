@@ -18,8 +18,13 @@ from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode
 
 DEMO_USERNAME = "demo"
 # A fictitious patient; 999999990 passes the BSN eleven-test and lies in the range reserved for testing.
-DEMO_PATIENT = FakePatient(patient_id="DEMO0001", patient_name="Jansen^Anna", birth_date=dt.date(1968, 3, 14),
-                           sex="F", bsn="999999990")
+DEMO_PATIENT = FakePatient(
+    patient_id="DEMO0001",
+    patient_name="Jansen^Anna",
+    birth_date=dt.date(1968, 3, 14),
+    sex="F",
+    bsn="999999990",
+)
 DEMO_ACCESSIONS = ("DEMO-CT-1", "DEMO-CR-1")
 
 
@@ -33,8 +38,13 @@ def load_demo() -> list[str]:
     with transaction.atomic():
         org = Organisation.objects.filter(slug=DEMO_ORGANISATION_SLUG).first()
         if org is None:
-            org = create_organisation(DEMO_ORGANISATION_SLUG, "Demoziekenhuis", contact_phone="+31 20 000 0000",
-                                      contact_email="radiologie@demo.invalid", contact_url="https://demo.invalid/")
+            org = create_organisation(
+                DEMO_ORGANISATION_SLUG,
+                "Demoziekenhuis",
+                contact_phone="+31 20 000 0000",
+                contact_email="radiologie@demo.invalid",
+                contact_url="https://demo.invalid/",
+            )
             created.append(f"organisation {org.slug}")
         if not Sender.objects.filter(username=DEMO_USERNAME).exists():
             password = generate_password()
@@ -43,13 +53,22 @@ def load_demo() -> list[str]:
             created.append(f"sender {DEMO_USERNAME}")
     if not Study.objects.filter(organisation=org, accession_number=DEMO_ACCESSIONS[0]).exists():
         today = dt.date.today()
-        for ds in ct_series(DEMO_PATIENT, count=24, description="CT thorax", accession=DEMO_ACCESSIONS[0],
-                            study_date=today - dt.timedelta(days=2)):
+        for ds in ct_series(
+            DEMO_PATIENT,
+            count=24,
+            description="CT thorax",
+            accession=DEMO_ACCESSIONS[0],
+            study_date=today - dt.timedelta(days=2),
+        ):
             store_instance(org, encode(ds), source="demo")
         created.append("study CT thorax (24 images)")
     if not Study.objects.filter(organisation=org, accession_number=DEMO_ACCESSIONS[1]).exists():
-        ds = cr_image(DEMO_PATIENT, description="X thorax", accession=DEMO_ACCESSIONS[1],
-                      study_date=dt.date.today() - dt.timedelta(days=30))
+        ds = cr_image(
+            DEMO_PATIENT,
+            description="X thorax",
+            accession=DEMO_ACCESSIONS[1],
+            study_date=dt.date.today() - dt.timedelta(days=30),
+        )
         store_instance(org, encode(ds), source="demo")
         created.append("study X thorax (1 image)")
     return created

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.middleware import csrf
 from django.http import Http404, HttpRequest, HttpResponse
+from django.middleware import csrf
 
 logger = logging.getLogger("radshare.access")
 
@@ -27,7 +27,10 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         logger.info(
-            "%s %s %s %.1fms", request.method, request.path, response.status_code,
+            "%s %s %s %.1fms",
+            request.method,
+            request.path,
+            response.status_code,
             (time.perf_counter() - started) * 1000,
         )
         return response

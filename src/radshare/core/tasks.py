@@ -48,8 +48,12 @@ def retry(task_obj: Task[..., Any], *args: Any, attempt: int, **kwargs: Any) -> 
         return False
     delay = backoff(attempt)
     task_obj.using(run_after=timezone.now() + delay).enqueue(*args, attempt=attempt + 1, **kwargs)
-    logger.warning("task %s will retry in %ss (attempt %d)", task_obj.module_path, int(delay.total_seconds()),
-                   attempt + 2)
+    logger.warning(
+        "task %s will retry in %ss (attempt %d)",
+        task_obj.module_path,
+        int(delay.total_seconds()),
+        attempt + 2,
+    )
     return True
 
 
@@ -86,7 +90,7 @@ STALE_INCOMING = timedelta(hours=1)
 @task()
 def prune_task_results() -> int:
     """Delete finished task rows older than a week (the queue table would otherwise only grow)."""
-    from django_tasks_db.models import DBTaskResult  # noqa: PLC0415 - app model
+    from django_tasks_db.models import DBTaskResult
 
     cutoff = timezone.now() - FINISHED_TASK_RETENTION
     deleted, _ = DBTaskResult.objects.finished().filter(finished_at__lt=cutoff).delete()

@@ -7,4 +7,4 @@ class OrganisationsConfig(AppConfig):
     verbose_name = "Organisations"
 
     def ready(self) -> None:
-        from radshare.organisations import signals  # noqa: F401, PLC0415 - connects the auth audit receivers
+        from radshare.organisations import signals  # noqa: F401 - connects the auth audit receivers

@@ -9,8 +9,8 @@ from django.utils.translation import gettext_lazy as _
 
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.core.net import client_address
-from radshare.organisations.signals import login_site
 from radshare.organisations.services import login_throttled
+from radshare.organisations.signals import login_site
 
 THROTTLED = _("Too many failed attempts. Wait 15 minutes and try again, or ask your administrator.")
 
@@ -26,8 +26,13 @@ class ThrottledLoginMixin:
         address = client_address(self.request) if self.request is not None else ""
         if login_throttled(username, address):
             # Refused before the password is checked, so no login signal fires: record the attempt here.
-            record(f"{login_site(self.request)}.login.throttled", outcome=Outcome.DENIED, request=self.request,
-                   actor_type=ActorType.ANONYMOUS, actor_label=str(username)[:150])
+            record(
+                f"{login_site(self.request)}.login.throttled",
+                outcome=Outcome.DENIED,
+                request=self.request,
+                actor_type=ActorType.ANONYMOUS,
+                actor_label=str(username)[:150],
+            )
             raise forms.ValidationError(THROTTLED, code="throttled")
         return super().clean()  # type: ignore[misc,no-any-return]
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, validate_ipv46_address
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+    validate_ipv46_address,
+)
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -45,7 +50,11 @@ class Sender(AbstractUser):
         ADMIN = "admin", _("organisation admin")
 
     organisation = models.ForeignKey(
-        Organisation, on_delete=models.PROTECT, null=True, blank=True, related_name="senders",
+        Organisation,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="senders",
         verbose_name=_("organisation"),
     )
     role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.SENDER)
@@ -64,10 +73,16 @@ class PacsNode(models.Model):
 
     organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="pacs_nodes")
     ae_title = models.CharField(_("AE title"), max_length=16, validators=[ae_title_validator])
-    host = models.CharField(_("host"), max_length=45, blank=True, validators=[validate_ipv46_address],
-                            help_text=_("IP address the node connects from; empty accepts any address."))
-    port = models.PositiveIntegerField(_("port"), null=True, blank=True,
-                                       validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    host = models.CharField(
+        _("host"),
+        max_length=45,
+        blank=True,
+        validators=[validate_ipv46_address],
+        help_text=_("IP address the node connects from; empty accepts any address."),
+    )
+    port = models.PositiveIntegerField(
+        _("port"), null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
     description = models.CharField(_("description"), max_length=200, blank=True)
     is_active = models.BooleanField(_("active"), default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -32,10 +32,16 @@ def login_throttled(username: str, address: str) -> bool:
     return bool(address) and failed.filter(client_address=address).count() >= MAX_FAILED_PER_ADDRESS
 
 
-def create_organisation(slug: str, name: str, *, contact_phone: str = "", contact_email: str = "",
-                        contact_url: str = "") -> Organisation:
-    org = Organisation(slug=slug, name=name.strip(), contact_phone=contact_phone, contact_email=contact_email,
-                       contact_url=contact_url)
+def create_organisation(
+    slug: str, name: str, *, contact_phone: str = "", contact_email: str = "", contact_url: str = ""
+) -> Organisation:
+    org = Organisation(
+        slug=slug,
+        name=name.strip(),
+        contact_phone=contact_phone,
+        contact_email=contact_email,
+        contact_url=contact_url,
+    )
     if not org.name:
         raise ValidationError({"name": "the name must not be empty"})
     org.full_clean()
@@ -47,10 +53,15 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
-def create_sender(organisation: Organisation, username: str, password: str, *, admin: bool = False,
-                  email: str = "") -> Sender:
-    sender = Sender(username=username, organisation=organisation, email=email,
-                    role=Sender.Role.ADMIN if admin else Sender.Role.SENDER)
+def create_sender(
+    organisation: Organisation, username: str, password: str, *, admin: bool = False, email: str = ""
+) -> Sender:
+    sender = Sender(
+        username=username,
+        organisation=organisation,
+        email=email,
+        role=Sender.Role.ADMIN if admin else Sender.Role.SENDER,
+    )
     sender.full_clean(exclude=["password"])
     validate_password(password, user=sender)
     sender.set_password(password)
@@ -59,10 +70,21 @@ def create_sender(organisation: Organisation, username: str, password: str, *, a
     return sender
 
 
-def add_pacs_node(organisation: Organisation, ae_title: str, *, host: str = "", port: int | None = None,
-                  description: str = "") -> PacsNode:
-    node = PacsNode(organisation=organisation, ae_title=ae_title.strip(), host=host.strip(), port=port,
-                    description=description)
+def add_pacs_node(
+    organisation: Organisation,
+    ae_title: str,
+    *,
+    host: str = "",
+    port: int | None = None,
+    description: str = "",
+) -> PacsNode:
+    node = PacsNode(
+        organisation=organisation,
+        ae_title=ae_title.strip(),
+        host=host.strip(),
+        port=port,
+        description=description,
+    )
     node.full_clean()
     node.save()
     return node

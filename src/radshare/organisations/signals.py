@@ -23,13 +23,20 @@ def login_site(request: HttpRequest | None) -> str:
 
 
 @receiver(user_login_failed)
-def _login_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None,
-                  **kwargs: Any) -> None:
+def _login_failed(
+    sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any
+) -> None:
     username = str(credentials.get("username", ""))[:150]
     # File a known account's failures under its organisation, so the organisation's admins see them.
     organisation = Sender.objects.filter(username=username).values_list("organisation_id", flat=True).first()
-    record(f"{login_site(request)}.login.failed", outcome=Outcome.FAILURE, request=request,
-           actor_type=ActorType.ANONYMOUS, actor_label=username, organisation=organisation)
+    record(
+        f"{login_site(request)}.login.failed",
+        outcome=Outcome.FAILURE,
+        request=request,
+        actor_type=ActorType.ANONYMOUS,
+        actor_label=username,
+        organisation=organisation,
+    )
 
 
 @receiver(user_logged_out)

@@ -12,8 +12,16 @@ class StudyAdmin(admin.ModelAdmin[Study]):
 
     list_display = ("id", "organisation", "study_date", "modalities_in_study", "number_of_instances", "size")
     list_filter = ("organisation",)
-    fields = ("organisation", "study_instance_uid", "study_date", "modalities_in_study", "number_of_series",
-              "number_of_instances", "size", "created_at")
+    fields = (
+        "organisation",
+        "study_instance_uid",
+        "study_date",
+        "modalities_in_study",
+        "number_of_series",
+        "number_of_instances",
+        "size",
+        "created_at",
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -7,7 +7,7 @@ class StudiesConfig(AppConfig):
     verbose_name = "Studies"
 
     def ready(self) -> None:
-        import pydicom.config  # noqa: PLC0415
+        import pydicom.config
 
         # Tolerant on what comes in: never refuse or warn about a malformed value while reading. pydicom's
         # validation warnings quote the offending value, which may be a name or a birth date (SECURITY.md A21).

@@ -23,15 +23,22 @@ class DateInput(forms.DateInput):
 class StudySearchForm(forms.Form):
     patient_id = forms.CharField(label=_("Patient ID"), max_length=64, required=False)
     patient_name = forms.CharField(label=_("Patient name"), max_length=100, required=False)
-    patient_birth_date = forms.DateField(label=_("Date of birth"), required=False, widget=DateInput,
-                                         input_formats=DATE_INPUT_FORMATS)
-    study_date_from = forms.DateField(label=_("Study date from"), required=False, widget=DateInput,
-                                      input_formats=DATE_INPUT_FORMATS)
-    study_date_to = forms.DateField(label=_("Study date to"), required=False, widget=DateInput,
-                                    input_formats=DATE_INPUT_FORMATS)
+    patient_birth_date = forms.DateField(
+        label=_("Date of birth"), required=False, widget=DateInput, input_formats=DATE_INPUT_FORMATS
+    )
+    study_date_from = forms.DateField(
+        label=_("Study date from"), required=False, widget=DateInput, input_formats=DATE_INPUT_FORMATS
+    )
+    study_date_to = forms.DateField(
+        label=_("Study date to"), required=False, widget=DateInput, input_formats=DATE_INPUT_FORMATS
+    )
     accession_number = forms.CharField(label=_("Accession number"), max_length=64, required=False)
-    modality = forms.CharField(label=_("Modality"), max_length=16, required=False,
-                               widget=forms.TextInput(attrs={"placeholder": "CT, MR, CR…"}))
+    modality = forms.CharField(
+        label=_("Modality"),
+        max_length=16,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "CT, MR, CR…"}),
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

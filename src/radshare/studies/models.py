@@ -29,8 +29,9 @@ class Patient(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["organisation", "issuer_of_patient_id", "patient_id"],
-                                    name="patient_unique_key"),
+            models.UniqueConstraint(
+                fields=["organisation", "issuer_of_patient_id", "patient_id"], name="patient_unique_key"
+            ),
         ]
         indexes = [models.Index(fields=["organisation", "patient_name"], name="patient_org_name")]
 
@@ -117,7 +118,9 @@ class Instance(models.Model):
     sha256 = models.CharField(max_length=64)
     storage_key = models.CharField(max_length=200, unique=True)  # built from hashes only, never from input
     source = models.CharField(max_length=10, choices=Source.choices)
-    source_node = models.ForeignKey(PacsNode, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    source_node = models.ForeignKey(
+        PacsNode, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

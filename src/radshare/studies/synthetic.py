@@ -8,7 +8,13 @@ from io import BytesIO
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ComputedRadiographyImageStorage, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    UID,
+    ComputedRadiographyImageStorage,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1548"  # generate_uid's pydicom root + radshare branch
 
@@ -58,9 +64,16 @@ def encode(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-def ct_series(patient: FakePatient, *, count: int = 24, size: int = 256, study_uid: str | None = None,
-              description: str = "CT thorax", study_date: dt.date | None = None,
-              accession: str = "") -> list[Dataset]:
+def ct_series(
+    patient: FakePatient,
+    *,
+    count: int = 24,
+    size: int = 256,
+    study_uid: str | None = None,
+    description: str = "CT thorax",
+    study_date: dt.date | None = None,
+    accession: str = "",
+) -> list[Dataset]:
     """A CT series of ``count`` slices of a round phantom (soft tissue in air, a bright 'bone' ring)."""
     study_uid = study_uid or generate_uid()
     series_uid = generate_uid()
@@ -105,8 +118,14 @@ def ct_series(patient: FakePatient, *, count: int = 24, size: int = 256, study_u
     return datasets
 
 
-def cr_image(patient: FakePatient, *, study_uid: str | None = None, description: str = "X thorax",
-             study_date: dt.date | None = None, accession: str = "") -> Dataset:
+def cr_image(
+    patient: FakePatient,
+    *,
+    study_uid: str | None = None,
+    description: str = "X thorax",
+    study_date: dt.date | None = None,
+    accession: str = "",
+) -> Dataset:
     """One computed radiograph (a gradient with a bright 'spine')."""
     size = 512
     ds = _base(patient, ComputedRadiographyImageStorage, study_uid or generate_uid(), generate_uid())
@@ -128,6 +147,6 @@ def cr_image(patient: FakePatient, *, study_uid: str | None = None, description:
     ds.HighBit = 11
     ds.PixelRepresentation = 0
     ramp = np.tile(np.linspace(400, 3000, size, dtype=np.float32), (size, 1))
-    ramp[:, size // 2 - 20: size // 2 + 20] = 3800
+    ramp[:, size // 2 - 20 : size // 2 + 20] = 3800
     ds.PixelData = ramp.astype(np.uint16).tobytes()
     return ds

@@ -55,15 +55,29 @@ def study_list(request: HttpRequest, organisation: Organisation) -> HttpResponse
         criteria = form.criteria() if form.is_bound else StudySearch()
         page = Paginator(search_studies(organisation, criteria), PAGE_SIZE).get_page(request.GET.get("page"))
         shown: list[Study] = list(page.object_list)
-        record("portal.studies.list", request=request, organisation=organisation,
-               study_uids=[s.study_instance_uid for s in shown],
-               detail={"count": page.paginator.count, "page": page.number,
-                       "criteria": sorted(k for k in form.fields if request.GET.get(k))})
+        record(
+            "portal.studies.list",
+            request=request,
+            organisation=organisation,
+            study_uids=[s.study_instance_uid for s in shown],
+            detail={
+                "count": page.paginator.count,
+                "page": page.number,
+                "criteria": sorted(k for k in form.fields if request.GET.get(k)),
+            },
+        )
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "studies/study_list.html", {
-        "form": form, "page": page, "query": query.urlencode(), "organisation": organisation,
-    })
+    return render(
+        request,
+        "studies/study_list.html",
+        {
+            "form": form,
+            "page": page,
+            "query": query.urlencode(),
+            "organisation": organisation,
+        },
+    )
 
 
 @require_safe
@@ -73,11 +87,28 @@ def study_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
         study = get_study(organisation, pk)
     except Study.DoesNotExist:
         # Another organisation's study and a missing one are refused alike; both are recorded (intrusion signal).
-        record("portal.study.view", outcome=Outcome.DENIED, request=request, organisation=organisation,
-               detail={"requested_id": pk, "reason": "not found in the organisation"})
+        record(
+            "portal.study.view",
+            outcome=Outcome.DENIED,
+            request=request,
+            organisation=organisation,
+            detail={"requested_id": pk, "reason": "not found in the organisation"},
+        )
         raise Http404(_("Study not found")) from None
-    record("portal.study.view", request=request, organisation=organisation, patient=study.patient,
-           study_uids=[study.study_instance_uid])
-    return render(request, "studies/study_detail.html", {
-        "study": study, "patient": study.patient, "series_list": study.series.all(), "organisation": organisation,
-    })
+    record(
+        "portal.study.view",
+        request=request,
+        organisation=organisation,
+        patient=study.patient,
+        study_uids=[study.study_instance_uid],
+    )
+    return render(
+        request,
+        "studies/study_detail.html",
+        {
+            "study": study,
+            "patient": study.patient,
+            "series_list": study.series.all(),
+            "organisation": organisation,
+        },
+    )

@@ -5,125 +5,204 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('organisations', '0001_initial'),
+        ("organisations", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Series',
+            name="Series",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('series_instance_uid', models.CharField(max_length=64)),
-                ('modality', models.CharField(blank=True, max_length=16)),
-                ('series_number', models.IntegerField(blank=True, null=True)),
-                ('series_description', models.CharField(blank=True, max_length=200)),
-                ('body_part_examined', models.CharField(blank=True, max_length=64)),
-                ('number_of_instances', models.PositiveIntegerField(default=0)),
-                ('size', models.BigIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("series_instance_uid", models.CharField(max_length=64)),
+                ("modality", models.CharField(blank=True, max_length=16)),
+                ("series_number", models.IntegerField(blank=True, null=True)),
+                ("series_description", models.CharField(blank=True, max_length=200)),
+                ("body_part_examined", models.CharField(blank=True, max_length=64)),
+                ("number_of_instances", models.PositiveIntegerField(default=0)),
+                ("size", models.BigIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'verbose_name_plural': 'series',
-                'ordering': ['series_number', 'id'],
+                "verbose_name_plural": "series",
+                "ordering": ["series_number", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Patient',
+            name="Patient",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('issuer_of_patient_id', models.CharField(blank=True, max_length=64)),
-                ('patient_id', models.CharField(max_length=64)),
-                ('patient_name', models.CharField(blank=True, max_length=324)),
-                ('patient_birth_date', models.DateField(blank=True, null=True)),
-                ('patient_sex', models.CharField(blank=True, max_length=16)),
-                ('bsn_last3', models.CharField(blank=True, max_length=3)),
-                ('bsn_hash', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('organisation', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='patients', to='organisations.organisation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("issuer_of_patient_id", models.CharField(blank=True, max_length=64)),
+                ("patient_id", models.CharField(max_length=64)),
+                ("patient_name", models.CharField(blank=True, max_length=324)),
+                ("patient_birth_date", models.DateField(blank=True, null=True)),
+                ("patient_sex", models.CharField(blank=True, max_length=16)),
+                ("bsn_last3", models.CharField(blank=True, max_length=3)),
+                ("bsn_hash", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="patients",
+                        to="organisations.organisation",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Instance',
+            name="Instance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sop_class_uid', models.CharField(max_length=64)),
-                ('sop_instance_uid', models.CharField(max_length=64)),
-                ('instance_number', models.IntegerField(blank=True, null=True)),
-                ('transfer_syntax_uid', models.CharField(max_length=64)),
-                ('number_of_frames', models.PositiveIntegerField(default=1)),
-                ('rows', models.PositiveIntegerField(blank=True, null=True)),
-                ('columns', models.PositiveIntegerField(blank=True, null=True)),
-                ('size', models.BigIntegerField()),
-                ('sha256', models.CharField(max_length=64)),
-                ('storage_key', models.CharField(max_length=200, unique=True)),
-                ('source', models.CharField(choices=[('scp', 'DICOM C-STORE'), ('upload', 'upload'), ('demo', 'demo data')], max_length=10)),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('organisation', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='organisations.organisation')),
-                ('source_node', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='organisations.pacsnode')),
-                ('series', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='instances', to='studies.series')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("sop_class_uid", models.CharField(max_length=64)),
+                ("sop_instance_uid", models.CharField(max_length=64)),
+                ("instance_number", models.IntegerField(blank=True, null=True)),
+                ("transfer_syntax_uid", models.CharField(max_length=64)),
+                ("number_of_frames", models.PositiveIntegerField(default=1)),
+                ("rows", models.PositiveIntegerField(blank=True, null=True)),
+                ("columns", models.PositiveIntegerField(blank=True, null=True)),
+                ("size", models.BigIntegerField()),
+                ("sha256", models.CharField(max_length=64)),
+                ("storage_key", models.CharField(max_length=200, unique=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("scp", "DICOM C-STORE"), ("upload", "upload"), ("demo", "demo data")],
+                        max_length=10,
+                    ),
+                ),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="organisations.organisation",
+                    ),
+                ),
+                (
+                    "source_node",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="organisations.pacsnode",
+                    ),
+                ),
+                (
+                    "series",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="instances",
+                        to="studies.series",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['instance_number', 'id'],
+                "ordering": ["instance_number", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Study',
+            name="Study",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('study_instance_uid', models.CharField(max_length=64)),
-                ('study_date', models.DateField(blank=True, null=True)),
-                ('study_time', models.CharField(blank=True, max_length=16)),
-                ('study_description', models.CharField(blank=True, max_length=200)),
-                ('accession_number', models.CharField(blank=True, max_length=64)),
-                ('referring_physician_name', models.CharField(blank=True, max_length=324)),
-                ('modalities_in_study', models.CharField(blank=True, max_length=100)),
-                ('number_of_series', models.PositiveIntegerField(default=0)),
-                ('number_of_instances', models.PositiveIntegerField(default=0)),
-                ('size', models.BigIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('organisation', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='studies', to='organisations.organisation')),
-                ('patient', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='studies', to='studies.patient')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("study_instance_uid", models.CharField(max_length=64)),
+                ("study_date", models.DateField(blank=True, null=True)),
+                ("study_time", models.CharField(blank=True, max_length=16)),
+                ("study_description", models.CharField(blank=True, max_length=200)),
+                ("accession_number", models.CharField(blank=True, max_length=64)),
+                ("referring_physician_name", models.CharField(blank=True, max_length=324)),
+                ("modalities_in_study", models.CharField(blank=True, max_length=100)),
+                ("number_of_series", models.PositiveIntegerField(default=0)),
+                ("number_of_instances", models.PositiveIntegerField(default=0)),
+                ("size", models.BigIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "organisation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="studies",
+                        to="organisations.organisation",
+                    ),
+                ),
+                (
+                    "patient",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="studies",
+                        to="studies.patient",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'studies',
+                "verbose_name_plural": "studies",
             },
         ),
         migrations.AddField(
-            model_name='series',
-            name='study',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='series', to='studies.study'),
+            model_name="series",
+            name="study",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="series", to="studies.study"
+            ),
         ),
         migrations.AddIndex(
-            model_name='patient',
-            index=models.Index(fields=['organisation', 'patient_name'], name='patient_org_name'),
+            model_name="patient",
+            index=models.Index(fields=["organisation", "patient_name"], name="patient_org_name"),
         ),
         migrations.AddConstraint(
-            model_name='patient',
-            constraint=models.UniqueConstraint(fields=('organisation', 'issuer_of_patient_id', 'patient_id'), name='patient_unique_key'),
+            model_name="patient",
+            constraint=models.UniqueConstraint(
+                fields=("organisation", "issuer_of_patient_id", "patient_id"), name="patient_unique_key"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='instance',
-            constraint=models.UniqueConstraint(fields=('organisation', 'sop_instance_uid'), name='instance_unique_uid'),
+            model_name="instance",
+            constraint=models.UniqueConstraint(
+                fields=("organisation", "sop_instance_uid"), name="instance_unique_uid"
+            ),
         ),
         migrations.AddIndex(
-            model_name='study',
-            index=models.Index(fields=['organisation', '-study_date'], name='study_org_date'),
+            model_name="study",
+            index=models.Index(fields=["organisation", "-study_date"], name="study_org_date"),
         ),
         migrations.AddIndex(
-            model_name='study',
-            index=models.Index(fields=['organisation', 'accession_number'], name='study_org_accession'),
+            model_name="study",
+            index=models.Index(fields=["organisation", "accession_number"], name="study_org_accession"),
         ),
         migrations.AddConstraint(
-            model_name='study',
-            constraint=models.UniqueConstraint(fields=('organisation', 'study_instance_uid'), name='study_unique_uid'),
+            model_name="study",
+            constraint=models.UniqueConstraint(
+                fields=("organisation", "study_instance_uid"), name="study_unique_uid"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='series',
-            constraint=models.UniqueConstraint(fields=('study', 'series_instance_uid'), name='series_unique_uid'),
+            model_name="series",
+            constraint=models.UniqueConstraint(
+                fields=("study", "series_instance_uid"), name="series_unique_uid"
+            ),
         ),
     ]

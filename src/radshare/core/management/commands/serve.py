@@ -49,8 +49,11 @@ class Command(BaseCommand):
                 proc.kill()
                 proc.wait()
         if failed:
-            raise CommandError(f"`radshare {failed}` stopped (exit code {children[failed].returncode}); "
-                               "everything was stopped", returncode=1)
+            raise CommandError(
+                f"`radshare {failed}` stopped (exit code {children[failed].returncode}); "
+                "everything was stopped",
+                returncode=1,
+            )
         self.stdout.write("radshare stopped.")
 
     def _banner(self) -> None:

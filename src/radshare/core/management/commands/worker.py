@@ -41,8 +41,13 @@ class Command(BaseCommand):
         if not options["no_periodic"] and not options["batch"]:
             threading.Thread(target=run_periodic, args=(stop, 30.0), name="periodic", daemon=True).start()
         worker = Worker(
-            queue_names=["*"], interval=options["interval"], batch=options["batch"], backend_name="default",
-            startup_delay=not options["batch"], max_tasks=None, worker_id=get_random_string(32),
+            queue_names=["*"],
+            interval=options["interval"],
+            batch=options["batch"],
+            backend_name="default",
+            startup_delay=not options["batch"],
+            max_tasks=None,
+            worker_id=get_random_string(32),
             excluded_queue_names=[],
         )
         worker.configure_signals()

@@ -17,7 +17,9 @@ def fail(message: str) -> CommandError:
 
 def validation_message(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(str(m) for m in msgs)}" for field, msgs in exc.message_dict.items())
+        return "; ".join(
+            f"{field}: {' '.join(str(m) for m in msgs)}" for field, msgs in exc.message_dict.items()
+        )
     return " ".join(exc.messages)
 
 

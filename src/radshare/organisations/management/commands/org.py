@@ -18,7 +18,9 @@ class Command(OperatorCommand):
         create = sub.add_parser("create", help="create an organisation")
         create.add_argument("slug", help="short id: lowercase letters, digits, dashes")
         create.add_argument("--name", required=True, help="display name shown to recipients")
-        create.add_argument("--contact-phone", default="", help="phone number recipients may call with questions")
+        create.add_argument(
+            "--contact-phone", default="", help="phone number recipients may call with questions"
+        )
         create.add_argument("--contact-email", default="", help="e-mail address for recipients' questions")
         create.add_argument("--contact-url", default="", help="web page for recipients' questions")
         sub.add_parser("list", help="list organisations")
@@ -31,8 +33,13 @@ class Command(OperatorCommand):
         if Organisation.objects.filter(slug=options["slug"]).exists():
             raise fail(f"an organisation with slug {options['slug']!r} already exists")
         try:
-            org = create_organisation(options["slug"], options["name"], contact_phone=options["contact_phone"],
-                                      contact_email=options["contact_email"], contact_url=options["contact_url"])
+            org = create_organisation(
+                options["slug"],
+                options["name"],
+                contact_phone=options["contact_phone"],
+                contact_email=options["contact_email"],
+                contact_url=options["contact_url"],
+            )
         except ValidationError as exc:
             raise fail(validation_message(exc)) from None
         self.stdout.write(f"created organisation {org.slug} ({org.name})")

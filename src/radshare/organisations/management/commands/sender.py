@@ -6,14 +6,21 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from radshare.organisations.management.commands._common import OperatorCommand, fail, organisation, validation_message
+from radshare.organisations.management.commands._common import (
+    OperatorCommand,
+    fail,
+    organisation,
+    validation_message,
+)
 from radshare.organisations.models import Sender
 from radshare.organisations.services import create_sender, generate_password
 
 
 class Command(OperatorCommand):
-    help = ("Manage senders: `sender create <org-slug> <username> [--admin]` reads the password from stdin, "
-            "or generates one and prints it once; `sender list <org-slug>`.")
+    help = (
+        "Manage senders: `sender create <org-slug> <username> [--admin]` reads the password from stdin, "
+        "or generates one and prints it once; `sender list <org-slug>`."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -39,10 +46,13 @@ class Command(OperatorCommand):
         else:
             password = sys.stdin.readline().rstrip("\r\n")
             if not password:
-                raise fail("no password on standard input (pipe one in, or run without input to generate one)")
+                raise fail(
+                    "no password on standard input (pipe one in, or run without input to generate one)"
+                )
         try:
-            sender = create_sender(org, options["username"], password, admin=options["admin"],
-                                   email=options["email"])
+            sender = create_sender(
+                org, options["username"], password, admin=options["admin"], email=options["email"]
+            )
         except ValidationError as exc:
             raise fail(validation_message(exc)) from None
         role = "organisation admin" if sender.is_org_admin else "sender"

@@ -22,9 +22,12 @@ class Command(BaseCommand):
         try:
             scp.start(block=False)
         except OSError as exc:
-            raise CommandError(f"cannot listen on {cfg.dicom_bind}:{cfg.dicom_port}: {exc.strerror}",
-                               returncode=2) from None
-        logger.info("DICOM storage SCP %s listening on %s:%s", cfg.dicom_ae_title, cfg.dicom_bind, cfg.dicom_port)
+            raise CommandError(
+                f"cannot listen on {cfg.dicom_bind}:{cfg.dicom_port}: {exc.strerror}", returncode=2
+            ) from None
+        logger.info(
+            "DICOM storage SCP %s listening on %s:%s", cfg.dicom_ae_title, cfg.dicom_bind, cfg.dicom_port
+        )
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
