@@ -116,4 +116,12 @@ def scp(transactional_db: None, radshare_config: Any) -> Iterator[Any]:
     try:
         yield server
     finally:
+        associations = server.server.active_associations
         server.shutdown()
+        # End the association threads before the database is flushed: each writes its audit entry as it
+        # closes, which would otherwise land in the next test's tables (shutdown() does not wait for them).
+        for assoc in associations:
+            assoc.join(timeout=10)
+            if assoc.is_alive():  # a peer a failed test left connected
+                assoc.abort()
+                assoc.join(timeout=10)

@@ -55,8 +55,9 @@ def admit(calling_ae_title: str, address: str) -> Admission | None:
     """
     title = calling_ae_title.strip()
     nodes = list(
-        PacsNode.objects.filter(ae_title=title, is_active=True, organisation__is_active=True)
-        .select_related("organisation")
+        PacsNode.objects.filter(ae_title=title, is_active=True, organisation__is_active=True).select_related(
+            "organisation"
+        )
     )
     exact = [n for n in nodes if n.host and n.host == address]
     anywhere = [n for n in nodes if not n.host]
@@ -85,7 +86,9 @@ def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
 class StorageSCP:
     """The AE and its handlers. ``start(block=False)`` returns the running server (for tests)."""
 
-    def __init__(self, *, ae_title: str | None = None, bind: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, *, ae_title: str | None = None, bind: str | None = None, port: int | None = None
+    ) -> None:
         cfg = settings.RADSHARE
         self.ae_title = ae_title or cfg.dicom_ae_title
         self.address = (bind or cfg.dicom_bind, cfg.dicom_port if port is None else port)
@@ -112,7 +115,7 @@ class StorageSCP:
     def start(self, *, block: bool = True) -> Any:
         # Accept every storage SOP class (private ones too: PACS send them) in every transfer syntax;
         # the data is stored as received.
-        from pynetdicom import _config  # noqa: PLC0415
+        from pynetdicom import _config
 
         _config.UNRESTRICTED_STORAGE_SERVICE = True
         for cx in self.ae.supported_contexts:
@@ -140,8 +143,17 @@ class StorageSCP:
             _reject(event.assoc, 0x02, 0x02, 0x01)
             return
         if admission is None:
-            record("dicom.association.rejected", outcome=Outcome.DENIED, actor_type=ActorType.DICOM_NODE,
-                   actor_label=calling, client=address, detail={"reason": "calling AE title not recognised"})
+            try:
+                record(
+                    "dicom.association.rejected",
+                    outcome=Outcome.DENIED,
+                    actor_type=ActorType.DICOM_NODE,
+                    actor_label=calling,
+                    client=address,
+                    detail={"reason": "calling AE title not recognised"},
+                )
+            except DatabaseError:
+                logger.exception("cannot audit a rejected association; rejecting it all the same")
             logger.info("association rejected: unknown calling AE title from %s", address)
             # Rejected-permanent, service user, calling AE title not recognised.
             _reject(event.assoc, 0x01, 0x01, 0x03)
@@ -157,14 +169,23 @@ class StorageSCP:
         try:
             if admission is not None and (admission.stored or admission.duplicate or admission.refused):
                 # One entry per association, not per image (DESIGN.md "Audit granularity").
-                record("dicom.store", outcome=Outcome.FAILURE if admission.refused else Outcome.SUCCESS,
-                       node=admission.node, organisation=admission.organisation,
-                       actor_type=ActorType.DICOM_NODE, actor_label=admission.calling_ae_title,
-                       client=admission.address,
-                       patient=next(iter(admission.patients)) if len(admission.patients) == 1 else None,
-                       study_uids=admission.study_uids,
-                       detail={"stored": admission.stored, "duplicate": admission.duplicate,
-                               "refused": admission.refused, "patients": len(admission.patients)})
+                record(
+                    "dicom.store",
+                    outcome=Outcome.FAILURE if admission.refused else Outcome.SUCCESS,
+                    node=admission.node,
+                    organisation=admission.organisation,
+                    actor_type=ActorType.DICOM_NODE,
+                    actor_label=admission.calling_ae_title,
+                    client=admission.address,
+                    patient=next(iter(admission.patients)) if len(admission.patients) == 1 else None,
+                    study_uids=admission.study_uids,
+                    detail={
+                        "stored": admission.stored,
+                        "duplicate": admission.duplicate,
+                        "refused": admission.refused,
+                        "patients": len(admission.patients),
+                    },
+                )
         except DatabaseError:
             logger.exception("cannot write the audit entry for a finished association")
         finally:

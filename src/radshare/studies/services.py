@@ -117,10 +117,27 @@ def parse_header(data: bytes | memoryview) -> Dataset:
     try:
         ds = dcmread(BytesIO(data), stop_before_pixels=True)
         # Touch the attributes we index now, so a broken element fails here and not half-way through.
-        for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID"):
+        for keyword in (
+            "SOPInstanceUID",
+            "SOPClassUID",
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+            "PatientID",
+        ):
             ds.get(keyword)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, AttributeError, OverflowError,
-            NotImplementedError, IndexError, UnicodeError, zlib.error) as exc:  # zlib: broken deflated data
+    except (
+        InvalidDicomError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+        NotImplementedError,
+        IndexError,
+        UnicodeError,
+        zlib.error,
+    ) as exc:  # zlib: broken deflated data
         raise NotDicomError(f"not a readable DICOM data set ({type(exc).__name__})") from exc
     for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not _text(ds, keyword, 64):
@@ -165,8 +182,12 @@ class _IdCache:
         self.studies.clear()
         self.series.clear()
 
-    def remember(self, patient: tuple[tuple[int, str, str], int], study: tuple[tuple[int, str], tuple[int, int]],
-                 series: tuple[tuple[int, str], int]) -> None:
+    def remember(
+        self,
+        patient: tuple[tuple[int, str, str], int],
+        study: tuple[tuple[int, str], tuple[int, int]],
+        series: tuple[tuple[int, str], int],
+    ) -> None:
         if len(self.series) > self.LIMIT:
             self.clear()
         self.patients[patient[0]] = patient[1]
@@ -182,7 +203,10 @@ def _patient_pk(organisation: Organisation, ds: Dataset) -> int:
     if (pk := _ids.patients.get(key)) is not None:
         return pk
     patient, created = Patient.objects.get_or_create(
-        organisation=organisation, issuer_of_patient_id=key[1], patient_id=key[2], defaults=_patient_fields(ds)
+        organisation=organisation,
+        issuer_of_patient_id=key[1],
+        patient_id=key[2],
+        defaults=_patient_fields(ds),
     )
     if not created:
         _fill_blanks(patient, _patient_fields(ds))
@@ -195,7 +219,8 @@ def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tupl
     if (pks := _ids.studies.get(key)) is not None:
         return pks
     study, _ = Study.objects.get_or_create(
-        organisation=organisation, study_instance_uid=key[1],
+        organisation=organisation,
+        study_instance_uid=key[1],
         defaults={
             "patient_id": patient_pk,
             "study_date": _date(ds, "StudyDate"),
@@ -214,7 +239,8 @@ def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
     if (pk := _ids.series.get(key)) is not None:
         return pk, False, ""
     series, created = Series.objects.get_or_create(
-        study_id=study_pk, series_instance_uid=key[1],
+        study_id=study_pk,
+        series_instance_uid=key[1],
         defaults={
             "modality": _text(ds, "Modality", 16),
             "series_number": _int(ds, "SeriesNumber"),
@@ -225,8 +251,14 @@ def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
     return series.pk, created, series.modality
 
 
-def _index(organisation: Organisation, ds: Dataset, stored: StoredFile, transfer_syntax: str, source: str,
-           node: PacsNode | None) -> StoreResult:
+def _index(
+    organisation: Organisation,
+    ds: Dataset,
+    stored: StoredFile,
+    transfer_syntax: str,
+    source: str,
+    node: PacsNode | None,
+) -> StoreResult:
     """Index one stored file; call inside a transaction."""
     patient_pk = _patient_pk(organisation, ds)
     study_pk, filed_under = _study_pks(organisation, ds, patient_pk)
@@ -264,31 +296,49 @@ def _index(organisation: Organisation, ds: Dataset, stored: StoredFile, transfer
             # Lock the study row, then read every series: concurrent associations adding series of other
             # modalities to the same study each see the others' committed rows.
             Study.objects.select_for_update().filter(pk=study_pk).values_list("pk").get()
-            modalities = Series.objects.filter(study_id=study_pk).exclude(modality="").values_list(
-                "modality", flat=True)
+            modalities = (
+                Series.objects.filter(study_id=study_pk)
+                .exclude(modality="")
+                .values_list("modality", flat=True)
+            )
             study_update["modalities_in_study"] = "\\".join(sorted(set(modalities)))[:100]
     Study.objects.filter(pk=study_pk).update(**study_update)
     study_uid = _text(ds, "StudyInstanceUID", 64)
-    transaction.on_commit(lambda: _ids.remember(
-        ((organisation.pk, _text(ds, "IssuerOfPatientID", 64), _text(ds, "PatientID", 64)), patient_pk),
-        ((organisation.pk, study_uid), (study_pk, patient_pk)),
-        ((study_pk, _text(ds, "SeriesInstanceUID", 64)), series_pk),
-    ))
+    transaction.on_commit(
+        lambda: _ids.remember(
+            ((organisation.pk, _text(ds, "IssuerOfPatientID", 64), _text(ds, "PatientID", 64)), patient_pk),
+            ((organisation.pk, study_uid), (study_pk, patient_pk)),
+            ((study_pk, _text(ds, "SeriesInstanceUID", 64)), series_pk),
+        )
+    )
     return StoreResult(StoreOutcome.STORED, instance, study_uid, patient_pk)
 
 
-def _duplicate(organisation: Organisation, sop_uid: str, sha256: str, node: PacsNode | None) -> StoreResult | None:
-    existing = Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid).select_related(
-        "series__study"
-    ).first()
+def _duplicate(
+    organisation: Organisation, sop_uid: str, sha256: str, node: PacsNode | None
+) -> StoreResult | None:
+    existing = (
+        Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid)
+        .select_related("series__study")
+        .first()
+    )
     if existing is None:
         return None
     if existing.sha256 != sha256:
         # DICOM requires changed content to get a new UID: keep the first copy, tell the organisation.
-        record("dicom.store.conflict", outcome=Outcome.FAILURE, node=node, organisation=organisation,
-               actor_type=None if node else ActorType.SYSTEM,
-               patient=existing.series.study.patient_id, study_uids=[existing.series.study.study_instance_uid],
-               detail={"instance": existing.pk, "reason": "same SOP Instance UID, different content; first kept"})
+        record(
+            "dicom.store.conflict",
+            outcome=Outcome.FAILURE,
+            node=node,
+            organisation=organisation,
+            actor_type=None if node else ActorType.SYSTEM,
+            patient=existing.series.study.patient_id,
+            study_uids=[existing.series.study.study_instance_uid],
+            detail={
+                "instance": existing.pk,
+                "reason": "same SOP Instance UID, different content; first kept",
+            },
+        )
     study = existing.series.study
     return StoreResult(StoreOutcome.DUPLICATE, existing, study.study_instance_uid, study.patient_id)
 
@@ -375,8 +425,12 @@ def search_studies(organisation: Organisation, criteria: StudySearch) -> QuerySe
         qs = qs.filter(accession_number__iexact=criteria.accession_number.strip())
     if criteria.modality:
         m = criteria.modality.strip().upper()
-        qs = qs.filter(Q(modalities_in_study=m) | Q(modalities_in_study__startswith=m + "\\")
-                       | Q(modalities_in_study__endswith="\\" + m) | Q(modalities_in_study__contains=f"\\{m}\\"))
+        qs = qs.filter(
+            Q(modalities_in_study=m)
+            | Q(modalities_in_study__startswith=m + "\\")
+            | Q(modalities_in_study__endswith="\\" + m)
+            | Q(modalities_in_study__contains=f"\\{m}\\")
+        )
     return qs.order_by(F("study_date").desc(nulls_last=True), "-created_at")
 
 
