@@ -64,7 +64,7 @@ class OutOfResourcesError(IngestError):
 @dataclass(frozen=True)
 class StoreResult:
     outcome: StoreOutcome
-    instance: Instance
+    instance_pk: int
     study_instance_uid: str
     patient_pk: int
 
@@ -311,20 +311,22 @@ def _index(
             ((study_pk, _text(ds, "SeriesInstanceUID", 64)), series_pk),
         )
     )
-    return StoreResult(StoreOutcome.STORED, instance, study_uid, patient_pk)
+    return StoreResult(StoreOutcome.STORED, instance.pk, study_uid, patient_pk)
 
 
 def _duplicate(
     organisation: Organisation, sop_uid: str, sha256: str, node: PacsNode | None
 ) -> StoreResult | None:
+    # One indexed look-up per received image: plain values, no model instances, no ordering.
     existing = (
         Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid)
-        .select_related("series__study")
-        .first()
+        .order_by()
+        .values_list("pk", "sha256", "series__study__study_instance_uid", "series__study__patient_id")[:1]
     )
-    if existing is None:
+    if not existing:
         return None
-    if existing.sha256 != sha256:
+    instance_pk, stored_sha256, study_uid, patient_pk = existing[0]
+    if stored_sha256 != sha256:
         # DICOM requires changed content to get a new UID: keep the first copy, tell the organisation.
         record(
             "dicom.store.conflict",
@@ -332,15 +334,14 @@ def _duplicate(
             node=node,
             organisation=organisation,
             actor_type=None if node else ActorType.SYSTEM,
-            patient=existing.series.study.patient_id,
-            study_uids=[existing.series.study.study_instance_uid],
+            patient=patient_pk,
+            study_uids=[study_uid],
             detail={
-                "instance": existing.pk,
+                "instance": instance_pk,
                 "reason": "same SOP Instance UID, different content; first kept",
             },
         )
-    study = existing.series.study
-    return StoreResult(StoreOutcome.DUPLICATE, existing, study.study_instance_uid, study.patient_id)
+    return StoreResult(StoreOutcome.DUPLICATE, instance_pk, study_uid, patient_pk)
 
 
 def store_instance(
