@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "radshare.audit",
     "radshare.organisations",
     "radshare.studies",
+    "radshare.imaging",
 ]
 
 MIDDLEWARE = [
