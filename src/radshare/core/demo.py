@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from radshare.imaging.services import request_render
 from radshare.organisations.models import Organisation, Sender
 from radshare.organisations.services import create_organisation, create_sender, generate_password
 from radshare.studies.models import Study
@@ -71,6 +72,8 @@ def load_demo() -> list[str]:
         )
         store_instance(org, encode(ds), source="demo")
         created.append("study X thorax (1 image)")
+    if created:
+        request_render()
     return created
 
 

@@ -114,7 +114,14 @@ def sweep_incoming() -> int:
     return removed
 
 
+def _render_housekeeping() -> Task[..., Any]:
+    from radshare.imaging.tasks import render_housekeeping
+
+    return render_housekeeping
+
+
 PERIODIC: tuple[Periodic, ...] = (
+    Periodic("imaging.render_housekeeping", timedelta(minutes=1), _render_housekeeping),
     Periodic("core.prune_task_results", timedelta(hours=6), lambda: prune_task_results),
     Periodic("core.sweep_incoming", timedelta(hours=1), lambda: sweep_incoming),
 )

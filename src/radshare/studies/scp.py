@@ -19,6 +19,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radshare.audit.services import ActorType, Outcome, record
+from radshare.imaging.services import request_render
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies.services import IngestError, StoreOutcome, store_instance
 
@@ -30,6 +31,7 @@ DEMO_ORGANISATION_SLUG = "demo"
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 PROCESSING_FAILURE = 0x0110
+RENDER_REQUEST_EVERY = 50
 
 
 @dataclass
@@ -166,6 +168,8 @@ class StorageSCP:
     def on_closed(self, event: Any) -> None:
         with self._lock:
             admission = self._admissions.pop(id(event.assoc), None)
+        if admission is not None and admission.stored:
+            self._request_render()
         try:
             if admission is not None and (admission.stored or admission.duplicate or admission.refused):
                 # One entry per association, not per image (DESIGN.md "Audit granularity").
@@ -190,6 +194,14 @@ class StorageSCP:
             logger.exception("cannot write the audit entry for a finished association")
         finally:
             connection.close()
+
+    @staticmethod
+    def _request_render() -> None:
+        try:
+            request_render()
+        except DatabaseError:
+            # The worker's periodic housekeeping picks pending renders up within a minute anyway.
+            logger.exception("cannot queue rendering now")
 
     def on_echo(self, event: Any) -> int:
         return SUCCESS
@@ -217,6 +229,8 @@ class StorageSCP:
             return OUT_OF_RESOURCES
         if result.outcome == StoreOutcome.STORED:
             admission.stored += 1
+            if admission.stored % RENDER_REQUEST_EVERY == 0:
+                self._request_render()  # long associations: start rendering while the rest arrives
         else:
             admission.duplicate += 1
         admission.study_uids.add(result.study_instance_uid)

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from radshare.audit.services import ActorType, Outcome, record
+from radshare.imaging.models import InstanceRender
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies.models import Instance, Patient, Series, Study
 from radshare.studies.storage import StoredFile, get_store
@@ -283,6 +284,8 @@ def _index(
         source=source,
         source_node=node,
     )
+    # The renders are made in the background (imaging.tasks.render_pending); the row says "pending" until then.
+    InstanceRender.objects.create(instance=instance)
     Series.objects.filter(pk=series_pk).update(
         number_of_instances=F("number_of_instances") + 1, size=F("size") + stored.size
     )

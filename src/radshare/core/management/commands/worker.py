@@ -11,6 +11,7 @@ from django.utils.crypto import get_random_string
 from django_tasks_db.management.commands.db_worker import Worker
 
 from radshare.core.tasks import enqueue_due_periodic
+from radshare.imaging.services import shutdown_pool
 
 logger = logging.getLogger("radshare.worker")
 
@@ -56,3 +57,4 @@ class Command(BaseCommand):
             worker.run()
         finally:
             stop.set()
+            shutdown_pool()

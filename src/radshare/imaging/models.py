@@ -1,0 +1,56 @@
+"""What was rendered of each instance: previews, thumbnails, CT window presets and full-size JPEGs per frame.
+
+One ``InstanceRender`` row per instance, created (pending) in the same transaction as the instance itself, so
+"are all renders of this study done?" is one indexed query. The files live under the storage root in
+``renders/``, at paths made from internal ids only.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from radshare.studies.models import Instance
+
+
+class InstanceRender(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", _("waiting")
+        RENDERING = "rendering", _("being rendered")
+        DONE = "done", _("rendered")
+        UNRENDERABLE = "unrenderable", _("not an image")
+        FAILED = "failed", _("could not be rendered")
+
+    class Reason(models.TextChoices):
+        NONE = "", ""
+        NO_PIXEL_DATA = (
+            "no_pixel_data",
+            _("This object holds no image (for example a report or a treatment plan)."),
+        )
+        UNSUPPORTED = "unsupported", _("The image is stored in a form that cannot be shown in the browser.")
+        BROKEN = "broken", _("The image data is damaged and cannot be shown.")
+        FILE_MISSING = "file_missing", _("The stored file could not be read.")
+
+    instance = models.OneToOneField(Instance, on_delete=models.CASCADE, related_name="render")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=16, choices=Reason.choices, blank=True, default=Reason.NONE)
+    frames = models.PositiveIntegerField(default=0)  # frames rendered
+    rows = models.PositiveIntegerField(default=0)  # full-size JPEG height
+    columns = models.PositiveIntegerField(default=0)
+    preview_rows = models.PositiveIntegerField(default=0)
+    preview_columns = models.PositiveIntegerField(default=0)
+    presets = models.JSONField(default=list, blank=True)  # CT window presets rendered, e.g. ["soft", "lung"]
+    jpeg_sizes = models.JSONField(default=list, blank=True)  # bytes of each frame's full-size JPEG
+    jpeg_size = models.BigIntegerField(default=0)  # their sum: the JPEG download's size
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    rendered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "id"], name="render_status")]
+
+    def __str__(self) -> str:
+        return f"render of instance {self.instance_id}: {self.status}"
+
+    @property
+    def is_image(self) -> bool:
+        return self.status == self.Status.DONE

@@ -1,0 +1,263 @@
+"""Pixels to JPEG: the display pipeline of PS3.4 Annex N (Grayscale/Color Softcopy Presentation) for one file.
+
+Monochrome: Modality LUT or rescale (PS3.3 C.11.1) -> VOI LUT or window (PS3.3 C.11.2, C.11.2.1.2 for the
+window formulas, LINEAR, LINEAR_EXACT and SIGMOID) or, without either, the frame's own value range -> 8 bits,
+inverted for MONOCHROME1. Colour: RGB as is, YBR converted to RGB by pydicom, PALETTE COLOR through its lookup
+tables (PS3.3 C.7.6.3.1.5), deeper than 8 bits scaled down. Compressed transfer syntaxes are decoded by pydicom's
+plugins (pylibjpeg: JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000; pydicom itself: RLE).
+
+Everything here is pure (file in, files out, a summary back), so it runs in worker processes without the
+database. Per frame it writes ``NNNN-full.jpg`` (full size, for the JPEG download), ``NNNN-preview.jpg`` (at
+most 1024 px), ``NNNN-thumb.jpg`` (at most 160 px) and, for CT, ``NNNN-<preset>.jpg`` window presets at preview
+size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.pixels import (  # type: ignore[attr-defined]  # re-exported, but not listed in __all__
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi_lut,
+    iter_pixels,
+)
+
+PREVIEW_MAX = 1024
+THUMB_MAX = 160
+FULL_QUALITY = 90
+PREVIEW_QUALITY = 85
+THUMB_QUALITY = 80
+
+# CT window presets (centre, width) in Hounsfield units.
+CT_PRESETS: dict[str, tuple[float, float]] = {
+    "soft": (40.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+}
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    instance_pk: int
+    path: str
+    out_dir: str
+
+
+@dataclass
+class RenderOutcome:
+    instance_pk: int
+    status: str  # "done", "unrenderable", "failed" (InstanceRender.Status values)
+    reason: str = ""  # InstanceRender.Reason value
+    frames: int = 0
+    rows: int = 0
+    columns: int = 0
+    preview_rows: int = 0
+    preview_columns: int = 0
+    presets: list[str] = field(default_factory=list)
+    jpeg_sizes: list[int] = field(default_factory=list)
+
+
+def frame_path(out_dir: str | Path, frame: int, kind: str) -> Path:
+    return Path(out_dir) / f"{frame:04d}-{kind}.jpg"
+
+
+def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """Window to 0..255 (PS3.3 C.11.2.1.2.1 LINEAR, C.11.2.1.3.1 LINEAR_EXACT, C.11.2.1.3.2 SIGMOID)."""
+    x = values.astype(np.float32, copy=False)
+    out: np.ndarray
+    if function == "SIGMOID":
+        out = 255.0 / (1.0 + np.exp(-4.0 * (x - center) / max(width, 1e-6)))
+    else:
+        # Both linear forms are y = x * scale + offset: one multiply-add and an in-place clip per pixel.
+        if function == "LINEAR_EXACT":
+            scale = 255.0 / max(width, 1e-6)
+            offset = 127.5 - center * scale
+        else:
+            w = max(width, 1.0)
+            span = w - 1.0 if w > 1 else 1.0
+            scale = 255.0 / span
+            offset = (0.5 - (center - 0.5) / span) * 255.0
+        out = x * np.float32(scale)
+        out += np.float32(offset)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    """The frame's own range to 0..255 (used when the data holds no VOI)."""
+    x = values.astype(np.float32, copy=False)
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if hi <= lo:
+        return np.zeros(x.shape, dtype=np.uint8)
+    return ((x - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _first(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(
+            value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value
+        )
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _voi(ds: Dataset, frame_ds: Dataset) -> tuple[float, float, str] | None:
+    """The first window of the data (per-frame functional groups first), if any."""
+    for source in (frame_ds, ds):
+        center, width = _first(source.get("WindowCenter")), _first(source.get("WindowWidth"))
+        if center is not None and width is not None and width > 0:
+            return center, width, str(source.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    return None
+
+
+def _frame_dataset(ds: Dataset, index: int) -> Dataset:
+    """Rescale and window attributes of an enhanced multi-frame image live in functional groups (PS3.3 C.7.6.16)."""
+    merged = Dataset()
+    for seq_name, idx in (("SharedFunctionalGroupsSequence", 0), ("PerFrameFunctionalGroupsSequence", index)):
+        groups = ds.get(seq_name)
+        if not groups or len(groups) <= idx:
+            continue
+        item = groups[idx]
+        for macro, keys in (
+            ("PixelValueTransformationSequence", ("RescaleIntercept", "RescaleSlope", "RescaleType")),
+            ("FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction")),
+        ):
+            if macro in item and item[macro].value:
+                for key in keys:
+                    if key in item[macro].value[0]:
+                        setattr(merged, key, item[macro].value[0][key].value)
+    return merged
+
+
+def to_display(ds: Dataset, arr: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One frame as 8-bit grey (H, W) or RGB (H, W, 3), plus the modality values (for CT presets) or None."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        bits = 16 if rgb.dtype.itemsize > 1 else 8
+        return (rgb >> (bits - 8)).astype(np.uint8) if bits > 8 else rgb.astype(np.uint8), None
+    if arr.ndim == 3:  # RGB (pydicom already converted YBR to RGB)
+        if arr.dtype.itemsize > 1:
+            bits = int(ds.get("BitsStored", 16) or 16)
+            return (arr >> max(bits - 8, 0)).clip(0, 255).astype(np.uint8), None
+        return arr.astype(np.uint8, copy=False), None
+    frame_ds = _frame_dataset(ds, index)
+    # Rescale from the frame's functional groups when it has them, else from the data set (or its Modality LUT).
+    source = frame_ds if ("RescaleSlope" in frame_ds or "RescaleIntercept" in frame_ds) else ds
+    values = apply_modality_lut(arr, source).astype(np.float32, copy=False)
+    voi = _voi(ds, frame_ds)
+    if voi is not None:
+        grey = window(values, *voi)
+    elif "VOILUTSequence" in ds:
+        grey = _stretch(apply_voi_lut(values, ds, prefer_lut=True))
+    else:
+        grey = _stretch(values)
+    if photometric == "MONOCHROME1":
+        grey = 255 - grey
+    return grey, values
+
+
+def _fit(image: Image.Image, limit: int) -> Image.Image:
+    w, h = image.size
+    scale = limit / max(w, h)
+    if scale >= 1:
+        return image
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def _encode(image: Image.Image, quality: int) -> bytes:
+    buffer = BytesIO()
+    image.save(buffer, "JPEG", quality=quality, optimize=False)
+    return buffer.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
+    # Derived files: written whole under a temporary name and renamed; a lost render is simply made again.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _render_frame(
+    ds: Dataset, arr: np.ndarray, index: int, out_dir: Path, is_ct: bool, outcome: RenderOutcome
+) -> None:
+    grey, values = to_display(ds, arr, index)
+    image = Image.fromarray(grey)
+    full = _encode(image, FULL_QUALITY)
+    _write(frame_path(out_dir, index, "full"), full)
+    outcome.jpeg_sizes.append(len(full))
+    preview = _fit(image, PREVIEW_MAX)
+    _write(
+        frame_path(out_dir, index, "preview"), full if preview is image else _encode(preview, PREVIEW_QUALITY)
+    )
+    _write(frame_path(out_dir, index, "thumb"), _encode(_fit(preview, THUMB_MAX), THUMB_QUALITY))
+    if index == 0:
+        outcome.rows, outcome.columns = image.height, image.width
+        outcome.preview_rows, outcome.preview_columns = preview.height, preview.width
+    if is_ct and values is not None and grey.ndim == 2:
+        for name, (center, width) in CT_PRESETS.items():
+            preset = _fit(Image.fromarray(window(values, center, width)), PREVIEW_MAX)
+            _write(frame_path(out_dir, index, name), _encode(preset, PREVIEW_QUALITY))
+            if index == 0:
+                outcome.presets.append(name)
+
+
+def render_file(job: RenderJob) -> RenderOutcome:
+    """Render every frame of one stored DICOM file; never raises (a failure is an outcome with a reason)."""
+    outcome = RenderOutcome(job.instance_pk, "done")
+    try:
+        ds = dcmread(job.path)
+    except FileNotFoundError:
+        return RenderOutcome(job.instance_pk, "failed", "file_missing")
+    except Exception:  # noqa: BLE001 - any unreadable file is a 'broken' outcome, never a crashed task
+        return RenderOutcome(job.instance_pk, "failed", "broken")
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        return RenderOutcome(job.instance_pk, "unrenderable", "no_pixel_data")
+    out_dir = Path(job.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    is_ct = str(ds.get("Modality", "")).upper() == "CT"
+    try:
+        for index, arr in enumerate(iter_pixels(ds)):
+            _render_frame(ds, arr, index, out_dir, is_ct, outcome)
+    except NotImplementedError:
+        return RenderOutcome(job.instance_pk, "failed", "unsupported")
+    except RuntimeError as exc:
+        # pydicom: "... all plugins are missing dependencies" (we cannot decode this transfer syntax) versus
+        # "... exceptions were raised by all available plugins" (the data itself is broken).
+        unsupported = "missing dependencies" in str(exc) or "no pixel data decoders" in str(exc).lower()
+        return RenderOutcome(job.instance_pk, "failed", "unsupported" if unsupported else "broken")
+    except Exception:  # noqa: BLE001 - broken pixel data takes many forms (ValueError, struct errors, ...)
+        return RenderOutcome(job.instance_pk, "failed", "broken")
+    outcome.frames = len(outcome.jpeg_sizes)
+    if outcome.frames == 0:
+        return RenderOutcome(job.instance_pk, "failed", "broken")
+    return outcome
+
+
+def init_worker() -> None:
+    """Pool initializer: rendering yields the CPU to the SCP and the web server (DESIGN.md budget), and pydicom
+    neither validates nor warns while reading (its warnings quote values, which may be patient data)."""
+    import warnings
+
+    import pydicom.config
+
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+    logging.getLogger("pydicom").setLevel(logging.ERROR)

@@ -1,0 +1,166 @@
+"""Renders: claiming pending instances, rendering them in a process pool, recording the outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from datetime import timedelta
+from multiprocessing import get_context
+from pathlib import Path
+from threading import Lock
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from radshare.imaging.models import InstanceRender
+from radshare.imaging.render import RenderJob, RenderOutcome, init_worker, render_file
+from radshare.studies.models import Series, Study
+from radshare.studies.storage import get_store
+
+logger = logging.getLogger(__name__)
+
+BATCH = 32
+STALE_CLAIM = timedelta(minutes=10)
+Status = InstanceRender.Status
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = Lock()
+
+
+def render_dir(instance_pk: int) -> Path:
+    """Where an instance's renders live: from its internal id only."""
+    return (
+        Path(settings.RADSHARE_STORAGE_ROOT)
+        / "renders"
+        / f"{instance_pk // 1000 % 1000:03d}"
+        / str(instance_pk)
+    )
+
+
+def pool() -> ProcessPoolExecutor:
+    """One pool per worker process, reused across tasks (spawned: the children never touch the database)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(
+                max_workers=os.cpu_count() or 1, mp_context=get_context("spawn"), initializer=init_worker
+            )
+        return _pool
+
+
+def shutdown_pool() -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown(cancel_futures=True)
+            _pool = None
+
+
+def claim_pending(limit: int = BATCH) -> list[RenderJob]:
+    """Mark up to ``limit`` pending renders as being rendered by us; any number of workers may call this."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            InstanceRender.objects.select_for_update(skip_locked=True)
+            .filter(status=Status.PENDING)
+            .order_by("id")
+            .values_list("id", "instance_id", "instance__storage_key")[:limit]
+        )
+        if not rows:
+            return []
+        InstanceRender.objects.filter(id__in=[r[0] for r in rows], status=Status.PENDING).update(
+            status=Status.RENDERING, claimed_at=now
+        )
+    store = get_store()
+    return [RenderJob(pk, str(store.path(key)), str(render_dir(pk))) for _, pk, key in rows]
+
+
+def record_outcome(outcome: RenderOutcome) -> None:
+    InstanceRender.objects.filter(instance_id=outcome.instance_pk).update(
+        status=outcome.status,
+        reason=outcome.reason,
+        frames=outcome.frames,
+        rows=outcome.rows,
+        columns=outcome.columns,
+        preview_rows=outcome.preview_rows,
+        preview_columns=outcome.preview_columns,
+        presets=outcome.presets,
+        jpeg_sizes=outcome.jpeg_sizes,
+        jpeg_size=sum(outcome.jpeg_sizes),
+        rendered_at=timezone.now(),
+    )
+    if outcome.status == Status.FAILED:
+        logger.warning("instance %s could not be rendered: %s", outcome.instance_pk, outcome.reason)
+
+
+def render_pending_now(*, parallel: bool = True) -> int:
+    """Render everything pending, batch by batch; returns how many instances were handled."""
+    handled = 0
+    while jobs := claim_pending():
+        outcomes = pool().map(render_file, jobs) if parallel else map(render_file, jobs)
+        for outcome in outcomes:
+            record_outcome(outcome)
+            handled += 1
+    return handled
+
+
+def release_stale_claims() -> int:
+    """Claims of a worker that died are given back (periodic)."""
+    return InstanceRender.objects.filter(
+        status=Status.RENDERING, claimed_at__lt=timezone.now() - STALE_CLAIM
+    ).update(status=Status.PENDING, claimed_at=None)
+
+
+def request_render() -> None:
+    """Ask a worker to render what is pending, unless a render task is already waiting to start.
+
+    A waiting task will see everything committed before it starts; a running one may not, hence "waiting".
+    """
+    from django_tasks_db.models import DBTaskResult
+
+    from radshare.imaging.tasks import render_pending
+
+    waiting = DBTaskResult.objects.ready().filter(task_path=render_pending.module_path).exists()
+    if not waiting:
+        render_pending.enqueue()
+
+
+def request_render_on_commit() -> None:
+    transaction.on_commit(request_render)
+
+
+def renders_done(study: Study) -> bool:
+    """True when every instance of the study is rendered, or known not to be an image."""
+    return not InstanceRender.objects.filter(
+        instance__series__study=study, status__in=(Status.PENDING, Status.RENDERING)
+    ).exists()
+
+
+def series_render_state(study: Study) -> dict[int, dict[str, int]]:
+    """Per series of the study: counts of renders by status."""
+    state: dict[int, dict[str, int]] = {}
+    rows = (
+        InstanceRender.objects.filter(instance__series__study=study)
+        .values("instance__series_id", "status")
+        .annotate(n=Count("id"))
+    )
+    for row in rows:
+        state.setdefault(row["instance__series_id"], {})[row["status"]] = row["n"]
+    return state
+
+
+def series_done(series: Series) -> bool:
+    return not InstanceRender.objects.filter(
+        instance__series=series, status__in=(Status.PENDING, Status.RENDERING)
+    ).exists()
+
+
+def study_sizes(study: Study) -> tuple[int, int | None]:
+    """(DICOM bytes, JPEG bytes) of a study; the JPEG size is None until every render is done."""
+    agg = InstanceRender.objects.filter(instance__series__study=study).aggregate(
+        jpeg=Sum("jpeg_size"), open=Count("id", filter=Q(status__in=(Status.PENDING, Status.RENDERING)))
+    )
+    return study.size, (None if agg["open"] else int(agg["jpeg"] or 0))

@@ -1,0 +1,29 @@
+"""Background rendering (DESIGN.md "Ingest path": renders are made at ingest, so sharing is quick)."""
+
+from __future__ import annotations
+
+from django.db import DatabaseError
+from django.tasks import task
+
+from radshare.core.tasks import retry
+from radshare.imaging import services
+from radshare.imaging.models import InstanceRender
+
+
+@task()
+def render_pending(attempt: int = 0) -> int:
+    """Render every pending instance in the worker's process pool; retried with backoff on database errors."""
+    try:
+        return services.render_pending_now()
+    except DatabaseError:
+        retry(render_pending, attempt=attempt)
+        return 0
+
+
+@task()
+def render_housekeeping() -> int:
+    """Periodic: give back claims of dead workers, and make sure nothing pending waits without a task."""
+    released = services.release_stale_claims()
+    if InstanceRender.objects.filter(status=InstanceRender.Status.PENDING).exists():
+        services.request_render()
+    return released
