@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_safe
@@ -25,12 +26,12 @@ from radshare.studies.services import StudySearch, get_study, search_studies
 PAGE_SIZE = 50
 
 
-def sender_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def sender_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """Logged in, and staff of an active organisation (operators without one use /admin/)."""
 
     @login_required
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         user = request.user
         assert isinstance(user, Sender)  # noqa: S101 - login_required guarantees it
         if user.organisation is None or not user.organisation.is_active:

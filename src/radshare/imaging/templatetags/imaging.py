@@ -11,8 +11,10 @@ register = template.Library()
 
 @register.inclusion_tag("imaging/study_previews.html")
 def study_previews(study: Any) -> dict[str, Any]:
-    """Thumbnails per series (filled in by the renders work)."""
-    return {"study": study}
+    """A thumbnail per series, with how far its rendering has come."""
+    from radshare.imaging.previews import study_previews as previews  # noqa: PLC0415 - views import tags
+
+    return {"study": study, "previews": previews(study)}
 
 
 @register.inclusion_tag("imaging/study_reports.html")
