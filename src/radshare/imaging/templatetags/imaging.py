@@ -12,7 +12,7 @@ register = template.Library()
 @register.inclusion_tag("imaging/study_previews.html")
 def study_previews(study: Any) -> dict[str, Any]:
     """A thumbnail per series, with how far its rendering has come."""
-    from radshare.imaging.previews import study_previews as previews  # noqa: PLC0415 - views import tags
+    from radshare.imaging.previews import study_previews as previews  # late import: views import tags
 
     return {"study": study, "previews": previews(study)}
 
