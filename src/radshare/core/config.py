@@ -281,6 +281,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("DOWNLOADS_PER_DAY", "10", _int_range(1, 1000), "ZIP downloads allowed per share per day."),
     Setting("DOWNLOAD_ON_MOBILE", "false", _bool, "Offer downloads on phones and tablets."),
+    Setting(
+        "RENDER_PROCESSES",
+        "0",
+        _int_range(0, 256),
+        "Processes a worker renders images with; 0: one fewer than the machine's cores (at least one).",
+    ),
     Setting("UPLOAD_MAX_MB", "2048", _int_range(1, 1024 * 1024), "Largest upload in the portal, in MB."),
     Setting("BSN_ISSUER", "NLMINBIZA", _text, "Issuer of Patient ID that marks a BSN in Other Patient IDs."),
     Setting("RECIPIENT_DICOMWEB", "false", _bool, "Share-scoped read-only DICOMweb for recipients."),
