@@ -8,4 +8,5 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.study_list, name="studies"),
     path("studies/<int:pk>/", views.study_detail, name="study"),
+    path("upload/", views.upload, name="upload"),
 ]
