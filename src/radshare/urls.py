@@ -4,18 +4,13 @@ from django.contrib import admin
 from django.urls import include, path
 
 from radshare.core import views as core_views
-from radshare.imaging import previews as imaging_previews
 
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),
-    path(
-        "portal/renders/<int:instance_pk>/<int:frame>/<str:kind>.jpg",
-        imaging_previews.render_file,
-        name="portal-render",
-    ),
+    path("portal/", include(("radshare.imaging.urls", "imaging"), namespace="imaging")),
     path("portal/", include(("radshare.studies.urls", "portal"), namespace="portal")),
     path("admin/", admin.site.urls),
 ]

@@ -17,7 +17,17 @@ def study_previews(study: Any) -> dict[str, Any]:
     return {"study": study, "previews": previews(study)}
 
 
-@register.inclusion_tag("imaging/study_reports.html")
-def study_reports(study: Any) -> dict[str, Any]:
-    """The study's radiology reports (filled in by the reports work)."""
-    return {"study": study}
+@register.inclusion_tag("imaging/study_reports.html", takes_context=True)
+def study_reports(context: template.Context, study: Any) -> dict[str, Any]:
+    """The study's reports (SR documents and PDFs, a line each) and the form to attach a PDF report."""
+    from radshare.imaging.forms import ReportAttachForm  # imported on use, as in study_previews
+    from radshare.imaging.reports import study_reports as summaries
+    from radshare.imaging.reports import upload_limit_bytes
+
+    return {
+        "study": study,
+        "reports": summaries(study),
+        "form": ReportAttachForm(auto_id="id_report_%s"),
+        "limit_mb": upload_limit_bytes() >> 20,
+        "csrf_token": context.get("csrf_token"),
+    }
