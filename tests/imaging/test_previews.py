@@ -43,6 +43,7 @@ def test_study_page_says_images_are_being_prepared_until_rendered(sender: Any, c
     page = _client(sender).get(f"/portal/studies/{ct_study.pk}/").content.decode()
     assert "Being prepared" in page
     assert "/portal/renders/" not in page
+    assert "JPEG known once all images are prepared" in page
 
 
 @pytest.mark.django_db
@@ -53,6 +54,9 @@ def test_study_page_shows_thumbnails_once_rendered(sender: Any, ct_study: Study)
     assert first is not None
     assert f'src="/portal/renders/{first.pk}/0/thumb.jpg"' in page
     assert "2 objects" in page
+    _, jpeg_bytes = services.study_sizes(ct_study)
+    assert jpeg_bytes
+    assert "known once all images are prepared" not in page
 
 
 @pytest.mark.django_db

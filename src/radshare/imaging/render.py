@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -258,6 +259,8 @@ def init_worker() -> None:
 
     with contextlib.suppress(OSError):
         os.nice(10)
+    # Ctrl-C in a terminal reaches the whole process group; the worker that owns the pool stops it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
     logging.getLogger("pydicom").setLevel(logging.ERROR)

@@ -14,7 +14,10 @@ def study_previews(study: Any) -> dict[str, Any]:
     """A thumbnail per series, with how far its rendering has come."""
     from radshare.imaging.previews import study_previews as previews  # late import: views import tags
 
-    return {"study": study, "previews": previews(study)}
+    from radshare.imaging.services import study_sizes
+
+    dicom_bytes, jpeg_bytes = study_sizes(study)
+    return {"study": study, "previews": previews(study), "dicom_bytes": dicom_bytes, "jpeg_bytes": jpeg_bytes}
 
 
 @register.inclusion_tag("imaging/study_reports.html", takes_context=True)
