@@ -13,7 +13,6 @@ register = template.Library()
 def study_previews(study: Any) -> dict[str, Any]:
     """A thumbnail per series, with how far its rendering has come."""
     from radshare.imaging.previews import study_previews as previews  # late import: views import tags
-
     from radshare.imaging.services import study_sizes
 
     dicom_bytes, jpeg_bytes = study_sizes(study)
