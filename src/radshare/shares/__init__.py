@@ -1,0 +1,1 @@
+"""Shares: the share dialog and API, share codes, preparation, life cycle."""

@@ -1,0 +1,75 @@
+"""Share codes (SECURITY.md A1, DESIGN.md "Codes").
+
+12 characters of Crockford's base32 (60 bits from the CSPRNG), shown as ``XXXX-XXXX-XXXX``. People type the code
+from a letter, so reading it back is forgiving: any case, with or without dashes or spaces, and the look-alike
+letters O, I and L read as the digits 0, 1 and 1 (Crockford's decoding rules). The database holds only a keyed hash
+(HMAC-SHA256 with the secret key) for look-up and, until the share ends, a Fernet-encrypted copy for re-sending.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: no I, L, O, U
+LENGTH = 12
+BITS = LENGTH * 5  # 60
+_LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
+_SEPARATORS = str.maketrans("", "", "- \t._")
+
+
+def generate_code() -> str:
+    """A new code: 60 bits from ``secrets``, as 12 base32 characters (no dashes)."""
+    value = secrets.randbits(BITS)
+    return "".join(ALPHABET[(value >> (5 * i)) & 31] for i in reversed(range(LENGTH)))
+
+
+def format_code(code: str) -> str:
+    """``ABCDEFGHJKMN`` -> ``ABCD-EFGH-JKMN``."""
+    return "-".join(code[i : i + 4] for i in range(0, LENGTH, 4))
+
+
+def normalize_code(raw: str) -> str | None:
+    """What a person typed (or a link carried) as the canonical 12 characters, or None if it cannot be a code."""
+    if not raw or len(raw) > 40:
+        return None
+    code = raw.strip().upper().translate(_SEPARATORS).translate(_LOOK_ALIKES)
+    if len(code) != LENGTH or any(c not in ALPHABET for c in code):
+        return None
+    return code
+
+
+def code_hash(code: str) -> str:
+    """The keyed hash the share is found by (the code itself is never stored in clear)."""
+    key = settings.SECRET_KEY.encode()
+    return hmac.new(key, b"radshare-share-code:" + code.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def _fernet() -> Fernet:
+    # A key of its own for this purpose, derived from the secret key (never the secret key itself).
+    digest = hashlib.sha256(b"radshare-code-encryption:" + settings.SECRET_KEY.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def encrypt_code(code: str) -> str:
+    return _fernet().encrypt(code.encode("ascii")).decode("ascii")
+
+
+def decrypt_code(token: str) -> str | None:
+    """The code back from its encrypted copy; None if the copy was wiped, altered or made with another key."""
+    if not token:
+        return None
+    try:
+        return _fernet().decrypt(token.encode("ascii")).decode("ascii")
+    except (InvalidToken, ValueError):
+        return None
+
+
+def share_url(code: str) -> str:
+    """The link a recipient opens: ``{RADSHARE_BASE_URL}/?code=XXXX-XXXX-XXXX``."""
+    return f"{settings.RADSHARE.base_url}/?code={format_code(code)}"
