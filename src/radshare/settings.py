@@ -31,11 +31,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_tasks_db",
+    "ninja",  # its docs page then serves Swagger UI from our own static files, not a CDN
     "radshare.core",
     "radshare.audit",
     "radshare.organisations",
     "radshare.studies",
     "radshare.imaging",
+    "radshare.api",
 ]
 
 MIDDLEWARE = [

@@ -1,8 +1,10 @@
-"""URL groups (DESIGN.md "URLs and zoning"): recipient pages at / and /r/, portal at /portal/, admin at /admin/."""
+"""URL groups (DESIGN.md "URLs and zoning"): recipient pages at / and /r/, portal at /portal/, REST API at
+/api/v1/, admin at /admin/."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
+from radshare.api.api import api, unknown_path
 from radshare.core import views as core_views
 
 urlpatterns = [
@@ -12,6 +14,12 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("portal/", include(("radshare.imaging.urls", "imaging"), namespace="imaging")),
     path("portal/", include(("radshare.studies.urls", "portal"), namespace="portal")),
+    path(
+        "portal/",
+        include(("radshare.organisations.urls", "organisations"), namespace="organisations"),
+    ),
+    path("api/v1/", api.urls),
+    re_path(r"^api/(?P<path>.*)$", unknown_path),
     path("admin/", admin.site.urls),
 ]
 

@@ -17,7 +17,7 @@ from radshare.core.net import client_address
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-    from radshare.organisations.models import Organisation, PacsNode, Sender
+    from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
     from radshare.studies.models import Patient
 
 Outcome = AuditEvent.Outcome
@@ -31,6 +31,7 @@ def record(
     request: HttpRequest | None = None,
     user: Sender | None = None,
     node: PacsNode | None = None,
+    api_key: ApiKey | None = None,
     actor_type: str | None = None,
     actor_label: str = "",
     organisation: Organisation | int | None = None,
@@ -45,14 +46,22 @@ def record(
     if request is not None:
         client = client or client_address(request)
         user_agent = request.headers.get("user-agent", "")[:300]
-        if user is None and getattr(request, "user", None) is not None and request.user.is_authenticated:
-            user = request.user
+        # A request made with an API key is the key's, whatever session cookie came along.
+        session_user = getattr(request, "user", None) if api_key is None else None
+        if user is None and session_user is not None and session_user.is_authenticated:
+            user = session_user
     if user is not None:
         actor_id = user.pk
         actor_label = actor_label or user.get_username()
         actor_type = actor_type or (ActorType.OPERATOR if user.is_superuser else ActorType.SENDER)
         if organisation is None and user.organisation_id is not None:
             organisation = user.organisation_id
+    elif api_key is not None:
+        actor_id = api_key.pk
+        actor_label = actor_label or f"API key {api_key.prefix}"
+        actor_type = actor_type or ActorType.API_KEY
+        if organisation is None:
+            organisation = api_key.organisation_id
     elif node is not None:
         actor_id = node.pk
         actor_label = actor_label or node.ae_title

@@ -43,3 +43,11 @@ class SenderLoginForm(ThrottledLoginMixin, AuthenticationForm):
 
 class OperatorLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
     """The operator admin's login form, throttled like the portal's."""
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(
+        label=_("Name"),
+        max_length=100,
+        help_text=_("What uses the key, e.g. the PACS that calls radshare."),
+    )

@@ -402,6 +402,7 @@ def store_instance(
 @dataclass(frozen=True)
 class StudySearch:
     patient_id: str = ""
+    issuer_of_patient_id: str | None = None  # None: any issuer; "" only patients without one
     patient_name: str = ""
     patient_birth_date: dt.date | None = None
     study_date_from: dt.date | None = None
@@ -415,6 +416,8 @@ def search_studies(organisation: Organisation, criteria: StudySearch) -> QuerySe
     qs = Study.objects.filter(organisation=organisation).select_related("patient")
     if criteria.patient_id:
         qs = qs.filter(patient__patient_id__iexact=criteria.patient_id.strip())
+    if criteria.issuer_of_patient_id is not None:
+        qs = qs.filter(patient__issuer_of_patient_id=criteria.issuer_of_patient_id.strip())
     if criteria.patient_name:
         # People type "jansen" or "Jansen, Piet"; DICOM stores "Jansen^Piet".
         for part in criteria.patient_name.replace(",", " ").replace("^", " ").split():
