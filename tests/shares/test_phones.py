@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from django.utils import translation
 
 from radshare.shares.phones import PhoneError, mask_phone, normalize_phone
+
+
+@pytest.fixture(autouse=True)
+def _english() -> Iterator[None]:
+    with translation.override("en"):
+        yield
+
+
+def test_messages_are_translated() -> None:
+    with translation.override("nl"), pytest.raises(PhoneError) as caught:
+        normalize_phone("phone")
+    assert str(caught.value.message) == "Dit is geen telefoonnummer."
 
 
 @pytest.mark.parametrize(
