@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     from django.core.management import execute_from_command_line
 
     argv[0] = "radshare"
-    execute_from_command_line(argv)
+    try:
+        execute_from_command_line(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C (also while a command is still starting up) ends quietly, as shells expect: no traceback.
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
