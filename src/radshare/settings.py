@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "radshare.organisations",
     "radshare.studies",
     "radshare.imaging",
+    "radshare.shares",
     "radshare.api",
 ]
 

@@ -1,0 +1,89 @@
+"""A share: one patient's studies, made available to one recipient through a code, for a limited time.
+
+Status is one field (DESIGN.md "Share status"); a lock lives beside it. When a share ends (expired or revoked) its
+code, encrypted code, e-mail address and phone number are wiped and the row stays as a tombstone.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from radshare.organisations.models import ApiKey, Organisation, Sender
+from radshare.studies.models import Patient, Study
+
+
+class Share(models.Model):
+    class Status(models.TextChoices):
+        RETRIEVING = "retrieving", _("retrieving")
+        PREPARING = "preparing", _("preparing")
+        READY = "ready", _("ready")
+        NOTIFIED = "notified", _("notified")
+        OPENED = "opened", _("opened")
+        DOWNLOADED = "downloaded", _("downloaded")
+        FAILED = "failed", _("failed")
+        EXPIRED = "expired", _("expired")
+        REVOKED = "revoked", _("revoked")
+
+    class RecipientType(models.TextChoices):
+        PATIENT = "patient", _("patient")
+        CARE_PROVIDER = "care_provider", _("care provider")
+
+    class Delivery(models.TextChoices):
+        EMAIL = "email", _("e-mail")
+        LETTER = "letter", _("letter")
+        URL = "url", _("show link")
+
+    class Language(models.TextChoices):
+        NL = "nl", _("Dutch")
+        EN = "en", _("English")
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="shares")
+    patient = models.ForeignKey(Patient, on_delete=models.SET_NULL, null=True, related_name="shares")
+    created_by = models.ForeignKey(Sender, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    recipient_type = models.CharField(max_length=16, choices=RecipientType.choices)
+    delivery = models.CharField(max_length=8, choices=Delivery.choices, default=Delivery.EMAIL)
+    language = models.CharField(max_length=2, choices=Language.choices, default=Language.NL)
+    email = models.EmailField(blank=True)  # wiped when the share ends
+    phone = models.CharField(max_length=20, blank=True)  # E.164; wiped when the share ends
+    code_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)  # None once ended
+    code_encrypted = models.TextField(blank=True)  # for re-sending; wiped when the share ends
+    consent_confirmed = models.BooleanField(default=False)
+    confirmed_birth_date = models.DateField(null=True, blank=True)  # when the index had none (DESIGN.md)
+    reason = models.CharField(max_length=500, blank=True)  # the sender's note, kept in the audit trail too
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PREPARING, db_index=True)
+    status_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(db_index=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(Sender, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["organisation", "-created_at"], name="share_org_created")]
+
+    def __str__(self) -> str:
+        return f"share {self.pk} ({self.status})"
+
+
+class ShareStudy(models.Model):
+    """A study in a share; UID and counts are copied so the tombstone still says what was shared."""
+
+    share = models.ForeignKey(Share, on_delete=models.CASCADE, related_name="share_studies")
+    study = models.ForeignKey(Study, on_delete=models.SET_NULL, null=True, related_name="share_studies")
+    study_instance_uid = models.CharField(max_length=64)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    size = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["share", "study_instance_uid"], name="sharestudy_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"study {self.study_id} in share {self.share_id}"

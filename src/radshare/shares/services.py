@@ -1,0 +1,233 @@
+"""Creating and preparing shares: the rules the share dialog and the API both call (SPEC S2, S3).
+
+``create_share`` checks everything a sender can get wrong (one patient, consent, contact details, a missing birth
+date) and raises ``ShareError`` with a code and a message in the user's language; nothing is stored then. A new
+share starts ``preparing``; ``prepare_share`` (a task, queued on commit) makes it ``ready`` as soon as every
+instance is rendered, which for studies already here takes seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+from radshare.audit.services import record
+from radshare.imaging.services import renders_done
+from radshare.organisations.models import ApiKey, Organisation, Sender
+from radshare.shares import codes
+from radshare.shares.models import Share, ShareStudy
+from radshare.shares.phones import PhoneError, normalize_phone
+from radshare.studies.models import Study
+from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
+
+MAX_BIRTH_YEARS = 130
+
+
+class ShareError(Exception):
+    """Why a share cannot be made. ``code`` is stable (API), ``message`` is for people, ``field`` names the input."""
+
+    def __init__(self, code: str, message: str | Promise, field: str = "") -> None:
+        super().__init__(code)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class NewShare:
+    share: Share
+    code: str  # in clear: shown or sent once, never stored
+    warnings: tuple[str | Promise, ...] = ()
+
+
+def needs_birth_date(study: Study) -> bool:
+    """The recipient must type the patient's birth date, so a missing or placeholder one must be confirmed."""
+    birth = study.patient.patient_birth_date
+    return birth is None or birth in PLACEHOLDER_BIRTH_DATES
+
+
+def _studies(organisation: Organisation, study_ids: Sequence[int]) -> list[Study]:
+    if not study_ids:
+        raise ShareError("no_studies", _("Select at least one study."), "studies")
+    studies = list(
+        Study.objects.filter(organisation=organisation, pk__in=set(study_ids)).select_related("patient")
+    )
+    if len(studies) != len(set(study_ids)):
+        raise ShareError("study_not_found", _("One of the selected studies was not found."), "studies")
+    if len({s.patient_id for s in studies}) > 1:
+        raise ShareError(
+            "mixed_patients",
+            _(
+                "The selected studies belong to more than one patient. A share holds the studies of one patient."
+            ),
+            "studies",
+        )
+    return studies
+
+
+def _birth_date(studies: list[Study], confirmed: dt.date | None) -> dt.date | None:
+    if not needs_birth_date(studies[0]):
+        return None
+    today = timezone.localdate()
+    if confirmed is None:
+        raise ShareError(
+            "birth_date_required",
+            _(
+                "The patient's date of birth is missing in the images. Enter it: the recipient has to type it."
+            ),
+            "birth_date",
+        )
+    if (
+        confirmed > today
+        or confirmed.year < today.year - MAX_BIRTH_YEARS
+        or confirmed in PLACEHOLDER_BIRTH_DATES
+    ):
+        raise ShareError("birth_date_invalid", _("Enter the patient's real date of birth."), "birth_date")
+    return confirmed
+
+
+def create_share(
+    organisation: Organisation,
+    study_ids: Sequence[int],
+    *,
+    recipient_type: str,
+    phone: str,
+    delivery: str = Share.Delivery.EMAIL,
+    email: str = "",
+    language: str = Share.Language.NL,
+    consent_confirmed: bool = False,
+    reason: str = "",
+    birth_date: dt.date | None = None,
+    created_by: Sender | None = None,
+    api_key: ApiKey | None = None,
+) -> NewShare:
+    """Validate, store the share with its code (hashed, and encrypted for re-sending) and queue its preparation."""
+    studies = _studies(organisation, study_ids)
+    if recipient_type not in Share.RecipientType.values:
+        raise ShareError("recipient_invalid", _("Choose who receives the share."), "recipient_type")
+    if recipient_type == Share.RecipientType.CARE_PROVIDER and not consent_confirmed:
+        raise ShareError(
+            "consent_required",
+            _("Confirm that the patient consents to sharing with this care provider."),
+            "consent_confirmed",
+        )
+    if delivery not in Share.Delivery.values:
+        raise ShareError("delivery_invalid", _("Choose how the link is delivered."), "delivery")
+    if language not in Share.Language.values:
+        raise ShareError("language_invalid", _("Choose Dutch or English."), "language")
+    email = email.strip()
+    if delivery == Share.Delivery.EMAIL:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise ShareError("email_invalid", _("Enter a valid e-mail address."), "email") from None
+    try:
+        number = normalize_phone(phone)
+    except PhoneError as exc:
+        raise ShareError("phone_invalid", exc.message, "phone") from None
+    confirmed_birth = _birth_date(studies, birth_date)
+    code = codes.generate_code()
+    now = timezone.now()
+    with transaction.atomic():
+        share = Share.objects.create(
+            organisation=organisation,
+            patient=studies[0].patient,
+            created_by=created_by,
+            api_key=api_key,
+            recipient_type=recipient_type,
+            delivery=delivery,
+            language=language,
+            email=email if delivery == Share.Delivery.EMAIL else "",
+            phone=number.e164,
+            code_hash=codes.code_hash(code),
+            code_encrypted=codes.encrypt_code(code),
+            consent_confirmed=consent_confirmed,
+            confirmed_birth_date=confirmed_birth,
+            reason=reason.strip()[:500],
+            created_at=now,  # validity counts from creation, exactly
+            expires_at=now + timedelta(days=settings.RADSHARE.share_validity_days),
+        )
+        ShareStudy.objects.bulk_create(
+            ShareStudy(
+                share=share,
+                study=s,
+                study_instance_uid=s.study_instance_uid,
+                number_of_instances=s.number_of_instances,
+                size=s.size,
+            )
+            for s in studies
+        )
+        record(
+            "share.create",
+            user=created_by,
+            api_key=api_key,
+            organisation=organisation,
+            patient=studies[0].patient,
+            study_uids=[s.study_instance_uid for s in studies],
+            actor_label="" if created_by else (api_key.prefix if api_key else ""),
+            detail={
+                "share": share.pk,
+                "recipient_type": recipient_type,
+                "delivery": delivery,
+                "language": language,
+                "reason": share.reason,
+            },
+        )
+        from radshare.shares.tasks import prepare_share  # late import: tasks import this module
+
+        transaction.on_commit(lambda: prepare_share.enqueue(share.pk))
+    return NewShare(share, code, (number.warning,) if number.warning else ())
+
+
+def prepare(share_pk: int) -> str:
+    """One preparation step; idempotent. Returns the share's status afterwards."""
+    with transaction.atomic():
+        # The row lock keeps two workers from preparing the same share at once (SECURITY.md R4).
+        share = Share.objects.select_for_update().filter(pk=share_pk).first()
+        if share is None or share.status != Share.Status.PREPARING:
+            return share.status if share else "missing"
+        studies = [ss.study for ss in share.share_studies.select_related("study") if ss.study is not None]
+        if len(studies) != share.share_studies.count():
+            share.status, share.status_reason = Share.Status.FAILED, "study_missing"
+            share.save(update_fields=["status", "status_reason"])
+            return share.status
+        if all(renders_done(study) for study in studies):
+            share.status, share.ready_at = Share.Status.READY, timezone.now()
+            share.save(update_fields=["status", "ready_at"])
+            record(
+                "share.ready",
+                organisation=share.organisation_id,
+                patient=share.patient_id,
+                actor_type="system",
+                study_uids=[s.study_instance_uid for s in studies],
+                detail={"share": share.pk},
+            )
+        return share.status
+
+
+def poll_delay(attempt: int) -> timedelta:
+    """How long preparation waits before looking again: 2 s, 4 s, 8 s, ... at most a minute."""
+    return timedelta(seconds=min(2 * 2 ** min(attempt, 10), 60))
+
+
+PREPARATION_LIMIT = timedelta(hours=24)
+
+
+def give_up_if_too_long(share_pk: int) -> bool:
+    """A share still not ready a day after creation fails with a reason the sender can read (SPEC S3.1)."""
+    cutoff = timezone.now() - PREPARATION_LIMIT
+    return bool(
+        Share.objects.filter(pk=share_pk, status=Share.Status.PREPARING, created_at__lt=cutoff).update(
+            status=Share.Status.FAILED, status_reason="preparation_timeout"
+        )
+    )

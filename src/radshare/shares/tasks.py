@@ -1,0 +1,30 @@
+"""Share preparation in the background (SPEC S3): ready within seconds when the studies are rendered already."""
+
+from __future__ import annotations
+
+from django.db import DatabaseError
+from django.tasks import task
+from django.utils import timezone
+
+from radshare.core.tasks import retry
+from radshare.imaging.services import request_render
+from radshare.shares import services
+from radshare.shares.models import Share
+
+
+@task()
+def prepare_share(share_pk: int, attempt: int = 0) -> str:
+    """Make the share ready once every render is done; until then look again after a short, growing delay."""
+    try:
+        status = services.prepare(share_pk)
+        if status != Share.Status.PREPARING:
+            return status
+        if services.give_up_if_too_long(share_pk):
+            return Share.Status.FAILED
+        request_render()  # in case nothing is rendering what this share waits for
+    except DatabaseError:
+        retry(prepare_share, share_pk, attempt=attempt)
+        return "retrying"
+    run_after = timezone.now() + services.poll_delay(attempt)
+    prepare_share.using(run_after=run_after).enqueue(share_pk, attempt=attempt + 1)
+    return status
