@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import translation
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
 
 from radshare.api.auth import ApiKeyBearer
-from radshare.api.views import router
+from radshare.api.views import router, shares_router
+from radshare.shares.services import ShareError
 
 api = NinjaAPI(
     title="radshare",
@@ -23,6 +25,7 @@ api = NinjaAPI(
     auth=ApiKeyBearer(),
 )
 api.add_router("", router)
+api.add_router("", shares_router)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict"}
 
@@ -54,6 +57,13 @@ def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 @api.exception_handler(HttpError)
 def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return error(request, exc.status_code, CODES.get(exc.status_code, "error"), str(exc.message))
+
+
+@api.exception_handler(ShareError)
+def share_refused(request: HttpRequest, exc: ShareError) -> HttpResponse:
+    # The same rules as the share dialog, with their stable codes (mixed_patients, consent_required, ...).
+    with translation.override("en"):
+        return error(request, 422, exc.code, str(exc.message))
 
 
 def _field(loc: Any) -> str:

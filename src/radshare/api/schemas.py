@@ -42,3 +42,50 @@ class StudyOut(Schema):
     number_of_instances: int
     size: int = Field(description="Bytes of the stored DICOM files.")
     patient: PatientOut
+
+
+class RecipientIn(Schema):
+    type: str = Field(description="'patient' or 'care_provider'.", examples=["patient"])
+    phone: str = Field(
+        description="Mobile number for the SMS code; Dutch numbers need no +31.", examples=["0612345678"]
+    )
+    email: str = Field(default="", description="Required for delivery 'email'.")
+
+
+class ShareIn(Schema):
+    patient_id: DicomLO
+    issuer: DicomLO | None = None
+    study_instance_uids: list[DicomLO] = Field(min_length=1, max_length=1000)
+    recipient: RecipientIn
+    delivery: str = Field(default="email", description="'email', 'letter' or 'url' (show the link).")
+    language: str = Field(default="nl", description="'nl' or 'en': the language of e-mail and letter.")
+    consent_confirmed: bool = Field(default=False, description="Required true for a care provider.")
+    reason: str = Field(default="", max_length=500)
+    birth_date: dt.date | None = Field(
+        default=None, description="Only to confirm the patient's birth date when the images lack a real one."
+    )
+
+
+class ShareCreatedOut(Schema):
+    id: int
+    status: str
+    expires_at: dt.datetime
+    url: str | None = Field(default=None, description="The link, for delivery 'url' only.")
+    letter_url: str | None = Field(default=None, description="The letter PDF, for delivery 'letter' only.")
+    warnings: list[str] = []
+
+
+class ShareOut(Schema):
+    id: int
+    status: str
+    status_reason: str
+    recipient_type: str
+    delivery: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    ready_at: dt.datetime | None
+    study_instance_uids: list[str]
+    instances: int
+    instances_prepared: int = Field(
+        description="Instances whose renders are done (or known not to be images)."
+    )

@@ -7,11 +7,26 @@ studies here (an empty list, never a hint that the patient exists elsewhere).
 from __future__ import annotations
 
 from django.http import HttpRequest
+from django.utils import translation
 from ninja import Query, Router
+from ninja.errors import HttpError
+from ninja.responses import Status
 
-from radshare.api.schemas import Error, PatientOut, StudyOut, StudyQuery
+from radshare.api.schemas import (
+    Error,
+    PatientOut,
+    ShareCreatedOut,
+    ShareIn,
+    ShareOut,
+    StudyOut,
+    StudyQuery,
+)
 from radshare.audit.services import record
+from radshare.imaging.models import InstanceRender
 from radshare.organisations.models import ApiKey
+from radshare.shares.codes import share_url
+from radshare.shares.models import Share
+from radshare.shares.services import ShareError, create_share
 from radshare.studies.models import Study
 from radshare.studies.services import StudySearch, search_studies
 
@@ -69,3 +84,109 @@ def list_studies(request: HttpRequest, query: Query[StudyQuery]) -> list[StudyOu
         },
     )
     return [_study_out(s) for s in studies]
+
+
+shares_router = Router(tags=["shares"])
+
+
+def _key(request: HttpRequest) -> ApiKey:
+    key = request.auth  # type: ignore[attr-defined]  # set by ninja's authentication
+    assert isinstance(key, ApiKey)  # noqa: S101 - the router's auth guarantees it
+    return key
+
+
+@shares_router.post(
+    "/shares",
+    response={201: ShareCreatedOut, 401: Error, 404: Error, 422: Error},
+    operation_id="create_share",
+    summary="Share one patient's studies (the PACS button)",
+)
+def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCreatedOut]:
+    """Calls the same service as the portal's share dialog. Studies are found by Study Instance UID within the
+    key's organisation, and must belong to ``patient_id``."""
+    key = _key(request)
+    found = dict(
+        Study.objects.filter(
+            organisation=key.organisation, study_instance_uid__in=set(body.study_instance_uids)
+        ).values_list("study_instance_uid", "patient__patient_id")
+    )
+    if len(found) != len(set(body.study_instance_uids)):
+        raise HttpError(404, "One or more of these studies are not held for this organisation.")
+    if any(pid != body.patient_id for pid in found.values()):
+        raise ShareError("mixed_patients", "The studies do not all belong to this patient.", "patient_id")
+    ids = list(
+        Study.objects.filter(organisation=key.organisation, study_instance_uid__in=found).values_list(
+            "pk", flat=True
+        )
+    )
+    with translation.override("en"):
+        new = create_share(
+            key.organisation,
+            ids,
+            recipient_type=body.recipient.type,
+            phone=body.recipient.phone,
+            email=body.recipient.email,
+            delivery=body.delivery,
+            language=body.language,
+            consent_confirmed=body.consent_confirmed,
+            reason=body.reason,
+            birth_date=body.birth_date,
+            api_key=key,
+        )
+        warnings = [str(w) for w in new.warnings]
+    share = new.share
+    return Status(
+        201,
+        ShareCreatedOut(
+            id=share.pk,
+            status=share.status,
+            expires_at=share.expires_at,
+            url=share_url(new.code) if share.delivery == Share.Delivery.URL else None,
+            letter_url=(
+                request.build_absolute_uri(f"/api/v1/shares/{share.pk}/letter.pdf")
+                if share.delivery == Share.Delivery.LETTER
+                else None
+            ),
+            warnings=warnings,
+        ),
+    )
+
+
+@shares_router.get(
+    "/shares/{share_id}",
+    response={200: ShareOut, 401: Error, 404: Error},
+    operation_id="get_share",
+    summary="A share's status and preparation progress",
+)
+def get_share(request: HttpRequest, share_id: int) -> ShareOut:
+    key = _key(request)
+    share = Share.objects.filter(pk=share_id, organisation=key.organisation).first()
+    if share is None:
+        raise HttpError(404, "No such share in this organisation.")
+    uids = list(share.share_studies.values_list("study_instance_uid", flat=True))
+    renders = InstanceRender.objects.filter(instance__series__study__share_studies__share=share)
+    total = renders.count()
+    open_ = renders.filter(
+        status__in=(InstanceRender.Status.PENDING, InstanceRender.Status.RENDERING)
+    ).count()
+    record(
+        "api.share.view",
+        request=request,
+        api_key=key,
+        patient=share.patient_id,
+        study_uids=uids,
+        detail={"share": share.pk},
+    )
+    return ShareOut(
+        id=share.pk,
+        status=share.status,
+        status_reason=share.status_reason,
+        recipient_type=share.recipient_type,
+        delivery=share.delivery,
+        created_at=share.created_at,
+        expires_at=share.expires_at,
+        ready_at=share.ready_at,
+        study_instance_uids=uids,
+        instances=total,
+        instances_prepared=total - open_,
+    )
