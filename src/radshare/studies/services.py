@@ -31,6 +31,23 @@ logger = logging.getLogger(__name__)
 PLACEHOLDER_BIRTH_DATES = frozenset({dt.date(1900, 1, 1), dt.date(1800, 1, 1), dt.date(1899, 12, 31)})
 
 
+# What pydicom raises on data it cannot read (zlib: a broken deflated data set). Shared by every reader of
+# untrusted DICOM: ingest, upload, reports.
+DICOM_READ_ERRORS: tuple[type[Exception], ...] = (
+    InvalidDicomError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    NotImplementedError,
+    IndexError,
+    UnicodeError,
+    zlib.error,
+)
+
+
 class StoreOutcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
@@ -126,19 +143,7 @@ def parse_header(data: bytes | memoryview) -> Dataset:
             "PatientID",
         ):
             ds.get(keyword)
-    except (
-        InvalidDicomError,
-        EOFError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        OverflowError,
-        NotImplementedError,
-        IndexError,
-        UnicodeError,
-        zlib.error,
-    ) as exc:  # zlib: broken deflated data
+    except DICOM_READ_ERRORS as exc:
         raise NotDicomError(f"not a readable DICOM data set ({type(exc).__name__})") from exc
     for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not _text(ds, keyword, 64):

@@ -46,6 +46,7 @@ from radshare.imaging.services import request_render as _request_render
 from radshare.organisations.models import Organisation
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import (
+    DICOM_READ_ERRORS,
     ConflictError,
     IngestError,
     MissingAttributeError,
@@ -66,19 +67,7 @@ CONTENT_LENGTH_SLACK = 16 * MB
 MAX_FIELD_BYTES = 64 * 1024  # the form's plain fields: only the CSRF token
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage (PS3.10 section 8)
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
-_READ_ERRORS = (
-    InvalidDicomError,
-    EOFError,
-    ValueError,
-    TypeError,
-    KeyError,
-    AttributeError,
-    OverflowError,
-    NotImplementedError,
-    IndexError,
-    UnicodeError,
-    zlib.error,
-)
+_READ_ERRORS: tuple[type[Exception], ...] = DICOM_READ_ERRORS
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, NotImplementedError)
 
 
@@ -541,7 +530,7 @@ class UploadImport:
             self.report.dicomdirs += 1
             try:
                 references = _read_dicomdir(entry.read())
-            except (*_READ_ERRORS, _MemberUnreadableError):
+            except _DICOMDIR_ERRORS:
                 self._early.append(FileResult(entry.path, Outcome.SKIPPED, Reason.DICOMDIR_UNREADABLE))
                 continue
             self._early.append(FileResult(entry.path, Outcome.SKIPPED, Reason.DICOMDIR))
@@ -593,6 +582,9 @@ class UploadImport:
 
 class _MemberUnreadableError(Exception):
     pass
+
+
+_DICOMDIR_ERRORS: tuple[type[Exception], ...] = (*_READ_ERRORS, _MemberUnreadableError)
 
 
 def _reason(exc: IngestError) -> Reason:

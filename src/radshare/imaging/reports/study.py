@@ -38,6 +38,8 @@ from radshare.studies.synthetic import encode
 
 logger = logging.getLogger(__name__)
 
+REPORT_READ_ERRORS: tuple[type[Exception], ...] = (ReportError, *READ_ERRORS)
+
 
 SUMMARY_TAGS = [
     "SOPClassUID",
@@ -124,7 +126,7 @@ def study_reports(study: Study) -> list[ReportSummary]:
         try:
             ds = read_instance(instance, specific_tags=SUMMARY_TAGS)
             summaries.append(summarise(ds, instance.pk))
-        except (ReportError, *READ_ERRORS):
+        except REPORT_READ_ERRORS:
             summaries.append(ReportSummary(instance_pk=instance.pk, kind=kind, readable=False))
     return summaries
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import zlib
 
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     BasicTextSRStorage,
     Comprehensive3DSRStorage,
@@ -16,6 +14,8 @@ from pydicom.uid import (
     ExtensibleSRStorage,
 )
 from pydicom.valuerep import DA, DT, TM
+
+from radshare.studies.services import DICOM_READ_ERRORS
 
 # The general-purpose SR documents a radiologist writes (PS3.3 A.35.1-A.35.3, A.35.13, A.35.21). Dose reports,
 # CAD findings and key-object selections are SR too, but no one reads them as "the report".
@@ -33,22 +33,8 @@ REPORT_SOP_CLASSES = SR_SOP_CLASSES | {PDF_SOP_CLASS}
 
 PDF_MIME_TYPE = "application/pdf"
 
-# What pydicom raises on broken data (as the ingest path catches it, studies.services.parse_header).
-READ_ERRORS = (
-    InvalidDicomError,
-    EOFError,
-    OSError,
-    ValueError,
-    TypeError,
-    KeyError,
-    AttributeError,
-    OverflowError,
-    NotImplementedError,
-    IndexError,
-    UnicodeError,
-    zlib.error,
-    RecursionError,  # absurdly deep nesting in a crafted file
-)
+# What pydicom raises on broken data (as ingest catches it), plus unreadable files and absurdly deep nesting.
+READ_ERRORS: tuple[type[Exception], ...] = (*DICOM_READ_ERRORS, OSError, RecursionError)
 
 
 def is_sr(sop_class_uid: str) -> bool:
