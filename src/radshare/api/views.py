@@ -33,6 +33,12 @@ from radshare.studies.services import StudySearch, search_studies
 router = Router(tags=["studies"])
 
 
+def _key(request: HttpRequest) -> ApiKey:
+    key = request.auth  # type: ignore[attr-defined]  # set by ninja's authentication
+    assert isinstance(key, ApiKey)  # noqa: S101 - the router's auth guarantees it
+    return key
+
+
 def _study_out(study: Study) -> StudyOut:
     patient = study.patient
     return StudyOut(
@@ -62,8 +68,7 @@ def _study_out(study: Study) -> StudyOut:
 def list_studies(request: HttpRequest, query: Query[StudyQuery]) -> list[StudyOut]:
     """The organisation's local studies of one patient, newest first. ``patient_id`` is required: the API does
     not list everything."""
-    key = request.auth  # type: ignore[attr-defined]  # set by ninja's authentication
-    assert isinstance(key, ApiKey)  # noqa: S101 - the router's auth guarantees it
+    key = _key(request)
     studies = list(
         search_studies(
             key.organisation,
@@ -87,12 +92,6 @@ def list_studies(request: HttpRequest, query: Query[StudyQuery]) -> list[StudyOu
 
 
 shares_router = Router(tags=["shares"])
-
-
-def _key(request: HttpRequest) -> ApiKey:
-    key = request.auth  # type: ignore[attr-defined]  # set by ninja's authentication
-    assert isinstance(key, ApiKey)  # noqa: S101 - the router's auth guarantees it
-    return key
 
 
 @shares_router.post(

@@ -86,3 +86,17 @@ def record(
     )
     event.save()
     return event
+
+
+def record_not_found(
+    action: str, request: HttpRequest, organisation: Organisation, requested_id: int
+) -> AuditEvent:
+    """A refused look-up by id: another organisation's object and a missing one are refused alike (404) and both
+    recorded, as an intrusion signal (SECURITY.md A10), without naming any patient."""
+    return record(
+        action,
+        outcome=Outcome.DENIED,
+        request=request,
+        organisation=organisation,
+        detail={"requested_id": requested_id, "reason": "not found in the organisation"},
+    )

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_safe
 
-from radshare.audit.services import Outcome, record
+from radshare.audit.services import Outcome, record, record_not_found
 from radshare.imaging import reports
 from radshare.imaging.forms import ReportAttachForm
 from radshare.organisations.models import Organisation
@@ -23,13 +23,7 @@ def _study(request: HttpRequest, organisation: Organisation, pk: int, action: st
         return get_study(organisation, pk)
     except Study.DoesNotExist:
         # Another organisation's study and a missing one are refused alike, and recorded (intrusion signal).
-        record(
-            action,
-            outcome=Outcome.DENIED,
-            request=request,
-            organisation=organisation,
-            detail={"requested_id": pk, "reason": "not found in the organisation"},
-        )
+        record_not_found(action, request, organisation, pk)
         raise Http404(_("Study not found")) from None
 
 

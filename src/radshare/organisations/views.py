@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
-from radshare.audit.services import Outcome, record
+from radshare.audit.services import record, record_not_found
 from radshare.organisations.forms import ApiKeyCreateForm
 from radshare.organisations.models import ApiKey, Organisation, Sender
 from radshare.organisations.services import create_api_key, revoke_api_key
@@ -79,13 +79,7 @@ def api_key_revoke(request: HttpRequest, organisation: Organisation, pk: int) ->
     try:
         key = ApiKey.objects.get(organisation=organisation, pk=pk)
     except ApiKey.DoesNotExist:
-        record(
-            "portal.apikey.revoke",
-            outcome=Outcome.DENIED,
-            request=request,
-            organisation=organisation,
-            detail={"requested_id": pk, "reason": "not found in the organisation"},
-        )
+        record_not_found("portal.apikey.revoke", request, organisation, pk)
         raise Http404(_("API key not found")) from None
     if request.method == "POST" and not key.is_revoked:
         revoke_api_key(organisation, key.pk, _sender(request))

@@ -29,7 +29,9 @@ class FakePatient:
     issuer: str = ""
 
 
-def _base(patient: FakePatient, sop_class: str, study_uid: str, series_uid: str) -> Dataset:
+def new_part10_dataset(sop_class: str) -> Dataset:
+    """A new instance of ``sop_class`` with a fresh SOP Instance UID, UTF-8, and file meta for Explicit VR Little
+    Endian (PS3.10 7.1): ready to be filled and written as a Part 10 file."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -40,6 +42,11 @@ def _base(patient: FakePatient, sop_class: str, study_uid: str, series_uid: str)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def _base(patient: FakePatient, sop_class: str, study_uid: str, series_uid: str) -> Dataset:
+    ds = new_part10_dataset(sop_class)
     ds.PatientName = patient.patient_name
     ds.PatientID = patient.patient_id
     if patient.issuer:

@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_safe
 
-from radshare.audit.services import Outcome, record
+from radshare.audit.services import Outcome, record, record_not_found
 from radshare.core.middleware import CsrfViewMiddleware
 from radshare.organisations.forms import SenderLoginForm
 from radshare.organisations.models import Organisation, Sender
@@ -109,13 +109,7 @@ def study_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
         study = get_study(organisation, pk)
     except Study.DoesNotExist:
         # Another organisation's study and a missing one are refused alike; both are recorded (intrusion signal).
-        record(
-            "portal.study.view",
-            outcome=Outcome.DENIED,
-            request=request,
-            organisation=organisation,
-            detail={"requested_id": pk, "reason": "not found in the organisation"},
-        )
+        record_not_found("portal.study.view", request, organisation, pk)
         raise Http404(_("Study not found")) from None
     record(
         "portal.study.view",

@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 
 from django.utils import timezone
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from radshare.imaging.reports.values import PDF_MIME_TYPE, PDF_SOP_CLASS, ReportError, as_str
-from radshare.studies.synthetic import IMPLEMENTATION_UID
+from radshare.studies.synthetic import new_part10_dataset
 
 # The document title of a radiology report: LOINC 18748-4 (PS3.16 CID 7000 Diagnostic Imaging Report Document Titles).
 RADIOLOGY_REPORT_CODE = ("18748-4", "LN", "Diagnostic Imaging Report")
@@ -119,16 +119,7 @@ def encapsulate_pdf(
     Conversion Type WSD (workstation).
     """
     now = now or timezone.localtime()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(PDF_SOP_CLASS)
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = PDF_SOP_CLASS
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_part10_dataset(PDF_SOP_CLASS)
     ds.InstanceCreationDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = ds.ContentTime = now.strftime("%H%M%S")
     ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
