@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "radshare.studies",
     "radshare.imaging",
     "radshare.shares",
+    "radshare.notifications",
     "radshare.api",
 ]
 
