@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
@@ -49,6 +50,32 @@ def problems_of(env: dict[str, str]) -> list[str]:
         ("EMAIL_URL", "smtp://:587"),
         ("EMAIL_URL", "smtp://relay.example.org:port"),
         ("SMS_URL", "smtp://relay.example.org"),
+        ("EMAIL_URL", "smtp://relay.example.org?startls=1"),
+        ("EMAIL_URL", "smtp://relay.example.org?starttls=maybe"),
+        ("EMAIL_URL", "smtps://relay.example.org?starttls=1"),
+        ("EMAIL_URL", "smtp://relay.example.org?starttls=1&starttls=0"),
+        ("EMAIL_URL", "smtp://relay.example.org?cafile=/nonexistent/ca.pem"),
+        ("EMAIL_URL", "file://relative/mail"),
+        ("SMS_URL", "file://"),
+        ("SMS_URL", "ftp://sms.example.org/send"),
+        ("SMS_URL", "https:///send"),
+        ("SMS_URL", "https://sms.example.org:port/send"),
+        ("SMS_URL", "cm://gw.messaging.cm.com"),
+        ("SMS_URL", "cm://@gw.messaging.cm.com"),
+        ("EMAIL_FROM", "not an address"),
+        ("EMAIL_FROM", "noreply@"),
+        ("EMAIL_FROM", "a@example.org, b@example.org"),
+        ("EMAIL_FROM", "Hospital A <noreply@hospital a.nl>"),
+        ("SMS_SENDER", "HospitalA123"),
+        ("SMS_SENDER", "12345"),
+        ("SMS_SENDER", "Hospital-A"),
+        ("SMS_SENDER", "+0612345678"),
+        ("SMS_SENDER", "   "),
+        ("SMS_BODY", '{"to": {to}, "text": "{text}"}'),
+        ("SMS_BODY", '{"text": "{text}"}'),
+        ("SMS_BODY", '{"to": "{to}", "text": "{text}", "from": "{phone}"}'),
+        ("SMS_BODY", "to={to}&text={text}"),
+        ("SMS_BODY", '{"to": "{to}", "text": "{text}"'),
         ("STORAGE_URL", "s3://bucket"),
         ("LOG_LEVEL", "LOUD"),
     ],
@@ -236,13 +263,14 @@ def test_radshare_config_never_prints_secrets(tmp_path: Path) -> None:
         secret_key=GOOD_SECRET,
         database_url="postgres://radshare:Db-Pa55word@127.0.0.1:1/radshare",
         email_url="smtp://mailer:M41l-Pa55@127.0.0.1:1",
+        sms_url="cm://C0ffee-T0ken@gw.messaging.cm.com",
     )
     done = run_radshare("config", env=env)
     assert done.returncode == 0, done.stderr
     output = done.stdout + done.stderr
     assert "RADSHARE_DICOM_PORT" in output
     assert "RADSHARE_SECRET_KEY" in output
-    for secret in (GOOD_SECRET, "Db-Pa55word", "M41l-Pa55"):
+    for secret in (GOOD_SECRET, "Db-Pa55word", "M41l-Pa55", "C0ffee-T0ken"):
         assert secret not in output
 
 
@@ -253,3 +281,162 @@ def test_radshare_config_never_prints_a_generated_secret(tmp_path: Path) -> None
     assert len(generated) >= 32
     assert generated not in done.stdout + done.stderr
     assert f"(set, from {tmp_path.resolve() / 'secret_key'})" in done.stdout
+
+
+# --- e-mail and SMS settings ------------------------------------------------------------------------------------
+
+
+def test_message_settings_are_parsed(tmp_path: Path) -> None:
+    body = '{"apiKey": "k", "msisdn": "{to}", "message": "{text}", "originator": "{sender}"}'
+    cfg = load(
+        {
+            "RADSHARE_DATA_DIR": str(tmp_path),
+            "RADSHARE_EMAIL_URL": "smtps://mailer:pw@relay.example.org",
+            "RADSHARE_EMAIL_FROM": ' "Hospital A, radiology" <noreply@hospital-a.nl> ',
+            "RADSHARE_SMS_URL": "cm://00000000-0000-0000-0000-000000000000@",
+            "RADSHARE_SMS_SENDER": " Hospital A ",
+            "RADSHARE_SMS_BODY": body,
+        }
+    )
+    assert cfg.email_url == "smtps://mailer:pw@relay.example.org"
+    assert cfg.email_from == '"Hospital A, radiology" <noreply@hospital-a.nl>'
+    assert cfg.sms_url == "cm://00000000-0000-0000-0000-000000000000@"
+    assert cfg.sms_sender == "Hospital A"
+    assert cfg.sms_body == body
+    assert load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_SMS_SENDER": "+3197010203040"}).sms_sender == (
+        "+3197010203040"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "console://",
+        "file:///var/lib/radshare/sms.jsonl",
+        "https://user:pass@sms.example.org/v1/send?channel=sms",
+        "http://127.0.0.1:9000/send",
+        "cm://TOKEN@gw.messaging.cm.com",
+        "cm://TOKEN@127.0.0.1:9000?tls=0",
+    ],
+)
+def test_sms_url_forms_are_accepted(tmp_path: Path, url: str) -> None:
+    assert load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_SMS_URL": url}).sms_url == url
+
+
+def test_email_url_cafile_must_exist(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    url = f"smtp://relay.example.org?starttls=1&cafile={ca}"
+    assert load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_EMAIL_URL": url}).email_url == url
+
+
+def test_cm_plain_http_only_to_this_machine_and_the_error_hides_the_token(tmp_path: Path) -> None:
+    problems = problems_of(
+        {
+            "RADSHARE_DATA_DIR": str(tmp_path),
+            "RADSHARE_SMS_URL": "cm://Pr0duct-T0ken@gw.messaging.cm.com?tls=0",
+        }
+    )
+    assert len(problems) == 1
+    assert problems[0].startswith("RADSHARE_SMS_URL='cm://***@gw.messaging.cm.com?tls=0': ")
+    assert "Pr0duct-T0ken" not in problems[0]
+
+
+def test_a_bad_smtp_url_does_not_echo_its_password(tmp_path: Path) -> None:
+    problems = problems_of(
+        {"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_EMAIL_URL": "smtp://mailer:M41l-Pa55@relay:port"}
+    )
+    assert problems == [
+        "RADSHARE_EMAIL_URL='smtp://mailer:***@relay:port': the port in the smtp:// URL is not a number"
+    ]
+
+
+def test_message_urls_default_to_the_console_outside_demo_mode(tmp_path: Path) -> None:
+    cfg = load({"RADSHARE_DATA_DIR": str(tmp_path)})
+    assert cfg.email_url == "console://"
+    assert cfg.sms_url == "console://"
+
+
+def test_demo_mode_keeps_messages_in_the_outbox_folder(tmp_path: Path) -> None:
+    cfg = load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_DEMO": "1"})
+    outbox = tmp_path.resolve() / "outbox"
+    assert cfg.email_url == f"file://{outbox / 'mail'}"
+    assert cfg.sms_url == f"file://{outbox / 'sms.jsonl'}"
+    chosen = load(
+        {
+            "RADSHARE_DATA_DIR": str(tmp_path),
+            "RADSHARE_DEMO": "1",
+            "RADSHARE_EMAIL_URL": "console://",
+            "RADSHARE_SMS_URL": "file:///tmp/elsewhere.jsonl",
+        }
+    )
+    assert chosen.email_url == "console://"
+    assert chosen.sms_url == "file:///tmp/elsewhere.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "expected"),
+    [
+        (None, "radshare <noreply@localhost>"),
+        ("https://radshare.hospital-a.nl", "radshare <noreply@radshare.hospital-a.nl>"),
+        ("http://10.1.2.3:8000", "radshare <noreply@localhost>"),
+    ],
+)
+def test_email_from_default_comes_from_the_base_url(
+    tmp_path: Path, base_url: str | None, expected: str
+) -> None:
+    env = {"RADSHARE_DATA_DIR": str(tmp_path)}
+    if base_url:
+        env["RADSHARE_BASE_URL"] = base_url
+    assert load(env).email_from == expected
+
+
+def test_email_from_default_that_is_no_address_asks_for_the_setting(tmp_path: Path) -> None:
+    problems = problems_of({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_BASE_URL": "https://radshare_test"})
+    assert len(problems) == 1
+    assert problems[0].startswith("RADSHARE_EMAIL_FROM: ")
+
+
+def test_sms_body_fills_in_json_escaped_values_once() -> None:
+    from radshare.core.config import SMS_BODY_DEFAULT, fill_sms_body
+
+    text = 'Code "123456"\\ {to}\nbye \u00e9'
+    filled = fill_sms_body(SMS_BODY_DEFAULT, {"to": "+31612345678", "text": text, "reference": "rs-sms-1"})
+    assert json.loads(filled) == {"to": "+31612345678", "text": text, "reference": "rs-sms-1"}
+
+
+def test_public_items_mask_gateway_credentials(tmp_path: Path) -> None:
+    cfg = load(
+        {
+            "RADSHARE_DATA_DIR": str(tmp_path),
+            "RADSHARE_EMAIL_URL": "smtps://mailer:M41l-Pa55@relay.example.org",
+            "RADSHARE_SMS_URL": "cm://C0ffee-T0ken@gw.messaging.cm.com",
+            "RADSHARE_SMS_BODY": '{"api_key": "B0dy-K3y", "to": "{to}", "text": "{text}", "channel": "sms"}',
+        }
+    )
+    shown = dict(cfg.public_items())
+    assert shown["RADSHARE_EMAIL_URL"] == "smtps://mailer:***@relay.example.org"
+    assert shown["RADSHARE_SMS_URL"] == "cm://***@gw.messaging.cm.com"
+    assert (
+        shown["RADSHARE_SMS_BODY"] == '{"api_key": "***", "to": "{to}", "text": "{text}", "channel": "sms"}'
+    )
+    text = "\n".join(shown.values())
+    for secret in ("M41l-Pa55", "C0ffee-T0ken", "B0dy-K3y"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://gw-user:Gw-Pa55@sms.example.org/send", "https://gw-user:***@sms.example.org/send"),
+        ("https://Api-K3y@sms.example.org/send", "https://***@sms.example.org/send"),
+        (
+            "https://sms.example.org/send?channel=sms&api_key=Api-K3y&Token=T0k",
+            "https://sms.example.org/send?channel=sms&api_key=***&Token=***",
+        ),
+        ("http://127.0.0.1:9000/send", "http://127.0.0.1:9000/send"),
+    ],
+)
+def test_public_items_mask_http_gateway_credentials(tmp_path: Path, url: str, shown: str) -> None:
+    cfg = load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_SMS_URL": url})
+    assert dict(cfg.public_items())["RADSHARE_SMS_URL"] == shown

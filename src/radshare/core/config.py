@@ -8,13 +8,16 @@ operator sees every problem in one run, one line each.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, parse_qsl, urlsplit, urlunsplit
 
 PREFIX = "RADSHARE_"
 
@@ -106,25 +109,163 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def _message_url(kind: str, schemes: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip()
-        scheme = urlsplit(value).scheme
-        if scheme not in schemes:
-            raise ValueError(f"{kind} URL must start with one of: {', '.join(s + '://' for s in schemes)}")
-        if scheme == "file" and not urlsplit(value).path:
-            raise ValueError(f"a file:// {kind} URL needs a path, e.g. file:///var/lib/radshare/{kind}")
-        if scheme.startswith("smtp"):
-            parts = urlsplit(value)
-            if not parts.hostname:
-                raise ValueError("an smtp:// URL needs a host, e.g. smtp://relay.example.org:587?starttls=1")
-            try:
-                _ = parts.port
-            except ValueError:
-                raise ValueError("the port in the smtp:// URL is not a number") from None
-        return value
+def _url_port(parts: SplitResult, kind: str) -> None:
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(f"the port in the {kind} URL is not a number") from None
 
-    return parse
+
+def _url_query(parts: SplitResult, allowed: tuple[str, ...], kind: str) -> dict[str, str]:
+    """The URL's query as a dict; an unknown or repeated option is an error (a typo must not be ignored)."""
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = dict(pairs)
+    for name, _value in pairs:
+        if name not in allowed:
+            hint = f"options: {', '.join(allowed)}" if allowed else "it takes no options"
+            raise ValueError(f"unknown option {name!r} in the {kind} URL ({hint})")
+    if len(query) != len(pairs):
+        raise ValueError(f"an option is repeated in the {kind} URL")
+    return query
+
+
+def _url_flag(query: Mapping[str, str], name: str, default: bool) -> bool:
+    if name not in query:
+        return default
+    try:
+        return _bool(query[name])
+    except ValueError:
+        raise ValueError(f"?{name}= must be 1 or 0") from None
+
+
+def _file_url(parts: SplitResult, kind: str, example: str) -> None:
+    if not parts.path or parts.netloc not in {"", "localhost"}:
+        raise ValueError(f"a file:// {kind} URL needs an absolute path (three slashes), e.g. {example}")
+
+
+def url_flag(url: str, name: str, default: bool) -> bool:
+    """A 1/0 option of a validated message URL (``?starttls=1``, ``?tls=0``)."""
+    return _url_flag(dict(parse_qsl(urlsplit(url).query)), name, default)
+
+
+def _email_url(raw: str) -> str:
+    value = raw.strip()
+    parts = urlsplit(value)
+    schemes = ("console", "file", "smtp", "smtps")
+    if parts.scheme not in schemes:
+        raise ValueError(f"email URL must start with one of: {', '.join(s + '://' for s in schemes)}")
+    if parts.scheme == "file":
+        _file_url(parts, "email", "file:///var/lib/radshare/outbox/mail")
+    elif parts.scheme in {"smtp", "smtps"}:
+        if not parts.hostname:
+            raise ValueError("an smtp:// URL needs a host, e.g. smtp://relay.example.org:587?starttls=1")
+        _url_port(parts, "smtp://")
+        allowed = ("starttls", "cafile") if parts.scheme == "smtp" else ("cafile",)
+        query = _url_query(parts, allowed, f"{parts.scheme}://")
+        _url_flag(query, "starttls", False)
+        cafile = query.get("cafile")
+        if cafile is not None and not Path(cafile).is_file():
+            raise ValueError("?cafile= must name a readable file of CA certificates (PEM)")
+    return value
+
+
+def _sms_url(raw: str) -> str:
+    value = raw.strip()
+    parts = urlsplit(value)
+    schemes = ("console", "file", "http", "https", "cm")
+    if parts.scheme not in schemes:
+        raise ValueError(f"sms URL must start with one of: {', '.join(s + '://' for s in schemes)}")
+    if parts.scheme == "file":
+        _file_url(parts, "sms", "file:///var/lib/radshare/outbox/sms.jsonl")
+    elif parts.scheme in {"http", "https"}:
+        if not parts.hostname:
+            raise ValueError(
+                "an http(s):// SMS gateway URL needs a host, e.g. https://user:pass@sms.example.org/send"
+            )
+        _url_port(parts, "gateway")
+    elif parts.scheme == "cm":
+        if not parts.username:
+            raise ValueError("a cm:// URL holds the product token: cm://PRODUCT_TOKEN@gw.messaging.cm.com")
+        _url_port(parts, "cm://")
+        tls = _url_flag(_url_query(parts, ("tls",), "cm://"), "tls", True)
+        if not tls and parts.hostname not in {"127.0.0.1", "::1", "localhost"}:
+            raise ValueError("?tls=0 (plain HTTP) is for a test gateway on this machine only")
+    return value
+
+
+def _email_from(raw: str) -> str:
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    value = raw.strip()
+    _name, address = parseaddr(value)
+    try:
+        # parseaddr repairs some mistakes (a space in the domain) silently: the address must be there as typed.
+        if not address or address not in value or any(c in value for c in "\r\n"):
+            raise ValidationError("empty")
+        validate_email(address)
+    except ValidationError:
+        raise ValueError(
+            'must be an e-mail address, optionally with a name: "Hospital A <noreply@hospital-a.nl>"'
+        ) from None
+    return value
+
+
+def _sms_sender(raw: str) -> str:
+    value = raw.strip()
+    if re.fullmatch(r"\+[1-9][0-9]{6,14}", value):
+        return value
+    if re.fullmatch(r"[A-Za-z0-9 ]{1,11}", value) and any(c.isalpha() for c in value):
+        return value
+    raise ValueError(
+        "must be a name of 1 to 11 letters, digits or spaces (with at least one letter), "
+        "or a phone number in international form, e.g. +3197010203040"
+    )
+
+
+SMS_BODY_DEFAULT = '{"to": "{to}", "text": "{text}", "reference": "{reference}"}'
+SMS_BODY_FIELDS = ("to", "text", "reference", "sender")
+_SMS_BODY_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def fill_sms_body(template: str, fields: Mapping[str, str]) -> str:
+    """The SMS gateway's request body: each ``{name}`` replaced by its value, escaped for a JSON string.
+
+    One pass, so a text that happens to contain ``{to}`` is not substituted again."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in fields:
+            return match.group(0)
+        return json.dumps(fields[name], ensure_ascii=False)[1:-1]
+
+    return _SMS_BODY_PLACEHOLDER.sub(value, template)
+
+
+def _sms_body(raw: str) -> str:
+    value = raw.strip()
+    names = set(_SMS_BODY_PLACEHOLDER.findall(value))
+    unknown = sorted(names - set(SMS_BODY_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}}; use {', '.join('{' + f + '}' for f in SMS_BODY_FIELDS)}"
+        )
+    if not {"to", "text"} <= names:
+        raise ValueError("must contain {to} and {text}, e.g. " + SMS_BODY_DEFAULT)
+    # Values that only stay valid JSON inside a JSON string: a placeholder outside quotes is caught here.
+    dummy = {
+        "to": "+31612345678",
+        "text": 'a "code"\\ 123\nline',
+        "reference": "rs-sms-1",
+        "sender": "radshare",
+    }
+    try:
+        json.loads(fill_sms_body(value, dummy))
+    except ValueError:
+        raise ValueError(
+            'is not valid JSON once filled in; put each placeholder inside a JSON string, e.g. "{text}"'
+        ) from None
+    return value
 
 
 def _storage_url(raw: str) -> str:
@@ -260,15 +401,36 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "EMAIL_URL",
-        "console://",
-        _message_url("email", ("console", "file", "smtp", "smtps")),
-        "`console://`, `file:///dir`, `smtp://user:pass@host:port?starttls=1` or `smtps://...`.",
+        None,
+        _email_url,
+        "`console://`, `file:///dir` (one .eml file a message), `smtp://user:pass@host:port?starttls=1` or "
+        "`smtps://user:pass@host:port`. Default: `console://`; in demo mode `file://<DATA_DIR>/outbox/mail`.",
+    ),
+    Setting(
+        "EMAIL_FROM",
+        None,
+        _email_from,
+        "Sender of e-mails, e.g. `Hospital A <noreply@hospital-a.nl>`. Default: `radshare <noreply@BASE_URL host>`.",
     ),
     Setting(
         "SMS_URL",
-        "console://",
-        _message_url("sms", ("console", "file")),
-        "`console://` or `file:///path/sms.jsonl` (one JSON object a line).",
+        None,
+        _sms_url,
+        "`console://`, `file:///path/sms.jsonl` (one JSON object a line), an HTTP gateway "
+        "`https://user:pass@host/path` or CM.com `cm://PRODUCT_TOKEN@gw.messaging.cm.com`. Default: `console://`; "
+        "in demo mode `file://<DATA_DIR>/outbox/sms.jsonl`.",
+    ),
+    Setting(
+        "SMS_SENDER",
+        "radshare",
+        _sms_sender,
+        "Sender shown on the phone: up to 11 letters/digits, or a phone number like `+3197010203040`.",
+    ),
+    Setting(
+        "SMS_BODY",
+        SMS_BODY_DEFAULT,
+        _sms_body,
+        "JSON body posted to an HTTP SMS gateway; `{to}`, `{text}`, `{reference}`, `{sender}` are filled in.",
     ),
     Setting(
         "STORAGE_URL",
@@ -320,16 +482,56 @@ class Config:
             elif isinstance(value, tuple):
                 shown = ",".join(value) or "(none)"
             else:
-                shown = _mask_url_password(str(value))
+                shown = _shown(setting.name, str(value))
             rows.append((PREFIX + setting.name, shown))
         return rows
 
 
+# Query options and JSON fields whose name holds one of these carry a credential (``?api_key=``, ``"token"``).
+_SECRET_WORDS = ("key", "token", "secret", "pass", "auth", "sig")
+
+
+def _is_secret_name(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_WORDS)
+
+
 def _mask_url_password(value: str) -> str:
+    """The URL with its password, a token in the user part and credential-like query options replaced by ***."""
     parts = urlsplit(value)
-    if parts.password:
-        return value.replace(f":{parts.password}@", ":***@", 1)
-    return value
+    if not parts.scheme or "://" not in value:
+        return value
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        # A cm:// product token is the user part; so is an API key in an http(s) URL without a password.
+        if user and (parts.scheme == "cm" or (parts.scheme in {"http", "https"} and not password)):
+            user = "***"
+        if password:
+            password = "***"  # noqa: S105 - the mask, not a password
+        netloc = f"{user}{colon}{password}@{hostport}"
+    if query:
+        items = [item.partition("=") for item in query.split("&")]
+        query = "&".join(
+            f"{k}{eq}***" if eq and v and _is_secret_name(k) else f"{k}{eq}{v}" for k, eq, v in items
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return value
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _mask_json_secrets(value: str) -> str:
+    """An SMS body template with the string value of each credential-like field replaced by ***."""
+
+    def mask(match: re.Match[str]) -> str:
+        return f'{match.group(1)}"***"' if _is_secret_name(match.group(2)) else match.group(0)
+
+    return re.sub(r'("((?:[^"\\]|\\.)*)"\s*:\s*)"(?:[^"\\]|\\.)*"', mask, value)
+
+
+def _shown(name: str, value: str) -> str:
+    """A setting's value as it may be printed: in ``radshare config`` and in configuration errors."""
+    return _mask_json_secrets(value) if name == "SMS_BODY" else _mask_url_password(value)
 
 
 def _derive(values: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
@@ -345,6 +547,31 @@ def _derive(values: dict[str, Any], env: Mapping[str, str], problems: list[str])
         values["DICOM_ACCEPT_ANY"] = bool(values.get("DEMO"))
     elif values["DICOM_ACCEPT_ANY"] and not values.get("DEMO"):
         problems.append(f"{PREFIX}DICOM_ACCEPT_ANY: may only be on in demo mode ({PREFIX}DEMO=1)")
+    # Demo mode keeps what would be sent in files, for the demo outbox page; elsewhere the console.
+    outbox = data_dir / "outbox"
+    for name, demo_target in (("EMAIL_URL", outbox / "mail"), ("SMS_URL", outbox / "sms.jsonl")):
+        if values.get(name) is None and PREFIX + name not in env:
+            values[name] = f"file://{demo_target}" if values.get("DEMO") else "console://"
+    if values.get("EMAIL_FROM") is None and PREFIX + "EMAIL_FROM" not in env:
+        host = urlsplit(values["BASE_URL"]).hostname or "localhost"
+        if _is_ip(host):
+            host = "localhost"
+        default_from = f"radshare <noreply@{host}>"
+        try:
+            values["EMAIL_FROM"] = _email_from(default_from)
+        except ValueError:
+            problems.append(
+                f"{PREFIX}EMAIL_FROM: the default {default_from!r} (from {PREFIX}BASE_URL) is not a valid "
+                'address; set it, e.g. "Hospital A <noreply@hospital-a.nl>"'
+            )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _secret_key(values: dict[str, Any], env: Mapping[str, str], problems: list[str], create: bool) -> str:
@@ -408,7 +635,7 @@ def load(env: Mapping[str, str] | None = None, *, create_secret: bool = True) ->
         try:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            problems.append(f"{PREFIX}{setting.name}={raw!r}: {exc}")
+            problems.append(f"{PREFIX}{setting.name}={_shown(setting.name, raw)!r}: {exc}")
             values[setting.name] = None
     for name in sorted(env):
         if name.startswith(PREFIX) and name not in known:
