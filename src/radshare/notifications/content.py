@@ -1,0 +1,320 @@
+"""What a recipient receives: the e-mail with the link, the SMS with the login code, and the texts the letter shares.
+
+SPEC S2.5/S2.7, SECURITY.md A20: these texts name the organisation, give the link and the steps, and (e-mail only)
+the last 3 digits of the patient's BSN. Nothing else about the patient or the studies goes into them; that is why
+the builders below are given the share and read only its organisation, language, recipient type, expiry and those
+3 digits.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.template.loader import render_to_string
+from django.utils import formats, timezone, translation
+from django.utils.translation import gettext, ngettext
+
+from radshare.shares.codes import format_code, share_url
+from radshare.shares.models import Share
+
+SMS_CODE_VALID_MINUTES = 5  # SECURITY.md A4; named in the steps
+SMS_MAX_CHARS = 160  # one GSM-7 segment
+
+Medium = Literal["email", "letter"]
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class Contact:
+    label: str
+    value: str
+    href: str  # "" when the value is not linked
+
+
+@dataclass(frozen=True)
+class ShareTexts:
+    """The texts of the e-mail and the letter, translated into the share's language."""
+
+    language: str
+    organisation: str
+    contacts: tuple[Contact, ...]
+    url: str
+    code: str  # XXXX-XXXX-XXXX
+    start_url: str
+    title: str
+    greeting: str
+    intro: str
+    needs: tuple[str, ...]
+    steps: tuple[str, ...]
+    code_fallback: str
+    expiry: str
+    keep: str
+    security: str
+    questions: str
+    confidential: str
+
+
+def one_line(text: str) -> str:
+    """Organisation names end up in subjects and headings: no line breaks, no runs of spaces."""
+    return " ".join(text.split())
+
+
+def _local(moment: datetime) -> datetime:
+    return timezone.localtime(moment, ZoneInfo(settings.TIME_ZONE))
+
+
+def expiry_text(share: Share, language: str) -> str:
+    """The last day the link works, in the organisation's time zone: "9 December 2026" / "9 december 2026"."""
+    with translation.override(language):
+        return formats.date_format(_local(share.expires_at), "j F Y")
+
+
+def expiry_time_text(share: Share) -> str:
+    """The time of day the link stops working, 24-hour clock (the same in both languages)."""
+    return _local(share.expires_at).strftime("%H:%M")
+
+
+def contacts(share: Share) -> tuple[Contact, ...]:
+    """The organisation's contact details that are filled in, with links for e-mail and web page."""
+    org = share.organisation
+    found: list[Contact] = []
+    if org.contact_phone.strip():
+        found.append(Contact(gettext("Phone"), one_line(org.contact_phone), ""))
+    if org.contact_email.strip():
+        found.append(
+            Contact(gettext("E-mail"), org.contact_email.strip(), f"mailto:{org.contact_email.strip()}")
+        )
+    if org.contact_url.strip():
+        found.append(Contact(gettext("Web page"), org.contact_url.strip(), org.contact_url.strip()))
+    return tuple(found)
+
+
+def share_texts(share: Share, code: str, medium: Medium) -> ShareTexts:
+    """Everything the e-mail (``medium="email"``) or the letter says, in ``share.language``."""
+    with translation.override(share.language):
+        return _share_texts(share, code, medium)
+
+
+def _share_texts(share: Share, code: str, medium: Medium) -> ShareTexts:
+    org = one_line(share.organisation.name)
+    values = {"organisation": org}
+    patient = share.recipient_type != Share.RecipientType.CARE_PROVIDER
+    needs: tuple[str, ...]
+    start_url = settings.RADSHARE.base_url
+    if patient:
+        title = gettext("Your images from %(organisation)s") % values
+        greeting = gettext("Dear Sir or Madam,")
+        intro = (
+            gettext(
+                "%(organisation)s has shared medical images with you. You can look at them in your web browser "
+                "and save a copy."
+            )
+            % values
+        )
+        needs = (gettext("Your date of birth."),)
+    else:
+        title = gettext("Images of your patient from %(organisation)s") % values
+        greeting = gettext("Dear colleague,")
+        intro = (
+            gettext(
+                "%(organisation)s has shared medical images of one of your patients with you, with the patient's "
+                "consent."
+            )
+            % values
+        )
+        needs = (gettext("Your patient's date of birth."),)
+    needs += (
+        gettext(
+            "The phone with the number that %(organisation)s registered for these images: a code is sent to it "
+            "by text message (SMS)."
+        )
+        % values,
+    )
+
+    if medium == "email":
+        first = gettext("Open the link in this e-mail.")
+    else:
+        first = gettext(
+            "Scan the QR code with the camera of your phone, or type the link into the address bar of your web "
+            "browser."
+        )
+    if patient:
+        dob = gettext("Accept the terms of use and enter your date of birth.")
+        last = gettext(
+            "You now see your images. Choose View to look at them in your browser, or Download to save a copy: "
+            "as JPEG (ordinary pictures, for yourself) or as DICOM (the original files, for another care "
+            "provider)."
+        )
+    else:
+        dob = gettext("Accept the terms of use and enter your patient's date of birth.")
+        last = gettext(
+            "You now see the list of studies. Choose Download and then DICOM to get the original images, and "
+            "open them in a DICOM viewer or import them into your PACS. View shows the images in your browser."
+        )
+    sms = ngettext(
+        "You receive a text message (SMS) with a 6-digit code. Enter this code; it is valid for %(minutes)d "
+        "minute.",
+        "You receive a text message (SMS) with a 6-digit code. Enter this code; it is valid for %(minutes)d "
+        "minutes.",
+        SMS_CODE_VALID_MINUTES,
+    ) % {"minutes": SMS_CODE_VALID_MINUTES}
+
+    expiry = gettext(
+        "The link works until %(date)s at %(time)s. After that, ask %(organisation)s for a new link if you "
+        "still need the images."
+    ) % {"date": expiry_text(share, share.language), "time": expiry_time_text(share), "organisation": org}
+    keep = (
+        gettext("Would you like to keep the images? Download them before that date.")
+        if patient
+        else gettext("Download the images before that date if you need to keep them.")
+    )
+    if not settings.RADSHARE.download_on_mobile:
+        keep += " " + gettext("Downloading works on a computer, not on a phone or tablet.")
+
+    return ShareTexts(
+        language=share.language,
+        organisation=org,
+        contacts=contacts(share),
+        url=share_url(code),
+        code=format_code(code),
+        start_url=start_url,
+        title=title,
+        greeting=greeting,
+        intro=intro,
+        needs=needs,
+        steps=(first, dob, sms, last),
+        code_fallback=gettext("If the link does not open, go to %(start)s and type this code:")
+        % {"start": start_url},
+        expiry=expiry,
+        keep=keep,
+        security=gettext(
+            "Three things are needed to open the images: this link, the date of birth, and the code sent by "
+            "SMS to the registered phone. So a link that reaches the wrong person gives no access."
+        ),
+        questions=gettext(
+            "Do you have questions about these images or this link? Please contact %(organisation)s."
+        )
+        % values,
+        confidential=(
+            gettext("This e-mail gives access to medical images. Please keep it to yourself.")
+            if medium == "email"
+            else gettext("This letter gives access to medical images. Please keep it in a safe place.")
+        ),
+    )
+
+
+def _bsn_texts(share: Share, organisation: str) -> tuple[str, str]:
+    """The BSN line and the check it allows; e-mail only (SPEC S2.5)."""
+    digits = share.patient.bsn_last3 if share.patient is not None else ""
+    if not digits:
+        return gettext("Last 3 digits of the patient's BSN (citizen service number): unknown"), ""
+    return (
+        gettext("Last 3 digits of the patient's BSN (citizen service number): %(digits)s")
+        % {"digits": digits},
+        gettext(
+            "With these digits you can check that this e-mail is about the right person. If they do not match, "
+            "do not use the link and let %(organisation)s know."
+        )
+        % {"organisation": organisation},
+    )
+
+
+def _tidy(text: str) -> str:
+    """Template whitespace out of the plain-text e-mail: no trailing spaces, at most one empty line in a row."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    tidy: list[str] = []
+    for line in lines:
+        if line or (tidy and tidy[-1]):
+            tidy.append(line)
+    return "\n".join(tidy) + "\n"
+
+
+def share_email(share: Share, code: str) -> RenderedEmail:
+    """The notification e-mail to the recipient, in share.language, for share.recipient_type."""
+    with translation.override(share.language):
+        texts = _share_texts(share, code, "email")
+        values = {"organisation": texts.organisation}
+        if share.recipient_type == Share.RecipientType.CARE_PROVIDER:
+            subject = gettext("%(organisation)s has shared images of a patient with you") % values
+        else:
+            subject = gettext("%(organisation)s has shared images with you") % values
+        bsn, bsn_check = _bsn_texts(share, texts.organisation)
+        context = {"t": texts, "subject": subject, "bsn": bsn, "bsn_check": bsn_check}
+        text = render_to_string("notifications/share_email.txt", context)
+        html = render_to_string("notifications/share_email.html", context)
+    return RenderedEmail(subject=one_line(subject), text=_tidy(text), html=html)
+
+
+# GSM 03.38: the basic set counts one, the extension set two (escape + character); anything else would turn the
+# SMS into UCS-2, with 70 characters a segment.
+_GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿"
+    "abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENSION = frozenset("^{}\\[~]|€")
+# Typographic quotes, dashes and the ellipsis, and a tab: their plain look-alikes.
+_GSM7_SUBSTITUTES = {
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2026": "...",
+    "\t": " ",
+}
+
+
+def _gsm7(text: str) -> str:
+    """``text`` in GSM-7 characters: typographic punctuation made plain, accents dropped where GSM-7 has none."""
+    out: list[str] = []
+    for char in text:
+        if char in _GSM7_BASIC or char in _GSM7_EXTENSION:
+            out.append(char)
+        elif char in _GSM7_SUBSTITUTES:
+            out.append(_GSM7_SUBSTITUTES[char])
+        else:
+            plain = "".join(
+                c for c in unicodedata.normalize("NFKD", char) if c in _GSM7_BASIC or c in _GSM7_EXTENSION
+            )
+            out.append(plain or "?")
+    return "".join(out)
+
+
+def gsm7_length(text: str) -> int:
+    """Septets ``text`` takes in an SMS (extension characters take two)."""
+    return sum(2 if c in _GSM7_EXTENSION else 1 for c in text)
+
+
+def sms_code_text(organisation_name: str, code: str, minutes: int, language: str) -> str:
+    """The SMS with the recipient's login code: the code, how long it is valid and the organisation's name,
+    nothing else (A4, A20). One GSM-7 segment: a long organisation name is shortened to fit."""
+    with translation.override(language):
+        template = ngettext(
+            "%(code)s is your login code for %(organisation)s. It is valid for %(minutes)d minute.",
+            "%(code)s is your login code for %(organisation)s. It is valid for %(minutes)d minutes.",
+            minutes,
+        )
+
+    def message(name: str) -> str:
+        return _gsm7(template % {"code": code, "organisation": name, "minutes": minutes})
+
+    name = _gsm7(one_line(organisation_name))
+    room = SMS_MAX_CHARS - gsm7_length(message(""))
+    if gsm7_length(name) > room:
+        name = name[: max(room - 3, 0)]
+        while gsm7_length(name) > max(room - 3, 0):
+            name = name[:-1]
+        name = name.rstrip() + "..."
+    return message(name)
