@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 
 from radshare.api.api import api, unknown_path
 from radshare.core import views as core_views
+from radshare.notifications import views as notification_views
 
 urlpatterns = [
     path("", core_views.home, name="home"),
@@ -18,7 +19,10 @@ urlpatterns = [
         "portal/",
         include(("radshare.organisations.urls", "organisations"), namespace="organisations"),
     ),
+    path("portal/", include(("radshare.shares.urls", "shares"), namespace="shares")),
     path("api/v1/", api.urls),
+    path("dev/outbox/", notification_views.outbox, name="dev_outbox"),
+    path("dev/outbox/mail/<str:name>", notification_views.outbox_html, name="dev_outbox_html"),
     re_path(r"^api/(?P<path>.*)$", unknown_path),
     path("admin/", admin.site.urls),
 ]

@@ -68,13 +68,17 @@ def test_create_with_link_delivery_returns_the_link(organisation: Any, key: str)
 
 
 @pytest.mark.django_db
-def test_letter_delivery_names_a_letter_url_that_answers_404_for_now(organisation: Any, key: str) -> None:
+def test_letter_delivery_names_the_letter_url_which_serves_the_pdf(organisation: Any, key: str) -> None:
     response = _post(key, _body([_study(organisation, ANNA)], delivery="letter"))
     data = response.json()
     assert data["url"] is None
-    assert data["letter_url"].endswith(f"/api/v1/shares/{data['id']}/letter.pdf")
-    letter = Client().get(f"/api/v1/shares/{data['id']}/letter.pdf", HTTP_AUTHORIZATION=f"Bearer {key}")
-    assert letter.status_code == 404
+    assert data["letter_url"].endswith(f"/api/v1/shares/{data['id']}/letter")
+    letter = Client().get(f"/api/v1/shares/{data['id']}/letter", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert letter.status_code == 200
+    assert letter["Content-Type"] == "application/pdf"
+    assert letter.content.startswith(b"%PDF")
+    assert letter["Content-Disposition"] == f'attachment; filename="radshare-letter-{data["id"]}.pdf"'
+    assert letter["Cache-Control"] == "no-store"
 
 
 @pytest.mark.django_db
@@ -146,3 +150,83 @@ def test_openapi_declares_the_share_calls() -> None:
     post = schema["paths"]["/api/v1/shares"]["post"]
     assert {"201", "401", "404", "422"} <= set(post["responses"])
     assert "/api/v1/shares/{share_id}" in schema["paths"]
+    for path, method, codes_ in [
+        ("/api/v1/shares/{share_id}/revoke", "post", {"200", "401", "404", "409"}),
+        ("/api/v1/shares/{share_id}/resend", "post", {"202", "401", "404", "409", "422"}),
+        ("/api/v1/shares/{share_id}/letter", "get", {"200", "401", "404", "409"}),
+    ]:
+        assert codes_ <= set(schema["paths"][path][method]["responses"]), path
+
+
+def _call(key: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    return getattr(Client(), method)(
+        path,
+        json.dumps(body) if body is not None else None,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+
+
+@pytest.mark.django_db
+def test_revoke_ends_the_share_and_a_second_revoke_is_a_conflict(organisation: Any, key: str) -> None:
+    share_id = _post(key, _body([_study(organisation, ANNA)])).json()["id"]
+    response = _call(key, "post", f"/api/v1/shares/{share_id}/revoke")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "revoked"
+    share = Share.objects.get(pk=share_id)
+    assert (share.code_hash, share.code_encrypted, share.email, share.phone) == (None, "", "", "")
+    again = _call(key, "post", f"/api/v1/shares/{share_id}/revoke")
+    assert (again.status_code, again.json()["code"]) == (409, "share_ended")
+    letter = _call(key, "get", f"/api/v1/shares/{share_id}/letter")
+    assert (letter.status_code, letter.json()["code"]) == (409, "share_ended")
+
+
+@pytest.mark.django_db
+def test_resend_waits_for_ready_and_needs_email_delivery(organisation: Any, key: str) -> None:
+    from radshare.notifications.models import Notification
+
+    share_id = _post(key, _body([_study(organisation, ANNA)])).json()["id"]
+    early = _call(key, "post", f"/api/v1/shares/{share_id}/resend")
+    assert (early.status_code, early.json()["code"]) == (409, "not_ready")
+    Share.objects.filter(pk=share_id).update(status="notified")
+    bad = _call(key, "post", f"/api/v1/shares/{share_id}/resend", {"email": "nope"})
+    assert (bad.status_code, bad.json()["code"]) == (422, "email_invalid")
+    ok = _call(key, "post", f"/api/v1/shares/{share_id}/resend", {"email": "anna.j@example.org"})
+    assert ok.status_code == 202, ok.content
+    assert ok.json()["notification"]["state"] == "pending"
+    assert Share.objects.get(pk=share_id).email == "anna.j@example.org"
+    assert Notification.objects.filter(share_id=share_id, kind="share_link").count() == 1
+    link_id = _post(key, _body([_study(organisation, ANNA)], delivery="url")).json()["id"]
+    Share.objects.filter(pk=link_id).update(status="ready")
+    other = _call(key, "post", f"/api/v1/shares/{link_id}/resend")
+    assert (other.status_code, other.json()["code"]) == (409, "not_email")
+
+
+@pytest.mark.django_db
+def test_organisation_b_gets_404_on_read_revoke_resend_and_letter(
+    organisation: Any, other_organisation: Any, key: str
+) -> None:
+    share_id = _post(key, _body([_study(organisation, ANNA)])).json()["id"]
+    theirs = create_api_key(other_organisation, "theirs")[1]
+    for method, path in [
+        ("get", ""),
+        ("post", "/revoke"),
+        ("post", "/resend"),
+        ("get", "/letter"),
+    ]:
+        response = _call(theirs, method, f"/api/v1/shares/{share_id}{path}")
+        assert (response.status_code, response.json()["code"]) == (404, "not_found"), path
+    assert Share.objects.get(pk=share_id).status == "preparing"
+
+
+@pytest.mark.django_db
+def test_a_revoked_key_gets_401_on_every_share_call(organisation: Any) -> None:
+    from radshare.organisations.services import revoke_api_key
+
+    api_key, secret = create_api_key(organisation, "soon revoked")
+    share_id = _post(secret, _body([_study(organisation, ANNA)])).json()["id"]
+    revoke_api_key(organisation, api_key.pk, None)
+    for method, path in [("get", ""), ("post", "/revoke"), ("post", "/resend"), ("get", "/letter")]:
+        response = _call(secret, method, f"/api/v1/shares/{share_id}{path}")
+        assert (response.status_code, response.json()["code"]) == (401, "unauthorized"), path
+    assert _post(secret, _body([_study(organisation, ANNA)])).status_code == 401

@@ -3,33 +3,14 @@ strict CSP, with no CSP violation, no script error and no request leaving the si
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import require
-from tests.e2e.test_upload_browser import ARGS, CHROMIUM
-
-
-@pytest.fixture
-def chromium(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright  # imported here: optional until installed
-    except ImportError:
-        require(False, "playwright (Python package)")
-    require(Path(CHROMIUM).exists(), CHROMIUM)
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
 
 @pytest.mark.django_db(transaction=True)
-def test_swagger_ui_renders_under_the_csp_from_local_assets(chromium: Any, live_server: Any) -> None:
-    page = chromium.new_page()
+def test_swagger_ui_renders_under_the_csp_from_local_assets(browser: Any, live_server: Any) -> None:
+    page = browser.new_page()
     problems: list[str] = []
     requests: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)

@@ -4,7 +4,6 @@ the report, and the plain form without script, both with a CD/DVD folder picked 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,33 +13,7 @@ from pydicom.fileset import FileSet
 from radshare.organisations.models import Sender
 from radshare.studies.models import Instance
 from radshare.studies.synthetic import FakePatient, ct_series
-from tests.conftest import require
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright  # imported here: optional until installed
-    except ImportError:
-        require(False, "playwright (Python package)")
-    require(Path(CHROMIUM).exists(), CHROMIUM)
-    # Playwright runs an event loop in this thread; the test still reads the database between steps.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+from tests.e2e.conftest import log_in
 
 
 @pytest.fixture
@@ -56,14 +29,6 @@ def dvd(tmp_path: Path) -> tuple[Path, set[str]]:
     fs.write(root)
     (root / "AUTORUN.INF").write_text("[autorun]\r\nopen=viewer.exe\r\n")
     return root, {ds.SOPInstanceUID for ds in datasets}
-
-
-def log_in(page: Any, base: str, sender: Sender) -> None:
-    page.goto(f"{base}/portal/login/")
-    page.fill("input[name=username]", sender.get_username())
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit], main form button[type=submit]")
-    page.wait_for_url(f"{base}/portal/")
 
 
 @pytest.mark.once

@@ -14,7 +14,7 @@ from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Val
 
 from radshare.api.auth import ApiKeyBearer
 from radshare.api.views import router, shares_router
-from radshare.shares.services import ShareError
+from radshare.shares.services import ShareConflictError, ShareError
 
 api = NinjaAPI(
     title="radshare",
@@ -63,7 +63,7 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 def share_refused(request: HttpRequest, exc: ShareError) -> HttpResponse:
     # The same rules as the share dialog, with their stable codes (mixed_patients, consent_required, ...).
     with translation.override("en"):
-        return error(request, 422, exc.code, str(exc.message))
+        return error(request, 409 if isinstance(exc, ShareConflictError) else 422, exc.code, str(exc.message))
 
 
 def _field(loc: Any) -> str:

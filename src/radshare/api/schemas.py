@@ -75,6 +75,13 @@ class ShareCreatedOut(Schema):
     warnings: list[str] = []
 
 
+class NotificationOut(Schema):
+    state: str = Field(description="'pending', 'sending', 'sent', 'failed' or 'dropped'.")
+    attempts: int
+    error: str = Field(description="Why the last attempt failed; empty when it did not.")
+    sent_at: dt.datetime | None
+
+
 class ShareOut(Schema):
     id: int
     status: str
@@ -89,3 +96,16 @@ class ShareOut(Schema):
     instances_prepared: int = Field(
         description="Instances whose renders are done (or known not to be images)."
     )
+    locked: bool = Field(description="Locked after wrong dates of birth or SMS codes; unlock in the portal.")
+    notification: NotificationOut | None = Field(
+        default=None, description="The latest e-mail with the link (delivery 'email' only)."
+    )
+
+
+class ResendIn(Schema):
+    email: str = Field(default="", description="A corrected e-mail address; empty: the registered one.")
+
+
+class ResendOut(Schema):
+    id: int
+    notification: NotificationOut

@@ -6,7 +6,7 @@ studies here (an empty list, never a hint that the patient exists elsewhere).
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import translation
 from ninja import Query, Router
 from ninja.errors import HttpError
@@ -14,7 +14,10 @@ from ninja.responses import Status
 
 from radshare.api.schemas import (
     Error,
+    NotificationOut,
     PatientOut,
+    ResendIn,
+    ResendOut,
     ShareCreatedOut,
     ShareIn,
     ShareOut,
@@ -22,11 +25,21 @@ from radshare.api.schemas import (
     StudyQuery,
 )
 from radshare.audit.services import record
-from radshare.imaging.models import InstanceRender
+from radshare.notifications.models import Notification
+from radshare.notifications.outbox import link_notification
 from radshare.organisations.models import ApiKey
 from radshare.shares.codes import share_url
+from radshare.shares.letters import letter_response
 from radshare.shares.models import Share
-from radshare.shares.services import ShareError, create_share
+from radshare.shares.services import (
+    Actor,
+    ShareError,
+    create_share,
+    is_locked,
+    preparation_progress,
+    resend,
+    revoke,
+)
 from radshare.studies.models import Study
 from radshare.studies.services import StudySearch, search_studies
 
@@ -142,12 +155,43 @@ def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCr
             expires_at=share.expires_at,
             url=share_url(new.code) if share.delivery == Share.Delivery.URL else None,
             letter_url=(
-                request.build_absolute_uri(f"/api/v1/shares/{share.pk}/letter.pdf")
+                request.build_absolute_uri(f"/api/v1/shares/{share.pk}/letter")
                 if share.delivery == Share.Delivery.LETTER
                 else None
             ),
             warnings=warnings,
         ),
+    )
+
+
+def _share(key: ApiKey, share_id: int) -> Share:
+    share = Share.objects.filter(pk=share_id, organisation=key.organisation).first()
+    if share is None:
+        raise HttpError(404, "No such share in this organisation.")
+    return share
+
+
+def _notification_out(n: Notification) -> NotificationOut:
+    return NotificationOut(state=n.state, attempts=n.attempts, error=n.last_error, sent_at=n.sent_at)
+
+
+def _share_out(share: Share) -> ShareOut:
+    total, prepared = preparation_progress(share)
+    notification = link_notification(share)
+    return ShareOut(
+        id=share.pk,
+        status=share.status,
+        status_reason=share.status_reason,
+        recipient_type=share.recipient_type,
+        delivery=share.delivery,
+        created_at=share.created_at,
+        expires_at=share.expires_at,
+        ready_at=share.ready_at,
+        study_instance_uids=list(share.share_studies.values_list("study_instance_uid", flat=True)),
+        instances=total,
+        instances_prepared=prepared,
+        locked=is_locked(share),
+        notification=_notification_out(notification) if notification else None,
     )
 
 
@@ -159,33 +203,59 @@ def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCr
 )
 def get_share(request: HttpRequest, share_id: int) -> ShareOut:
     key = _key(request)
-    share = Share.objects.filter(pk=share_id, organisation=key.organisation).first()
-    if share is None:
-        raise HttpError(404, "No such share in this organisation.")
-    uids = list(share.share_studies.values_list("study_instance_uid", flat=True))
-    renders = InstanceRender.objects.filter(instance__series__study__share_studies__share=share)
-    total = renders.count()
-    open_ = renders.filter(
-        status__in=(InstanceRender.Status.PENDING, InstanceRender.Status.RENDERING)
-    ).count()
+    share = _share(key, share_id)
     record(
         "api.share.view",
         request=request,
         api_key=key,
         patient=share.patient_id,
-        study_uids=uids,
+        study_uids=list(share.share_studies.values_list("study_instance_uid", flat=True)),
         detail={"share": share.pk},
     )
-    return ShareOut(
-        id=share.pk,
-        status=share.status,
-        status_reason=share.status_reason,
-        recipient_type=share.recipient_type,
-        delivery=share.delivery,
-        created_at=share.created_at,
-        expires_at=share.expires_at,
-        ready_at=share.ready_at,
-        study_instance_uids=uids,
-        instances=total,
-        instances_prepared=total - open_,
+    return _share_out(share)
+
+
+@shares_router.post(
+    "/shares/{share_id}/revoke",
+    response={200: ShareOut, 401: Error, 404: Error, 409: Error},
+    operation_id="revoke_share",
+    summary="End a share now; its link stops working at once",
+)
+def revoke_share(request: HttpRequest, share_id: int) -> ShareOut:
+    key = _key(request)
+    share = revoke(_share(key, share_id), Actor(api_key=key, request=request))
+    return _share_out(share)
+
+
+@shares_router.post(
+    "/shares/{share_id}/resend",
+    response={202: ResendOut, 401: Error, 404: Error, 409: Error, 422: Error},
+    operation_id="resend_share",
+    summary="Send the e-mail with the link again (optionally to a corrected address)",
+)
+def resend_share(request: HttpRequest, share_id: int, body: ResendIn | None = None) -> Status[ResendOut]:
+    key = _key(request)
+    notification = resend(
+        _share(key, share_id), Actor(api_key=key, request=request), email=body.email if body else ""
     )
+    return Status(202, ResendOut(id=share_id, notification=_notification_out(notification)))
+
+
+@shares_router.get(
+    "/shares/{share_id}/letter",
+    response={401: Error, 404: Error, 409: Error},
+    operation_id="share_letter",
+    summary="The letter with the link and its QR code, as PDF (made on request, never stored)",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The letter",
+                "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
+def share_letter(request: HttpRequest, share_id: int) -> HttpResponse:
+    key = _key(request)
+    share = _share(key, share_id)
+    return letter_response(share, Actor(api_key=key, request=request))

@@ -120,8 +120,22 @@ def _render_housekeeping() -> Task[..., Any]:
     return render_housekeeping
 
 
+def _expire_shares() -> Task[..., Any]:
+    from radshare.shares.tasks import expire_shares
+
+    return expire_shares
+
+
+def _notifications_housekeeping() -> Task[..., Any]:
+    from radshare.notifications.tasks import notifications_housekeeping
+
+    return notifications_housekeeping
+
+
 PERIODIC: tuple[Periodic, ...] = (
     Periodic("imaging.render_housekeeping", timedelta(minutes=1), _render_housekeeping),
+    Periodic("shares.expire", timedelta(minutes=1), _expire_shares),
+    Periodic("notifications.housekeeping", timedelta(minutes=5), _notifications_housekeeping),
     Periodic("core.prune_task_results", timedelta(hours=6), lambda: prune_task_results),
     Periodic("core.sweep_incoming", timedelta(hours=1), lambda: sweep_incoming),
 )

@@ -62,6 +62,10 @@ class Share(models.Model):
     revoked_by = models.ForeignKey(Sender, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     ended_at = models.DateTimeField(null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
+    notify_on_open = models.BooleanField(default=False)  # B6.7: e-mail the sender at the first opening
+    opened_at = models.DateTimeField(null=True, blank=True)
+
+    ENDED = (Status.EXPIRED, Status.REVOKED)
 
     class Meta:
         ordering = ["-created_at"]
@@ -69,6 +73,10 @@ class Share(models.Model):
 
     def __str__(self) -> str:
         return f"share {self.pk} ({self.status})"
+
+    @property
+    def has_ended(self) -> bool:
+        return self.status in self.ENDED
 
 
 class ShareStudy(models.Model):

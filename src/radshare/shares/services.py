@@ -17,12 +17,16 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from radshare.audit.services import record
+from radshare.imaging.models import InstanceRender
 from radshare.imaging.services import renders_done
+from radshare.notifications import outbox
+from radshare.notifications.models import Notification
 from radshare.organisations.models import ApiKey, Organisation, Sender
 from radshare.shares import codes
 from radshare.shares.models import Share, ShareStudy
@@ -41,6 +45,10 @@ class ShareError(Exception):
         self.code = code
         self.message = message
         self.field = field
+
+
+class ShareConflictError(ShareError):
+    """The action does not fit the share's state (ended, not locked, ...): HTTP 409 in the API."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,7 @@ def create_share(
     consent_confirmed: bool = False,
     reason: str = "",
     birth_date: dt.date | None = None,
+    notify_on_open: bool = False,
     created_by: Sender | None = None,
     api_key: ApiKey | None = None,
 ) -> NewShare:
@@ -154,6 +163,7 @@ def create_share(
             consent_confirmed=consent_confirmed,
             confirmed_birth_date=confirmed_birth,
             reason=reason.strip()[:500],
+            notify_on_open=notify_on_open and created_by is not None,
             created_at=now,  # validity counts from creation, exactly
             expires_at=now + timedelta(days=settings.RADSHARE.share_validity_days),
         )
@@ -204,6 +214,8 @@ def prepare(share_pk: int) -> str:
         if all(renders_done(study) for study in studies):
             share.status, share.ready_at = Share.Status.READY, timezone.now()
             share.save(update_fields=["status", "ready_at"])
+            if share.delivery == Share.Delivery.EMAIL:
+                outbox.queue_share_email(share)  # same transaction: ready and "to be mailed" together (R3)
             record(
                 "share.ready",
                 organisation=share.organisation_id,
@@ -231,3 +243,170 @@ def give_up_if_too_long(share_pk: int) -> bool:
             status=Share.Status.FAILED, status_reason="preparation_timeout"
         )
     )
+
+
+# --- what a sender does with a share afterwards (B5.2, B5.3) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a sender in the portal or an API key; ``request`` gives the audit its address and agent."""
+
+    user: Sender | None = None
+    api_key: ApiKey | None = None
+    request: HttpRequest | None = None
+
+
+SYSTEM = Actor()
+
+
+def audit(action: str, share: Share, actor: Actor, **detail: object) -> None:
+    record(
+        action,
+        request=actor.request,
+        user=actor.user,
+        api_key=actor.api_key,
+        actor_type=None if (actor.user or actor.api_key or actor.request) else "system",
+        organisation=share.organisation_id,
+        patient=share.patient_id,
+        study_uids=list(share.share_studies.values_list("study_instance_uid", flat=True)),
+        detail={"share": share.pk, **detail},
+    )
+
+
+def _locked(share: Share) -> Share:
+    locked = Share.objects.select_for_update().get(pk=share.pk)
+    if locked.has_ended:
+        raise ShareConflictError("share_ended", _("This share has ended."))
+    return locked
+
+
+def _end(share: Share, status: str) -> None:
+    """Leave the tombstone of DESIGN.md: no code, no contact details; what was shared, to whom and when stays."""
+    now = timezone.now()
+    share.status, share.ended_at = status, now
+    share.code_hash, share.code_encrypted = None, ""
+    share.email, share.phone = "", ""
+    share.locked_until = None
+    share.save()
+    outbox.drop_pending(share)
+
+
+def revoke(share: Share, actor: Actor) -> Share:
+    """End a share now (B5.2); the link stops working at once (every recipient request checks the status)."""
+    with transaction.atomic():
+        share = _locked(share)
+        share.revoked_at, share.revoked_by = timezone.now(), actor.user
+        _end(share, Share.Status.REVOKED)
+        audit("share.revoke", share, actor)
+    return share
+
+
+def expire_due(now: dt.datetime | None = None) -> int:
+    """End every share whose validity has passed (periodic; requests check ``expires_at`` themselves too)."""
+    now = now or timezone.now()
+    ended = 0
+    due = (
+        Share.objects.filter(expires_at__lte=now).exclude(status__in=Share.ENDED).values_list("pk", flat=True)
+    )
+    for pk in list(due):
+        with transaction.atomic():
+            share = Share.objects.select_for_update().get(pk=pk)
+            if share.has_ended:
+                continue
+            _end(share, Share.Status.EXPIRED)
+            audit("share.expire", share, SYSTEM)
+            ended += 1
+    return ended
+
+
+NOTIFIED_STATUSES = (Share.Status.READY, Share.Status.NOTIFIED, Share.Status.OPENED, Share.Status.DOWNLOADED)
+
+
+def resend(share: Share, actor: Actor, email: str = "") -> Notification:
+    """Send the e-mail with the link again, to a corrected address when one is given (B5.3)."""
+    with transaction.atomic():
+        share = _locked(share)
+        if share.delivery != Share.Delivery.EMAIL:
+            raise ShareConflictError(
+                "not_email", _("This share is not delivered by e-mail: print the letter or show the link.")
+            )
+        if share.status not in NOTIFIED_STATUSES:
+            raise ShareConflictError(
+                "not_ready", _("The e-mail goes out by itself as soon as the studies are ready.")
+            )
+        email = email.strip()
+        changed = bool(email) and email != share.email
+        if changed:
+            try:
+                validate_email(email)
+            except ValidationError:
+                raise ShareError("email_invalid", _("Enter a valid e-mail address."), "email") from None
+            share.email = email
+            share.save(update_fields=["email"])
+        notification = outbox.queue_share_email(share)
+        audit("share.resend", share, actor, email_changed=changed, notification=notification.pk)
+    return notification
+
+
+def unlock(share: Share, actor: Actor) -> Share:
+    """Lift a lockout after wrong dates of birth or SMS codes (DESIGN.md "Lockouts")."""
+    with transaction.atomic():
+        share = _locked(share)
+        if share.locked_until is None:
+            raise ShareConflictError("not_locked", _("This share is not locked."))
+        share.locked_until = None
+        share.save(update_fields=["locked_until"])
+        audit("share.unlock", share, actor)
+    return share
+
+
+def retry_preparation(share: Share, actor: Actor) -> Share:
+    """Try a failed preparation again (the studies may have arrived meanwhile)."""
+    with transaction.atomic():
+        share = _locked(share)
+        if share.status != Share.Status.FAILED:
+            raise ShareConflictError("not_failed", _("Only a failed share can be prepared again."))
+        share.status, share.status_reason = Share.Status.PREPARING, ""
+        share.save(update_fields=["status", "status_reason"])
+        audit("share.retry", share, actor)
+        from radshare.shares.tasks import prepare_share  # late import: tasks import this module
+
+        transaction.on_commit(lambda: prepare_share.enqueue(share.pk))
+    return share
+
+
+def mark_opened(share: Share) -> bool:
+    """The recipient logged in: ``opened`` the first time, and the sender told if they asked (B6.7)."""
+    with transaction.atomic():
+        first = Share.objects.filter(
+            pk=share.pk, status__in=(Share.Status.READY, Share.Status.NOTIFIED), opened_at__isnull=True
+        ).update(status=Share.Status.OPENED, opened_at=timezone.now())
+        if first:
+            share.refresh_from_db()
+            outbox.queue_opened_notice(share)
+    return bool(first)
+
+
+def is_locked(share: Share) -> bool:
+    return share.locked_until is not None and share.locked_until > timezone.now()
+
+
+def preparation_progress(share: Share) -> tuple[int, int]:
+    """(instances in the share, instances whose renders are done or known not to be images)."""
+    renders = InstanceRender.objects.filter(instance__series__study__share_studies__share=share)
+    total = renders.count()
+    waiting = renders.filter(
+        status__in=(InstanceRender.Status.PENDING, InstanceRender.Status.RENDERING)
+    ).count()
+    return total, total - waiting
+
+
+def current_code(share: Share) -> str:
+    """The code of a live share, from its encrypted copy (to show the link again or print the letter)."""
+    if share.has_ended:
+        raise ShareConflictError("share_ended", _("This share has ended."))
+    code = codes.decrypt_code(share.code_encrypted)
+    if code is None:
+        raise ShareConflictError("code_unavailable", _("The link of this share can no longer be shown."))
+    return code

@@ -28,3 +28,9 @@ def prepare_share(share_pk: int, attempt: int = 0) -> str:
     run_after = timezone.now() + services.poll_delay(attempt)
     prepare_share.using(run_after=run_after).enqueue(share_pk, attempt=attempt + 1)
     return status
+
+
+@task()
+def expire_shares() -> int:
+    """Periodic: end shares whose validity has passed, leaving their tombstones."""
+    return services.expire_due()

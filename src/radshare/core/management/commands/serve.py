@@ -67,6 +67,8 @@ class Command(BaseCommand):
             f"  SMS codes go: {_describe(cfg.sms_url)}",
             f"  data:         {cfg.data_dir}",
         ]
+        if cfg.demo:
+            lines.insert(-1, f"  demo outbox:  {cfg.base_url}/dev/outbox/   (the e-mails and SMS codes sent)")
         creds = credentials_path()
         if cfg.demo and creds.exists():
             lines.append(f"  demo login:   {creds.read_text(encoding='utf-8').strip()}")
@@ -77,5 +79,5 @@ def _describe(url: str) -> str:
     if url.startswith("console://"):
         return "this console (printed by the worker)"
     if url.startswith("file://"):
-        return f"the file {Path(url.removeprefix('file://'))}"
+        return f"files in {Path(url.removeprefix('file://'))}"
     return "the configured server"

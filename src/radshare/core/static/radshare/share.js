@@ -1,0 +1,50 @@
+// Share dialog and study selection. Progressive: without JavaScript every field shows and the server checks all.
+"use strict";
+(function () {
+  // Study browser: the selection may hold one patient only (the server refuses mixed selections too).
+  const selectForm = document.getElementById("share-select");
+  if (selectForm) {
+    const button = selectForm.querySelector("button[type=submit]");
+    const status = document.getElementById("selection-status");
+    const boxes = () => Array.from(document.querySelectorAll("input[name=study][form=share-select]"));
+    const update = () => {
+      const chosen = boxes().filter((b) => b.checked);
+      const patients = new Set(chosen.map((b) => b.dataset.patient));
+      const mixed = patients.size > 1;
+      button.disabled = chosen.length === 0 || mixed;
+      status.textContent = mixed ? status.dataset.mixed : chosen.length ? status.dataset.count.replace("{n}", chosen.length) : "";
+      status.classList.toggle("alert", mixed);
+    };
+    document.addEventListener("change", (e) => { if (e.target.matches("input[name=study]")) update(); });
+    update();
+  }
+
+  // Share dialog: the consent question only for a care provider, the e-mail field only for e-mail delivery.
+  const form = document.querySelector("form.share-form");
+  if (form) {
+    const consent = document.getElementById("consent");
+    const email = document.getElementById("email-field");
+    const value = (name) => { const r = form.querySelector(`input[name=${name}]:checked`); return r ? r.value : ""; };
+    const update = () => {
+      if (consent) consent.hidden = value("recipient_type") !== "care_provider";
+      if (email) email.hidden = value("delivery") !== "email";
+    };
+    form.addEventListener("change", update);
+    update();
+  }
+
+  // Copy the link.
+  document.querySelectorAll("button[data-copy]").forEach((button) => {
+    button.addEventListener("click", async () => {
+      const input = document.getElementById(button.dataset.copy);
+      const status = document.getElementById("copy-status");
+      input.select();
+      try {
+        await navigator.clipboard.writeText(input.value);
+      } catch (err) {
+        document.execCommand("copy");  // older browsers, and pages not served over HTTPS
+      }
+      if (status) status.textContent = button.dataset.copied;
+    });
+  });
+})();

@@ -1,0 +1,269 @@
+"""Writing to the outbox and delivering from it (SECURITY.md R3, A4).
+
+``queue_*`` functions add a row inside the caller's transaction and enqueue its delivery once that commits, so a
+notification exists exactly when its cause does. ``deliver`` sends one row: it claims the row first (a conditional
+UPDATE, so two workers never send the same message at once), builds the message from the share *now* (so a share
+that ended meanwhile sends nothing), and records the outcome. Temporary failures retry with backoff; the last
+failure stays visible on the share. A row left "sending" by a crashed worker is put back by ``requeue_stale``;
+that can send a message twice, which its stable Message-ID lets mail systems drop (at least once, not at most once).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.html import linebreaks, urlize
+from django.utils.translation import gettext as _
+
+from radshare.audit.services import Outcome, record
+from radshare.notifications import backends, content
+from radshare.notifications.models import Notification
+from radshare.shares import codes
+from radshare.shares.models import Share
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 10  # with the backoff below: about 2 hours of trying before the sender is told
+BASE_DELAY = timedelta(seconds=15)
+MAX_DELAY = timedelta(minutes=30)
+STALE_CLAIM = timedelta(minutes=10)
+LIVE = (Share.Status.READY, Share.Status.NOTIFIED, Share.Status.OPENED, Share.Status.DOWNLOADED)
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """15 s, 30 s, 1 min, ... at most 30 min between attempts."""
+    delay: timedelta = BASE_DELAY * 2 ** max(attempt - 1, 0)
+    return min(delay, MAX_DELAY)
+
+
+def new_message_id() -> str:
+    host = urlsplit(settings.RADSHARE.base_url).hostname or "radshare.invalid"
+    return f"<{uuid.uuid4().hex}@{host}>"
+
+
+def _enqueue_on_commit(notification: Notification, run_after: datetime | None = None) -> None:
+    from radshare.notifications.tasks import deliver_notification  # late import: the task imports this module
+
+    # An SMS code is awaited by a person at a login page: never behind e-mail.
+    priority = 100 if notification.channel == Notification.Channel.SMS else 0
+    task = deliver_notification.using(priority=priority, run_after=run_after)
+    pk = notification.pk
+    transaction.on_commit(lambda: task.enqueue(pk))
+
+
+def _queue(notification: Notification) -> Notification:
+    notification.message_id = notification.message_id or new_message_id()
+    notification.save()
+    _enqueue_on_commit(notification)
+    return notification
+
+
+def queue_share_email(share: Share) -> Notification:
+    """The recipient's e-mail with the link; called when the share becomes ready, or by a re-send."""
+    return _queue(
+        Notification(
+            organisation_id=share.organisation_id,
+            share=share,
+            channel=Notification.Channel.EMAIL,
+            kind=Notification.Kind.SHARE_LINK,
+        )
+    )
+
+
+def queue_sms_code(share: Share, code: str, valid_until: datetime) -> Notification:
+    """The recipient's one-time login code; dropped rather than sent after ``valid_until`` (A4)."""
+    return _queue(
+        Notification(
+            organisation_id=share.organisation_id,
+            share=share,
+            channel=Notification.Channel.SMS,
+            kind=Notification.Kind.SMS_CODE,
+            secret=codes.encrypt_code(code),
+            not_after=valid_until,
+        )
+    )
+
+
+def queue_opened_notice(share: Share) -> Notification | None:
+    """B6.7: tell the sender who asked for it that the recipient opened the share for the first time."""
+    sender = share.created_by
+    if not share.notify_on_open or sender is None or not sender.email:
+        return None
+    return _queue(
+        Notification(
+            organisation_id=share.organisation_id,
+            share=share,
+            to_sender=sender,
+            channel=Notification.Channel.EMAIL,
+            kind=Notification.Kind.OPENED,
+        )
+    )
+
+
+def drop_pending(share: Share) -> int:
+    """A share that ends sends nothing more; secrets go with it."""
+    return Notification.objects.filter(
+        share=share, state__in=(Notification.State.PENDING, Notification.State.FAILED)
+    ).update(state=Notification.State.DROPPED, secret="", last_error="share ended")
+
+
+class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _share_email(n: Notification) -> backends.EmailMessage:
+    share = n.share
+    if share is None or share.status not in LIVE or not share.email:
+        raise _Skip("share not live")
+    code = codes.decrypt_code(share.code_encrypted)
+    if code is None:
+        raise _Skip("code unavailable")
+    mail = content.share_email(share, code)
+    return backends.EmailMessage(
+        to=share.email,
+        subject=mail.subject,
+        text=mail.text,
+        html=mail.html,
+        message_id=n.message_id,
+        reply_to=share.organisation.contact_email,
+        language=share.language,
+    )
+
+
+def _opened_email(n: Notification) -> backends.EmailMessage:
+    share, sender = n.share, n.to_sender
+    if share is None or sender is None or not sender.email or not sender.is_active:
+        raise _Skip("no sender address")
+    language = settings.LANGUAGE_CODE
+    url = settings.RADSHARE.base_url + reverse("shares:detail", args=[share.pk])
+    with translation.override(language):
+        subject = _("Share %(id)s was opened") % {"id": share.pk}
+        text = _(
+            "The recipient of share %(id)s has opened it for the first time.\n\n"
+            "The share and its audit trail: %(url)s\n\n"
+            "You receive this because you asked for it when you made the share."
+        ) % {"id": share.pk, "url": url}
+    html = linebreaks(urlize(text, autoescape=True))
+    return backends.EmailMessage(
+        to=sender.email, subject=subject, text=text, html=html, message_id=n.message_id, language=language
+    )
+
+
+def _sms(n: Notification) -> backends.SmsMessage:
+    share = n.share
+    code = codes.decrypt_code(n.secret)
+    if share is None or not share.phone or code is None:
+        raise _Skip("share not live")
+    minutes = max(1, round(((n.not_after or n.created_at) - n.created_at).total_seconds() / 60))
+    text = content.sms_code_text(share.organisation.name, code, minutes, share.language)
+    return backends.SmsMessage(to=share.phone, text=text, reference=f"rs-sms-{n.pk}")
+
+
+def _finish(n: Notification, state: str, error: str = "") -> None:
+    n.state = state
+    n.last_error = error[:200]
+    n.claimed_at = None
+    if state in (Notification.State.SENT, Notification.State.DROPPED, Notification.State.FAILED):
+        n.secret = ""
+    if state == Notification.State.SENT:
+        n.sent_at = timezone.now()
+    n.save(update_fields=["state", "last_error", "claimed_at", "secret", "sent_at", "attempts"])
+
+
+def deliver(pk: int) -> str:
+    """Try to send one notification now; on a temporary failure it is enqueued again after a backoff."""
+    now = timezone.now()
+    claimed = Notification.objects.filter(pk=pk, state=Notification.State.PENDING).update(
+        state=Notification.State.SENDING, claimed_at=now
+    )
+    n = Notification.objects.select_related("share__organisation", "to_sender").filter(pk=pk).first()
+    if n is None:
+        return "missing"
+    if not claimed:
+        return n.state
+    if n.not_after is not None and now > n.not_after:
+        _finish(n, Notification.State.DROPPED, "expired before it could be sent")
+        return n.state
+    try:
+        if n.kind == Notification.Kind.SHARE_LINK:
+            backends.send_email(_share_email(n))
+        elif n.kind == Notification.Kind.OPENED:
+            backends.send_email(_opened_email(n))
+        else:
+            backends.send_sms(_sms(n))
+    except _Skip as skip:
+        _finish(n, Notification.State.DROPPED, skip.reason)
+        return n.state
+    except backends.DeliveryError as exc:
+        n.attempts += 1
+        delay = retry_delay(n.attempts)
+        late = n.not_after is not None and now + delay > n.not_after
+        if exc.temporary and n.attempts < MAX_ATTEMPTS and not late:
+            with transaction.atomic():
+                _finish(n, Notification.State.PENDING, exc.reason)
+                _enqueue_on_commit(n, run_after=now + delay)
+            logger.warning("notification %s: attempt %d failed (%s), retrying", n.pk, n.attempts, exc.reason)
+            return n.state
+        _finish(n, Notification.State.DROPPED if late else Notification.State.FAILED, exc.reason)
+        logger.error("notification %s failed after %d attempts: %s", n.pk, n.attempts, exc.reason)
+        _audit(n, Outcome.FAILURE)
+        return n.state
+    n.attempts += 1
+    with transaction.atomic():
+        _finish(n, Notification.State.SENT)
+        if n.kind == Notification.Kind.SHARE_LINK and n.share is not None:
+            Share.objects.filter(pk=n.share.pk, status=Share.Status.READY).update(
+                status=Share.Status.NOTIFIED
+            )
+        _audit(n, Outcome.SUCCESS)
+    return n.state
+
+
+def _audit(n: Notification, outcome: str) -> None:
+    share = n.share
+    record(
+        "notification.sent" if outcome == Outcome.SUCCESS else "notification.failed",
+        outcome=outcome,
+        actor_type="system",
+        organisation=n.organisation_id,
+        patient=share.patient_id if share else None,
+        detail={
+            "share": share.pk if share else None,
+            "notification": n.pk,
+            "kind": n.kind,
+            "channel": n.channel,
+            "attempts": n.attempts,
+            **({"error": n.last_error} if n.last_error else {}),
+        },
+    )
+
+
+def requeue_stale() -> int:
+    """Put back rows a crashed worker left "sending" (at least once; the Message-ID de-duplicates)."""
+    cutoff = timezone.now() - STALE_CLAIM
+    stale = list(
+        Notification.objects.filter(state=Notification.State.SENDING, claimed_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for pk in stale:
+        with transaction.atomic():
+            if Notification.objects.filter(pk=pk, state=Notification.State.SENDING).update(
+                state=Notification.State.PENDING, claimed_at=None
+            ):
+                _enqueue_on_commit(Notification.objects.get(pk=pk))
+    return len(stale)
+
+
+def link_notification(share: Share) -> Notification | None:
+    """The latest e-mail with the link, for the share page ("sent", "failed: reason")."""
+    return share.notifications.filter(kind=Notification.Kind.SHARE_LINK).first()

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from radshare.shares import views
+
+urlpatterns = [
+    path("shares/", views.share_list, name="list"),
+    path("shares/new", views.share_new, name="new"),
+    path("shares/<int:pk>/", views.share_detail, name="detail"),
+    path("shares/<int:pk>/revoke", views.share_revoke, name="revoke"),
+    path("shares/<int:pk>/resend", views.share_resend, name="resend"),
+    path("shares/<int:pk>/unlock", views.share_unlock, name="unlock"),
+    path("shares/<int:pk>/retry", views.share_retry, name="retry"),
+    path("shares/<int:pk>/letter", views.share_letter, name="letter"),
+]

@@ -1,0 +1,328 @@
+"""Sender portal: the share dialog (SPEC S2), the shares overview and a share's page (B5.2, B5.3, B6.6).
+
+Every query is scoped to the sender's organisation; another organisation's share is a 404, and the refusal is
+audited (SECURITY.md A10). Every state change is a POST with CSRF; the services audit what they do.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import segno
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Prefetch, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from radshare.audit.models import AuditEvent
+from radshare.audit.services import record, record_not_found
+from radshare.notifications.outbox import link_notification
+from radshare.organisations.models import Organisation, Sender
+from radshare.shares import services
+from radshare.shares.codes import share_url
+from radshare.shares.forms import ResendForm, ShareFilterForm, ShareForm
+from radshare.shares.letters import letter_response
+from radshare.shares.models import Share, ShareStudy
+from radshare.shares.phones import PhoneError, normalize_phone
+from radshare.shares.services import Actor, ShareError
+from radshare.studies.models import Study
+from radshare.studies.views import sender_required
+
+PAGE_SIZE = 50
+MAX_SELECTION = 1000
+
+# Why preparation failed, by the code stored on the share (never an exception's text).
+STATUS_REASONS = {
+    "study_missing": gettext_lazy(
+        "A study of this share is no longer in radshare. Share it again once it is back."
+    ),
+    "preparation_timeout": gettext_lazy("The images were not ready within 24 hours."),
+}
+
+
+def _ints(values: list[str]) -> list[int]:
+    out = []
+    for value in values[:MAX_SELECTION]:
+        try:
+            out.append(int(value))
+        except ValueError:
+            raise Http404(_("Study not found")) from None
+    return out
+
+
+def _selected(request: HttpRequest, organisation: Organisation) -> tuple[list[Study], list[str]]:
+    """The studies a sender picked (by id from the browser, by UID from "share again" and deep links).
+    Returns the studies found and the UIDs that are not here (anymore)."""
+    source = request.POST if request.method == "POST" else request.GET
+    ids = _ints(source.getlist("study"))
+    uids = [u.strip() for u in request.GET.getlist("study_uid")[:MAX_SELECTION] if u.strip()]
+    scoped = Study.objects.filter(organisation=organisation).select_related("patient")
+    studies = list(
+        scoped.filter(Q(pk__in=ids) | Q(study_instance_uid__in=uids)).order_by("-study_date", "pk")
+    )
+    found_ids = {s.pk for s in studies}
+    for pk in set(ids) - found_ids:
+        record_not_found("portal.share.new", request, organisation, pk)
+        raise Http404(_("Study not found"))
+    missing = sorted(set(uids) - {s.study_instance_uid for s in studies})
+    return studies, missing
+
+
+@require_http_methods(["GET", "POST"])
+@sender_required
+def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
+    studies, missing = _selected(request, organisation)
+    context: dict[str, Any] = {"organisation": organisation, "studies": studies, "missing": missing}
+    if not studies:
+        messages.error(request, _("Select one or more studies to share first."))
+        return redirect("portal:studies")
+    if len({s.patient_id for s in studies}) > 1:
+        # The browser's check stops this before it gets here; a crafted request still meets the rule.
+        context["mixed"] = True
+        return render(request, "shares/share_new.html", context, status=422)
+    needs_birth = services.needs_birth_date(studies[0])
+    initial = {
+        "recipient_type": request.GET.get("recipient_type") or Share.RecipientType.PATIENT,
+        "study": [s.pk for s in studies],
+    }
+    form = ShareForm(
+        request.POST if request.method == "POST" else None,
+        initial=initial,
+        study_choices=[s.pk for s in studies],
+        needs_birth_date=needs_birth,
+    )
+    context.update(
+        form=form,
+        patient=studies[0].patient,
+        needs_birth_date=needs_birth,
+        expires_on=timezone.localdate() + timedelta(days=settings.RADSHARE.share_validity_days),
+        validity_days=settings.RADSHARE.share_validity_days,
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        warning = _phone_warning(data["phone"])
+        if warning and not data.get("phone_warning_accepted"):
+            form.add_error("phone", warning)
+            context["phone_warning"] = True
+        else:
+            try:
+                new = services.create_share(
+                    organisation,
+                    data["study"],
+                    recipient_type=data["recipient_type"],
+                    phone=data["phone"],
+                    delivery=data["delivery"],
+                    email=data["email"],
+                    language=data["language"],
+                    consent_confirmed=data["consent_confirmed"],
+                    reason=data["reason"],
+                    birth_date=data.get("birth_date"),
+                    notify_on_open=data["notify_on_open"],
+                    created_by=request.user,  # type: ignore[arg-type]  # sender_required guarantees a Sender
+                )
+            except ShareError as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, str(exc.message))
+            else:
+                messages.success(request, _("The share has been made."))
+                return redirect("shares:detail", new.share.pk)
+    return render(request, "shares/share_new.html", context, status=422 if form.errors else 200)
+
+
+def _phone_warning(raw: str) -> str:
+    try:
+        return str(normalize_phone(raw).warning)
+    except PhoneError:
+        return ""  # create_share reports it on the field
+
+
+def _search(organisation: Organisation, form: ShareFilterForm) -> QuerySet[Share]:
+    shares = Share.objects.filter(organisation=organisation).select_related("patient", "created_by")
+    if not form.is_valid():
+        return shares.none()
+    data = form.cleaned_data
+    for part in (data.get("q") or "").replace(",", " ").replace("^", " ").split():
+        shares = shares.filter(Q(patient__patient_id__iexact=part) | Q(patient__patient_name__icontains=part))
+    if data.get("status") == "live":
+        shares = shares.exclude(status__in=Share.ENDED)
+    elif data.get("status"):
+        shares = shares.filter(status=data["status"])
+    if data.get("delivery"):
+        shares = shares.filter(delivery=data["delivery"])
+    if data.get("recipient_type"):
+        shares = shares.filter(recipient_type=data["recipient_type"])
+    if data.get("created_from"):
+        shares = shares.filter(created_at__date__gte=data["created_from"])
+    if data.get("created_to"):
+        shares = shares.filter(created_at__date__lte=data["created_to"])
+    return shares.prefetch_related(
+        Prefetch("share_studies", queryset=ShareStudy.objects.select_related("study"))
+    ).order_by("-created_at", "-pk")
+
+
+@require_safe
+@sender_required
+def share_list(request: HttpRequest, organisation: Organisation) -> HttpResponse:
+    form = ShareFilterForm(request.GET)
+    page = Paginator(_search(organisation, form), PAGE_SIZE).get_page(request.GET.get("page"))
+    shown: list[Share] = list(page.object_list)
+    record(
+        "portal.shares.list",
+        request=request,
+        organisation=organisation,
+        detail={
+            "count": page.paginator.count,
+            "page": page.number,
+            "shares": [s.pk for s in shown],
+            "criteria": sorted(k for k in form.fields if request.GET.get(k)),
+        },
+    )
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "shares/share_list.html",
+        {
+            "form": form,
+            "page": page,
+            "shares": shown,
+            "query": query.urlencode(),
+            "organisation": organisation,
+        },
+    )
+
+
+def _get(request: HttpRequest, organisation: Organisation, pk: int, action: str) -> Share:
+    share = (
+        Share.objects.filter(organisation=organisation, pk=pk).select_related("patient", "created_by").first()
+    )
+    if share is None:
+        record_not_found(action, request, organisation, pk)
+        raise Http404(_("Share not found"))
+    return share
+
+
+def _qr_svg(url: str) -> str:
+    # segno writes the SVG itself from the URL; nothing user-supplied reaches the markup unescaped.
+    return mark_safe(  # noqa: S308 - generated markup, see above
+        segno.make(url, error="m").svg_inline(scale=5, title=_("QR code of the link"), svgclass="qr")
+    )
+
+
+@require_safe
+@sender_required
+def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+    share = _get(request, organisation, pk, "portal.share.view")
+    show_link = share.delivery == Share.Delivery.URL and not share.has_ended
+    link = ""
+    if show_link:
+        try:
+            link = share_url(services.current_code(share))
+        except ShareError:
+            show_link = False
+    share_studies = list(share.share_studies.select_related("study"))
+    services.audit("portal.share.view", share, _actor(request), link_shown=bool(link))
+    total, prepared = services.preparation_progress(share)
+    trail = AuditEvent.objects.filter(organisation_id=organisation.pk, detail__share=share.pk).order_by(
+        "timestamp", "pk"
+    )
+    again = (
+        reverse("shares:new")
+        + "?"
+        + "&".join(
+            [f"recipient_type={share.recipient_type}"]
+            + [f"study_uid={ss.study_instance_uid}" for ss in share_studies]
+        )
+    )
+    return render(
+        request,
+        "shares/share_detail.html",
+        {
+            "organisation": organisation,
+            "share": share,
+            "share_studies": share_studies,
+            "link": link,
+            "qr": _qr_svg(link) if link else "",
+            "progress": (total, prepared),
+            "notification": link_notification(share),
+            "locked": services.is_locked(share),
+            "trail": trail,
+            "resend_form": ResendForm(initial={"email": share.email}),
+            "share_again_url": again,
+            "status_reason_text": STATUS_REASONS.get(share.status_reason, share.status_reason),
+            "can_resend": share.delivery == Share.Delivery.EMAIL
+            and share.status in services.NOTIFIED_STATUSES,
+        },
+    )
+
+
+def _actor(request: HttpRequest) -> Actor:
+    user = request.user
+    return Actor(user=user if isinstance(user, Sender) else None, request=request)
+
+
+def _act(request: HttpRequest, share: Share, action: Any, done: str, **kwargs: Any) -> HttpResponseRedirect:
+    try:
+        action(share, _actor(request), **kwargs)
+    except ShareError as exc:
+        messages.error(request, str(exc.message))
+    else:
+        messages.success(request, done)
+    return redirect("shares:detail", share.pk)
+
+
+@require_http_methods(["GET", "POST"])
+@sender_required
+def share_revoke(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+    share = _get(request, organisation, pk, "portal.share.revoke")
+    if request.method == "POST":
+        return _act(
+            request, share, services.revoke, _("The share has been revoked: its link no longer works.")
+        )
+    return render(request, "shares/share_revoke.html", {"organisation": organisation, "share": share})
+
+
+@require_POST
+@sender_required
+def share_resend(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+    share = _get(request, organisation, pk, "portal.share.resend")
+    form = ResendForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Enter a valid e-mail address."))
+        return redirect("shares:detail", share.pk)
+    return _act(
+        request, share, services.resend, _("The e-mail will be sent again."), email=form.cleaned_data["email"]
+    )
+
+
+@require_POST
+@sender_required
+def share_unlock(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+    share = _get(request, organisation, pk, "portal.share.unlock")
+    return _act(request, share, services.unlock, _("The share has been unlocked."))
+
+
+@require_POST
+@sender_required
+def share_retry(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+    share = _get(request, organisation, pk, "portal.share.retry")
+    return _act(request, share, services.retry_preparation, _("The share is being prepared again."))
+
+
+@require_safe
+@sender_required
+def share_letter(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+    share = _get(request, organisation, pk, "portal.share.letter")
+    try:
+        return letter_response(share, _actor(request))
+    except ShareError as exc:
+        messages.error(request, str(exc.message))
+        return redirect("shares:detail", share.pk)
