@@ -230,3 +230,17 @@ def test_a_revoked_key_gets_401_on_every_share_call(organisation: Any) -> None:
         response = _call(secret, method, f"/api/v1/shares/{share_id}{path}")
         assert (response.status_code, response.json()["code"]) == (401, "unauthorized"), path
     assert _post(secret, _body([_study(organisation, ANNA)])).status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_wrong_method_is_a_405_in_the_error_shape(key: str) -> None:
+    for method, path in [
+        ("put", "/api/v1/shares/1"),
+        ("delete", "/api/v1/shares"),
+        ("get", "/api/v1/shares/1/revoke"),
+    ]:
+        response = _call(key, method, path)
+        assert response.status_code == 405, path
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["code"] == "method_not_allowed"
+        assert response["Allow"]

@@ -144,6 +144,7 @@ def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCr
             reason=body.reason,
             birth_date=body.birth_date,
             api_key=key,
+            request=request,
         )
         warnings = [str(w) for w in new.warnings]
     share = new.share

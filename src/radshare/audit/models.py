@@ -10,6 +10,7 @@ import uuid
 from typing import Any, NoReturn
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class AppendOnlyError(Exception):
@@ -26,18 +27,18 @@ class AuditQuerySet(models.QuerySet["AuditEvent"]):
 
 class AuditEvent(models.Model):
     class Outcome(models.TextChoices):
-        SUCCESS = "success"
-        FAILURE = "failure"
-        DENIED = "denied"
+        SUCCESS = "success", _("success")
+        FAILURE = "failure", _("failure")
+        DENIED = "denied", _("denied")
 
     class ActorType(models.TextChoices):
-        SENDER = "sender"
-        OPERATOR = "operator"
-        API_KEY = "api_key"
-        RECIPIENT = "recipient"
-        DICOM_NODE = "dicom_node"
-        SYSTEM = "system"
-        ANONYMOUS = "anonymous"
+        SENDER = "sender", _("sender")
+        OPERATOR = "operator", _("operator")
+        API_KEY = "api_key", _("API key")
+        RECIPIENT = "recipient", _("recipient")
+        DICOM_NODE = "dicom_node", _("DICOM node")
+        SYSTEM = "system", _("system")
+        ANONYMOUS = "anonymous", _("anonymous")
 
     event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     timestamp = models.DateTimeField(db_index=True)

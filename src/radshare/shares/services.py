@@ -119,6 +119,7 @@ def create_share(
     notify_on_open: bool = False,
     created_by: Sender | None = None,
     api_key: ApiKey | None = None,
+    request: HttpRequest | None = None,
 ) -> NewShare:
     """Validate, store the share with its code (hashed, and encrypted for re-sending) and queue its preparation."""
     studies = _studies(organisation, study_ids)
@@ -179,6 +180,7 @@ def create_share(
         )
         record(
             "share.create",
+            request=request,
             user=created_by,
             api_key=api_key,
             organisation=organisation,

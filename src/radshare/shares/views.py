@@ -128,6 +128,7 @@ def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
                     birth_date=data.get("birth_date"),
                     notify_on_open=data["notify_on_open"],
                     created_by=request.user,  # type: ignore[arg-type]  # sender_required guarantees a Sender
+                    request=request,
                 )
             except ShareError as exc:
                 form.add_error(exc.field if exc.field in form.fields else None, str(exc.message))

@@ -1,0 +1,30 @@
+"""Audit entries in words a sender reads (the trail on a share's page); unknown actions show their code."""
+
+from __future__ import annotations
+
+from django import template
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
+
+register = template.Library()
+
+ACTION_LABELS: dict[str, Promise] = {
+    "share.create": _("Share made"),
+    "share.ready": _("Studies ready"),
+    "share.revoke": _("Revoked"),
+    "share.expire": _("Expired"),
+    "share.resend": _("E-mail sent again (requested)"),
+    "share.unlock": _("Unlocked"),
+    "share.retry": _("Preparation started again"),
+    "share.letter": _("Letter made"),
+    "portal.share.view": _("Share page viewed"),
+    "api.share.view": _("Share read through the API"),
+    "notification.sent": _("Notification sent"),
+    "notification.failed": _("Notification failed"),
+}
+
+
+@register.filter
+def action_label(action: str) -> str:
+    label = ACTION_LABELS.get(action)
+    return str(label) if label is not None else action
