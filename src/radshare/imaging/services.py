@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from multiprocessing import get_context
 from pathlib import Path
@@ -58,6 +61,18 @@ def pool() -> ProcessPoolExecutor:
         return _pool
 
 
+@contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Spawned processes inherit this thread's signal mask: a Ctrl-C to the process group while a render
+    process starts up (before ``init_worker`` ignores SIGINT) would otherwise kill it with a traceback.
+    The worker's main thread still receives the signal and stops the worker in order."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def shutdown_pool() -> None:
     global _pool
     with _pool_lock:
@@ -107,7 +122,11 @@ def render_pending_now(*, parallel: bool = True) -> int:
     """Render everything pending, batch by batch; returns how many instances were handled."""
     handled = 0
     while jobs := claim_pending():
-        outcomes = pool().map(render_file, jobs) if parallel else map(render_file, jobs)
+        if parallel:
+            with _sigint_blocked():  # map() submits now, which may spawn the pool's processes
+                outcomes = pool().map(render_file, jobs)
+        else:
+            outcomes = map(render_file, jobs)
         for outcome in outcomes:
             record_outcome(outcome)
             handled += 1

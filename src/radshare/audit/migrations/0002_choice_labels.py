@@ -4,20 +4,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0001_initial'),
+        ("audit", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='actor_type',
-            field=models.CharField(choices=[('sender', 'sender'), ('operator', 'operator'), ('api_key', 'API key'), ('recipient', 'recipient'), ('dicom_node', 'DICOM node'), ('system', 'system'), ('anonymous', 'anonymous')], max_length=12),
+            model_name="auditevent",
+            name="actor_type",
+            field=models.CharField(
+                choices=[
+                    ("sender", "sender"),
+                    ("operator", "operator"),
+                    ("api_key", "API key"),
+                    ("recipient", "recipient"),
+                    ("dicom_node", "DICOM node"),
+                    ("system", "system"),
+                    ("anonymous", "anonymous"),
+                ],
+                max_length=12,
+            ),
         ),
         migrations.AlterField(
-            model_name='auditevent',
-            name='outcome',
-            field=models.CharField(choices=[('success', 'success'), ('failure', 'failure'), ('denied', 'denied')], max_length=10),
+            model_name="auditevent",
+            name="outcome",
+            field=models.CharField(
+                choices=[("success", "success"), ("failure", "failure"), ("denied", "denied")], max_length=10
+            ),
         ),
     ]
