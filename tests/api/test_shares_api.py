@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -14,18 +13,7 @@ from radshare.organisations.services import create_api_key
 from radshare.shares import codes
 from radshare.shares.models import Share
 from radshare.studies.models import Study
-from radshare.studies.services import store_instance
-from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode
-
-ANNA = FakePatient("A1", "Jansen^Anna", dt.date(1968, 3, 14))
-PIET = FakePatient("P1", "Bakker^Piet", dt.date(1950, 1, 2))
-
-
-def _study(organisation: Any, patient: FakePatient, kind: str = "ct") -> Study:
-    datasets = ct_series(patient, count=2, size=32) if kind == "ct" else [cr_image(patient)]
-    for ds in datasets:
-        result = store_instance(organisation, encode(ds), source="upload")
-    return Study.objects.get(organisation=organisation, study_instance_uid=result.study_instance_uid)
+from tests.shares.helpers import ANNA, PIET, make_study
 
 
 def _post(key: str, body: dict[str, Any]) -> Any:
@@ -37,9 +25,9 @@ def _post(key: str, body: dict[str, Any]) -> Any:
     )
 
 
-def _body(studies: list[Study], patient_id: str = "A1", **overrides: Any) -> dict[str, Any]:
+def _body(studies: list[Study], patient_id: str = "", **overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "patient_id": patient_id,
+        "patient_id": patient_id or studies[0].patient.patient_id,
         "study_instance_uids": [s.study_instance_uid for s in studies],
         "recipient": {"type": "patient", "phone": "0612345678", "email": "anna@example.org"},
     }
@@ -54,7 +42,7 @@ def key(organisation: Any) -> str:
 
 @pytest.mark.django_db
 def test_create_with_link_delivery_returns_the_link(organisation: Any, key: str) -> None:
-    study = _study(organisation, ANNA)
+    study = make_study(organisation, ANNA)
     response = _post(key, _body([study], delivery="url", language="en"))
     assert response.status_code == 201, response.content
     data = response.json()
@@ -69,7 +57,7 @@ def test_create_with_link_delivery_returns_the_link(organisation: Any, key: str)
 
 @pytest.mark.django_db
 def test_letter_delivery_names_the_letter_url_which_serves_the_pdf(organisation: Any, key: str) -> None:
-    response = _post(key, _body([_study(organisation, ANNA)], delivery="letter"))
+    response = _post(key, _body([make_study(organisation, ANNA)], delivery="letter"))
     data = response.json()
     assert data["url"] is None
     assert data["letter_url"].endswith(f"/api/v1/shares/{data['id']}/letter")
@@ -96,7 +84,7 @@ def test_letter_delivery_names_the_letter_url_which_serves_the_pdf(organisation:
             "phone_invalid",
         ),
         ({"recipient": {"type": "patient", "phone": "0612345678", "email": ""}}, 422, "email_invalid"),
-        ({"patient_id": "P1"}, 422, "mixed_patients"),
+        ({"patient_id": "S2"}, 422, "mixed_patients"),
         ({"study_instance_uids": ["1.2.3.4.5"]}, 404, "not_found"),
         ({"study_instance_uids": []}, 422, "invalid_request"),
     ],
@@ -104,7 +92,7 @@ def test_letter_delivery_names_the_letter_url_which_serves_the_pdf(organisation:
 def test_refusals_in_the_error_shape(
     organisation: Any, key: str, change: Any, status: int, code: str
 ) -> None:
-    response = _post(key, {**_body([_study(organisation, ANNA)]), **change})
+    response = _post(key, {**_body([make_study(organisation, ANNA)]), **change})
     assert response.status_code == status, response.content
     assert response.json()["code"] == code
     assert set(response.json()) == {"code", "message"}
@@ -113,14 +101,14 @@ def test_refusals_in_the_error_shape(
 
 @pytest.mark.django_db
 def test_studies_of_two_patients_are_refused_with_422(organisation: Any, key: str) -> None:
-    both = [_study(organisation, ANNA), _study(organisation, PIET)]
+    both = [make_study(organisation, ANNA), make_study(organisation, PIET)]
     response = _post(key, _body(both))
     assert (response.status_code, response.json()["code"]) == (422, "mixed_patients")
 
 
 @pytest.mark.django_db
 def test_other_organisations_key_gets_404(organisation: Any, other_organisation: Any, key: str) -> None:
-    study = _study(organisation, ANNA)
+    study = make_study(organisation, ANNA)
     share_id = _post(key, _body([study])).json()["id"]
     their_key = create_api_key(other_organisation, "theirs")[1]
     assert _post(their_key, _body([study])).status_code == 404
@@ -130,7 +118,7 @@ def test_other_organisations_key_gets_404(organisation: Any, other_organisation:
 
 @pytest.mark.django_db(transaction=True)
 def test_status_and_progress_until_ready(organisation: Any, key: str) -> None:
-    studies = [_study(organisation, ANNA), _study(organisation, ANNA, kind="cr")]
+    studies = [make_study(organisation, ANNA), make_study(organisation, ANNA, kind="cr")]
     share_id = _post(key, _body(studies)).json()["id"]
     get = Client().get(f"/api/v1/shares/{share_id}", HTTP_AUTHORIZATION=f"Bearer {key}").json()
     assert (get["status"], get["instances"], get["instances_prepared"]) == ("preparing", 3, 0)
@@ -169,7 +157,7 @@ def _call(key: str, method: str, path: str, body: dict[str, Any] | None = None) 
 
 @pytest.mark.django_db
 def test_revoke_ends_the_share_and_a_second_revoke_is_a_conflict(organisation: Any, key: str) -> None:
-    share_id = _post(key, _body([_study(organisation, ANNA)])).json()["id"]
+    share_id = _post(key, _body([make_study(organisation, ANNA)])).json()["id"]
     response = _call(key, "post", f"/api/v1/shares/{share_id}/revoke")
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "revoked"
@@ -185,7 +173,7 @@ def test_revoke_ends_the_share_and_a_second_revoke_is_a_conflict(organisation: A
 def test_resend_waits_for_ready_and_needs_email_delivery(organisation: Any, key: str) -> None:
     from radshare.notifications.models import Notification
 
-    share_id = _post(key, _body([_study(organisation, ANNA)])).json()["id"]
+    share_id = _post(key, _body([make_study(organisation, ANNA)])).json()["id"]
     early = _call(key, "post", f"/api/v1/shares/{share_id}/resend")
     assert (early.status_code, early.json()["code"]) == (409, "not_ready")
     Share.objects.filter(pk=share_id).update(status="notified")
@@ -196,7 +184,7 @@ def test_resend_waits_for_ready_and_needs_email_delivery(organisation: Any, key:
     assert ok.json()["notification"]["state"] == "pending"
     assert Share.objects.get(pk=share_id).email == "anna.j@example.org"
     assert Notification.objects.filter(share_id=share_id, kind="share_link").count() == 1
-    link_id = _post(key, _body([_study(organisation, ANNA)], delivery="url")).json()["id"]
+    link_id = _post(key, _body([make_study(organisation, ANNA)], delivery="url")).json()["id"]
     Share.objects.filter(pk=link_id).update(status="ready")
     other = _call(key, "post", f"/api/v1/shares/{link_id}/resend")
     assert (other.status_code, other.json()["code"]) == (409, "not_email")
@@ -206,7 +194,7 @@ def test_resend_waits_for_ready_and_needs_email_delivery(organisation: Any, key:
 def test_organisation_b_gets_404_on_read_revoke_resend_and_letter(
     organisation: Any, other_organisation: Any, key: str
 ) -> None:
-    share_id = _post(key, _body([_study(organisation, ANNA)])).json()["id"]
+    share_id = _post(key, _body([make_study(organisation, ANNA)])).json()["id"]
     theirs = create_api_key(other_organisation, "theirs")[1]
     for method, path in [
         ("get", ""),
@@ -224,12 +212,12 @@ def test_a_revoked_key_gets_401_on_every_share_call(organisation: Any) -> None:
     from radshare.organisations.services import revoke_api_key
 
     api_key, secret = create_api_key(organisation, "soon revoked")
-    share_id = _post(secret, _body([_study(organisation, ANNA)])).json()["id"]
+    share_id = _post(secret, _body([make_study(organisation, ANNA)])).json()["id"]
     revoke_api_key(organisation, api_key.pk, None)
     for method, path in [("get", ""), ("post", "/revoke"), ("post", "/resend"), ("get", "/letter")]:
         response = _call(secret, method, f"/api/v1/shares/{share_id}{path}")
         assert (response.status_code, response.json()["code"]) == (401, "unauthorized"), path
-    assert _post(secret, _body([_study(organisation, ANNA)])).status_code == 401
+    assert _post(secret, _body([make_study(organisation, ANNA)])).status_code == 401
 
 
 @pytest.mark.django_db

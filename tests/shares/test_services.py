@@ -13,14 +13,8 @@ from radshare.audit.models import AuditEvent
 from radshare.imaging import services as imaging
 from radshare.shares import codes
 from radshare.shares.models import Share
-from radshare.shares.services import ShareError, create_share, prepare
-from radshare.studies.models import Study
-from radshare.studies.services import store_instance
-from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode
-
-ANNA = FakePatient("S1", "Jansen^Anna", dt.date(1968, 3, 14))
-PIET = FakePatient("S2", "Bakker^Piet", dt.date(1950, 1, 2))
-NO_BIRTH = FakePatient("S3", "Doe^Jan", dt.date(1900, 1, 1))
+from radshare.shares.services import ShareError, prepare
+from tests.shares.helpers import ANNA, NO_BIRTH, PIET, make_share, make_study
 
 
 @pytest.fixture(autouse=True)
@@ -29,28 +23,12 @@ def _english() -> Iterator[None]:
         yield
 
 
-def _study(organisation: Any, patient: FakePatient, kind: str = "ct") -> Study:
-    datasets = ct_series(patient, count=2, size=32) if kind == "ct" else [cr_image(patient)]
-    for ds in datasets:
-        result = store_instance(organisation, encode(ds), source="upload")
-    return Study.objects.get(organisation=organisation, study_instance_uid=result.study_instance_uid)
-
-
-def _share(organisation: Any, studies: list[Study], **kwargs: Any) -> Any:
-    defaults: dict[str, Any] = {
-        "recipient_type": "patient",
-        "phone": "0612345678",
-        "email": "anna@example.org",
-    }
-    return create_share(organisation, [s.pk for s in studies], **{**defaults, **kwargs})
-
-
 @pytest.mark.django_db
 def test_a_share_stores_only_the_hash_and_an_encrypted_copy_of_its_code(
     organisation: Any, sender: Any
 ) -> None:
-    study = _study(organisation, ANNA)
-    new = _share(organisation, [study], created_by=sender, reason="second opinion")
+    study = make_study(organisation, ANNA)
+    new = make_share(organisation, [study], created_by=sender, reason="second opinion")
     share = Share.objects.get(pk=new.share.pk)
     assert share.code_hash == codes.code_hash(new.code)
     assert codes.decrypt_code(share.code_encrypted) == new.code
@@ -75,7 +53,7 @@ def test_a_share_stores_only_the_hash_and_an_encrypted_copy_of_its_code(
 @pytest.mark.django_db
 def test_studies_of_two_patients_are_refused(organisation: Any) -> None:
     with pytest.raises(ShareError) as caught:
-        _share(organisation, [_study(organisation, ANNA), _study(organisation, PIET)])
+        make_share(organisation, [make_study(organisation, ANNA), make_study(organisation, PIET)])
     assert caught.value.code == "mixed_patients"
     assert "one patient" in str(caught.value.message)
     assert not Share.objects.exists()
@@ -83,32 +61,32 @@ def test_studies_of_two_patients_are_refused(organisation: Any) -> None:
 
 @pytest.mark.django_db
 def test_another_organisations_study_is_not_found(organisation: Any, other_organisation: Any) -> None:
-    theirs = _study(other_organisation, ANNA)
+    theirs = make_study(other_organisation, ANNA)
     with pytest.raises(ShareError) as caught:
-        _share(organisation, [theirs])
+        make_share(organisation, [theirs])
     assert caught.value.code == "study_not_found"
 
 
 @pytest.mark.django_db
 def test_care_provider_needs_consent(organisation: Any) -> None:
-    study = _study(organisation, ANNA)
+    study = make_study(organisation, ANNA)
     with pytest.raises(ShareError) as caught:
-        _share(organisation, [study], recipient_type="care_provider")
+        make_share(organisation, [study], recipient_type="care_provider")
     assert (caught.value.code, caught.value.field) == ("consent_required", "consent_confirmed")
-    assert _share(organisation, [study], recipient_type="care_provider", consent_confirmed=True).share.pk
+    assert make_share(organisation, [study], recipient_type="care_provider", consent_confirmed=True).share.pk
 
 
 @pytest.mark.django_db
 def test_placeholder_birth_date_must_be_confirmed(organisation: Any) -> None:
-    study = _study(organisation, NO_BIRTH)
+    study = make_study(organisation, NO_BIRTH)
     with pytest.raises(ShareError) as caught:
-        _share(organisation, [study])
+        make_share(organisation, [study])
     assert caught.value.code == "birth_date_required"
     for wrong in (dt.date(1900, 1, 1), timezone.localdate() + dt.timedelta(days=1), dt.date(1800, 5, 5)):
         with pytest.raises(ShareError) as caught:
-            _share(organisation, [study], birth_date=wrong)
+            make_share(organisation, [study], birth_date=wrong)
         assert caught.value.code == "birth_date_invalid"
-    share = _share(organisation, [study], birth_date=dt.date(1971, 7, 7)).share
+    share = make_share(organisation, [study], birth_date=dt.date(1971, 7, 7)).share
     assert share.confirmed_birth_date == dt.date(1971, 7, 7)
 
 
@@ -125,34 +103,34 @@ def test_placeholder_birth_date_must_be_confirmed(organisation: Any) -> None:
     ],
 )
 def test_wrong_form_values_are_refused_and_store_nothing(organisation: Any, kwargs: Any, code: str) -> None:
-    study = _study(organisation, ANNA)
+    study = make_study(organisation, ANNA)
     with pytest.raises(ShareError) as caught:
-        _share(organisation, [study], **kwargs)
+        make_share(organisation, [study], **kwargs)
     assert caught.value.code == code
     assert not Share.objects.exists()
 
 
 @pytest.mark.django_db
 def test_letter_and_link_delivery_need_no_email_and_keep_none(organisation: Any) -> None:
-    study = _study(organisation, ANNA)
+    study = make_study(organisation, ANNA)
     for delivery in ("letter", "url"):
-        share = _share(organisation, [study], delivery=delivery, email="ignored@example.org").share
+        share = make_share(organisation, [study], delivery=delivery, email="ignored@example.org").share
         assert share.email == ""
 
 
 @pytest.mark.django_db
 def test_a_landline_is_accepted_with_a_warning(organisation: Any) -> None:
-    new = _share(organisation, [_study(organisation, ANNA)], phone="020 123 4567")
+    new = make_share(organisation, [make_study(organisation, ANNA)], phone="020 123 4567")
     assert new.share.phone == "+31201234567"
     assert "SMS" in str(new.warnings[0])
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_share_of_rendered_studies_is_ready_within_seconds(organisation: Any) -> None:
-    studies = [_study(organisation, ANNA), _study(organisation, ANNA, kind="cr")]
+    studies = [make_study(organisation, ANNA), make_study(organisation, ANNA, kind="cr")]
     imaging.render_pending_now(parallel=False)
     started = timezone.now()
-    new = _share(organisation, studies)
+    new = make_share(organisation, studies)
     from django_tasks_db.models import DBTaskResult
 
     from radshare.shares.tasks import prepare_share
@@ -170,8 +148,8 @@ def test_a_share_of_rendered_studies_is_ready_within_seconds(organisation: Any) 
 
 @pytest.mark.django_db(transaction=True)
 def test_preparation_waits_for_renders_and_looks_again(organisation: Any) -> None:
-    study = _study(organisation, ANNA)
-    new = _share(organisation, [study])
+    study = make_study(organisation, ANNA)
+    new = make_share(organisation, [study])
     from django_tasks_db.models import DBTaskResult
 
     from radshare.shares.tasks import prepare_share
