@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "radshare.imaging",
     "radshare.shares",
     "radshare.notifications",
+    "radshare.recipients",
     "radshare.api",
 ]
 

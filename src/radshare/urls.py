@@ -9,7 +9,7 @@ from radshare.core import views as core_views
 from radshare.notifications import views as notification_views
 
 urlpatterns = [
-    path("", core_views.home, name="home"),
+    path("", include(("radshare.recipients.urls", "recipients"), namespace="recipients")),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),

@@ -62,6 +62,9 @@ class Share(models.Model):
     revoked_by = models.ForeignKey(Sender, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     ended_at = models.DateTimeField(null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
+    # Recipient lockouts (DESIGN.md "Lockouts"): wrong dates since the last lock, and locks so far.
+    birth_date_failures = models.PositiveSmallIntegerField(default=0)
+    birth_date_locks = models.PositiveSmallIntegerField(default=0)
     notify_on_open = models.BooleanField(default=False)  # B6.7: e-mail the sender at the first opening
     opened_at = models.DateTimeField(null=True, blank=True)
 

@@ -412,3 +412,12 @@ def current_code(share: Share) -> str:
     if code is None:
         raise ShareConflictError("code_unavailable", _("The link of this share can no longer be shown."))
     return code
+
+
+def mark_downloaded(share: Share) -> bool:
+    """The first ZIP download: the share's status says so (the sender sees it)."""
+    return bool(
+        Share.objects.filter(
+            pk=share.pk, status__in=(Share.Status.READY, Share.Status.NOTIFIED, Share.Status.OPENED)
+        ).update(status=Share.Status.DOWNLOADED)
+    )

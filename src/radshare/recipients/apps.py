@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class RecipientsConfig(AppConfig):
+    name = "radshare.recipients"
+    label = "recipients"
+    verbose_name = "Recipients"

@@ -1,0 +1,105 @@
+"""The recipient's session (SECURITY.md A6, DESIGN.md "Sessions"): bound to one share, with idle and absolute
+timeouts that never reach beyond the share's end. Expiry, revocation and locks are checked on every request (A7).
+
+The session holds only the share id, the login stage and two timestamps: never the code, a date or a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponseRedirect
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect
+from django.utils import timezone
+
+from radshare.shares.models import Share
+
+KEY = "recipient"
+IDLE = timedelta(minutes=30)
+ABSOLUTE = timedelta(hours=12)
+
+
+class Stage:
+    BIRTH_DATE = "birth_date"  # the code was right: terms and date of birth next
+    SMS_CODE = "sms_code"  # the date was right: the SMS code next
+    IN = "in"  # logged in: the studies
+
+
+def open_share(request: HttpRequest, share: Share) -> None:
+    """A new session for this share alone (no fixation; a sender's session in this browser ends too)."""
+    request.session.flush()
+    now = timezone.now().timestamp()
+    request.session[KEY] = {"share": share.pk, "stage": Stage.BIRTH_DATE, "started": now, "seen": now}
+
+
+def advance(request: HttpRequest, stage: str) -> None:
+    state = dict(request.session[KEY])
+    if stage == Stage.IN:
+        request.session.cycle_key()  # a new session id at login (A6)
+        state["started"] = timezone.now().timestamp()
+    state["stage"] = stage
+    request.session[KEY] = state
+
+
+def end(request: HttpRequest) -> None:
+    request.session.flush()
+
+
+def usable(share: Share) -> bool:
+    """Live (not ended, not past its expiry) and ready to be opened."""
+    return (
+        not share.has_ended
+        and share.expires_at > timezone.now()
+        and share.status
+        in (Share.Status.READY, Share.Status.NOTIFIED, Share.Status.OPENED, Share.Status.DOWNLOADED)
+    )
+
+
+def session_share(request: HttpRequest, stage: str | None = None) -> Share | None:
+    """The share this session is at ``stage`` of (any stage when None), or None when the session has none, timed
+    out, or the share can no longer be opened. Touches the idle timer."""
+    state = request.session.get(KEY)
+    if not isinstance(state, dict) or (stage is not None and state.get("stage") != stage):
+        return None
+    now = timezone.now()
+    if now.timestamp() - float(state["seen"]) > IDLE.total_seconds() or (
+        now.timestamp() - float(state["started"]) > ABSOLUTE.total_seconds()
+    ):
+        end(request)
+        return None
+    share = Share.objects.select_related("organisation").filter(pk=state["share"]).first()
+    if share is None or not usable(share):
+        end(request)
+        return None
+    if share.locked_until is not None and share.locked_until > now:
+        return None
+    state["seen"] = now.timestamp()
+    request.session[KEY] = state
+    request.session.set_expiry(min(IDLE, share.expires_at - now))
+    return share
+
+
+def stage_of(request: HttpRequest) -> str | None:
+    state = request.session.get(KEY)
+    return state.get("stage") if isinstance(state, dict) else None
+
+
+def recipient_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """Logged in as the recipient of a live share; the view gets that share (every query is scoped to it)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        share = session_share(request, Stage.IN)
+        if share is None:
+            return _to_start(request)
+        return view(request, share, *args, **kwargs)
+
+    return wrapper
+
+
+def _to_start(request: HttpRequest) -> HttpResponseRedirect:
+    return redirect("recipients:start")
