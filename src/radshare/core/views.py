@@ -13,11 +13,6 @@ logger = logging.getLogger(__name__)
 
 
 @require_safe
-def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "core/home.html")
-
-
-@require_safe
 def healthz(request: HttpRequest) -> HttpResponse:
     """Liveness: the process answers."""
     return JsonResponse({"status": "ok"})

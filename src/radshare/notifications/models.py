@@ -24,6 +24,7 @@ class Notification(models.Model):
         SHARE_LINK = "share_link", _("link to the recipient")
         SMS_CODE = "sms_code", _("SMS code to the recipient")
         OPENED = "opened", _("share opened (to the sender)")
+        LOCKED = "locked", _("share locked (to the sender)")
 
     class State(models.TextChoices):
         PENDING = "pending", _("waiting to be sent")

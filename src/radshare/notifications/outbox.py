@@ -91,20 +91,29 @@ def queue_sms_code(share: Share, code: str, valid_until: datetime) -> Notificati
     )
 
 
-def queue_opened_notice(share: Share) -> Notification | None:
-    """B6.7: tell the sender who asked for it that the recipient opened the share for the first time."""
+def _queue_sender_notice(share: Share, kind: str) -> Notification | None:
     sender = share.created_by
-    if not share.notify_on_open or sender is None or not sender.email:
-        return None
+    if sender is None or not sender.email:
+        return None  # made through the API: the share's page and the API show it
     return _queue(
         Notification(
             organisation_id=share.organisation_id,
             share=share,
             to_sender=sender,
             channel=Notification.Channel.EMAIL,
-            kind=Notification.Kind.OPENED,
+            kind=kind,
         )
     )
+
+
+def queue_opened_notice(share: Share) -> Notification | None:
+    """B6.7: tell the sender who asked for it that the recipient opened the share for the first time."""
+    return _queue_sender_notice(share, Notification.Kind.OPENED) if share.notify_on_open else None
+
+
+def queue_locked_notice(share: Share) -> Notification | None:
+    """SECURITY.md A3: the sender is told each time wrong attempts lock the share."""
+    return _queue_sender_notice(share, Notification.Kind.LOCKED)
 
 
 def drop_pending(share: Share) -> int:
@@ -139,19 +148,29 @@ def _share_email(n: Notification) -> backends.EmailMessage:
     )
 
 
-def _opened_email(n: Notification) -> backends.EmailMessage:
+def _sender_email(n: Notification) -> backends.EmailMessage:
+    """A notice to the sender who made the share: the share's number and a link to its page, nothing more."""
     share, sender = n.share, n.to_sender
     if share is None or sender is None or not sender.email or not sender.is_active:
         raise _Skip("no sender address")
     language = settings.LANGUAGE_CODE
     url = settings.RADSHARE.base_url + reverse("shares:detail", args=[share.pk])
     with translation.override(language):
-        subject = _("Share %(id)s was opened") % {"id": share.pk}
-        text = _(
-            "The recipient of share %(id)s has opened it for the first time.\n\n"
-            "The share and its audit trail: %(url)s\n\n"
-            "You receive this because you asked for it when you made the share."
-        ) % {"id": share.pk, "url": url}
+        if n.kind == Notification.Kind.OPENED:
+            subject = _("Share %(id)s was opened") % {"id": share.pk}
+            text = _(
+                "The recipient of share %(id)s has opened it for the first time.\n\n"
+                "The share and its audit trail: %(url)s\n\n"
+                "You receive this because you asked for it when you made the share."
+            ) % {"id": share.pk, "url": url}
+        else:
+            subject = _("Share %(id)s was locked") % {"id": share.pk}
+            text = _(
+                "Share %(id)s was locked after too many wrong attempts to open it (date of birth or SMS code).\n\n"
+                "If the recipient contacts you, check that they have the right date of birth and phone, then "
+                "unlock the share on its page: %(url)s\n\n"
+                "If nobody expected to open it, consider revoking the share."
+            ) % {"id": share.pk, "url": url}
     html = linebreaks(urlize(text, autoescape=True))
     return backends.EmailMessage(
         to=sender.email, subject=subject, text=text, html=html, message_id=n.message_id, language=language
@@ -196,8 +215,8 @@ def deliver(pk: int) -> str:
     try:
         if n.kind == Notification.Kind.SHARE_LINK:
             backends.send_email(_share_email(n))
-        elif n.kind == Notification.Kind.OPENED:
-            backends.send_email(_opened_email(n))
+        elif n.kind in (Notification.Kind.OPENED, Notification.Kind.LOCKED):
+            backends.send_email(_sender_email(n))
         else:
             backends.send_sms(_sms(n))
     except _Skip as skip:

@@ -1,45 +1,264 @@
-"""Recipient login flow. Placeholder."""
+"""The recipient's way in (SPEC S4.1-S4.4): the code, then terms + date of birth, then an SMS code, then the
+studies. Each step has its own page with one ``<h1>``; the code leaves the URL at once (A2)."""
 
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest, HttpResponse
+from typing import Any
+
+from django.contrib import messages
+from django.db.models import Count, Prefetch, Q
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from radshare.audit.services import record
+from radshare.recipients import access, session
+from radshare.recipients.access import SmsResult, Step
+from radshare.recipients.forms import BirthDateForm, CodeForm, SmsCodeForm
+from radshare.recipients.session import Stage, recipient_required
+from radshare.shares.models import Share
+from radshare.shares.phones import mask_phone
+from radshare.shares.services import mark_opened
+from radshare.studies.models import Series, Study
+
+NOT_READY = (Share.Status.RETRIEVING, Share.Status.PREPARING, Share.Status.FAILED)
 
 
+def _page(
+    request: HttpRequest, template: str, share: Share | None = None, status: int = 200, **context: Any
+) -> HttpResponse:
+    context.setdefault("organisation", share.organisation if share else None)
+    context["share"] = share
+    return render(request, template, context, status=status)
+
+
+def _throttled(request: HttpRequest) -> HttpResponse:
+    return _page(request, "recipients/throttled.html", status=429)
+
+
+@require_http_methods(["GET", "POST"])
 def start(request: HttpRequest) -> HttpResponse:
-    raise Http404
+    """The start page; ``/?code=...`` (the link) and the typed code both land here."""
+    typed = request.POST.get("code") if request.method == "POST" else request.GET.get("code")
+    if typed is None:
+        if session.session_share(request, Stage.IN) is not None:
+            return redirect("recipients:studies")
+        return _page(request, "recipients/start.html", form=CodeForm())
+    if access.client_throttled(request, Step.CODE):
+        return _throttled(request)
+    form = CodeForm({"code": typed})
+    if request.method == "POST" and not form.is_valid():
+        return _page(request, "recipients/start.html", form=form, status=422)
+    share = access.find_share(request, typed)
+    if share is None:
+        return redirect("recipients:invalid")  # the same for unknown, expired and revoked codes (A1)
+    session.open_share(request, share)
+    return redirect("recipients:birth_date")  # the code leaves the URL (A2)
 
 
-def terms(request: HttpRequest) -> HttpResponse:
-    raise Http404
+def _pending(request: HttpRequest, stage: str) -> tuple[Share | None, HttpResponse | None]:
+    """The session's share at ``stage`` of the login, or where to send the browser instead."""
+    state = request.session.get(session.KEY)
+    if not isinstance(state, dict):
+        return None, redirect("recipients:start")
+    share = (
+        Share.objects.select_related("organisation", "patient").filter(pk=int(state.get("share", 0))).first()
+    )
+    if share is None or share.has_ended or share.expires_at <= timezone.now():
+        session.end(request)
+        return None, redirect("recipients:invalid")
+    if share.status in NOT_READY:
+        return None, redirect("recipients:preparing")
+    if access.locked(share):
+        return None, redirect("recipients:locked")
+    if state.get("stage") == Stage.IN:
+        return None, redirect("recipients:studies")
+    if state.get("stage") != stage:
+        step = "birth_date" if state.get("stage") == Stage.BIRTH_DATE else "sms_code"
+        return None, redirect(f"recipients:{step}")
+    return share, None
 
 
+@require_http_methods(["GET", "POST"])
 def birth_date(request: HttpRequest) -> HttpResponse:
-    raise Http404
+    share, elsewhere = _pending(request, Stage.BIRTH_DATE)
+    if share is None:
+        assert elsewhere is not None  # noqa: S101 - _pending returns one of the two
+        return elsewhere
+    form = BirthDateForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        if access.client_throttled(request, Step.BIRTH_DATE):
+            return _throttled(request)
+        check = access.check_birth_date(request, share, form.cleaned_data["birth_date"])
+        if check.locked:
+            return redirect("recipients:locked")
+        if check.ok:
+            session.advance(request, Stage.SMS_CODE)
+            if not access.send_sms_code(request, share):
+                messages.warning(
+                    request, _("A code was sent a moment ago. Use that one, or wait a few minutes.")
+                )
+            return redirect("recipients:sms_code")
+        form.add_error(
+            "birth_date",
+            _("This date of birth does not match. You can try %(n)s more times.") % {"n": check.tries_left},
+        )
+    return _page(
+        request, "recipients/birth_date.html", share, status=422 if form.errors else 200, form=form, step=1
+    )
 
 
+@require_http_methods(["GET", "POST"])
 def sms_code(request: HttpRequest) -> HttpResponse:
-    raise Http404
+    share, elsewhere = _pending(request, Stage.SMS_CODE)
+    if share is None:
+        assert elsewhere is not None  # noqa: S101 - _pending returns one of the two
+        return elsewhere
+    form = SmsCodeForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        if access.client_throttled(request, Step.SMS_CODE):
+            return _throttled(request)
+        result = access.check_sms_code(request, share, form.cleaned_data["code"])
+        if result == SmsResult.OK:
+            session.advance(request, Stage.IN)
+            mark_opened(share)
+            return redirect("recipients:studies")
+        if result == SmsResult.LOCKED:
+            return redirect("recipients:locked")
+        form.add_error("code", SMS_MESSAGES[result])
+    return _page(
+        request,
+        "recipients/sms_code.html",
+        share,
+        status=422 if form.errors else 200,
+        form=form,
+        step=2,
+        phone=mask_phone(share.phone),
+        minutes=int(access.SMS_CODE_VALID.total_seconds() // 60),
+    )
 
 
+SMS_MESSAGES = {
+    SmsResult.WRONG: _("This code is not right. Check the SMS and try again."),
+    SmsResult.EXPIRED: _("This code has expired (a code works 5 minutes). Ask for a new code below."),
+    SmsResult.USED: _("This code has been used already. Ask for a new code below."),
+    SmsResult.TOO_MANY: _("Too many wrong tries with this code. Ask for a new code below."),
+}
+
+
+@require_POST
 def new_sms_code(request: HttpRequest) -> HttpResponse:
-    raise Http404
+    share, elsewhere = _pending(request, Stage.SMS_CODE)
+    if share is None:
+        assert elsewhere is not None  # noqa: S101 - _pending returns one of the two
+        return elsewhere
+    if access.send_sms_code(request, share):
+        messages.success(request, _("A new code is on its way. It can take a minute to arrive."))
+    else:
+        messages.error(
+            request,
+            _("You asked for several codes in a short time. Wait 15 minutes, then ask for a new one."),
+        )
+    return redirect("recipients:sms_code")
 
 
+@require_safe
 def invalid(request: HttpRequest) -> HttpResponse:
-    raise Http404
+    return _page(request, "recipients/invalid.html", days=_validity_days())
 
 
+def _validity_days() -> int:
+    from django.conf import settings  # late import: tests change settings.RADSHARE
+
+    return int(settings.RADSHARE.share_validity_days)
+
+
+def _session_share_any_state(request: HttpRequest) -> Share | None:
+    state = request.session.get(session.KEY)
+    if not isinstance(state, dict):
+        return None
+    return Share.objects.select_related("organisation").filter(pk=int(state.get("share", 0))).first()
+
+
+@require_safe
 def locked(request: HttpRequest) -> HttpResponse:
-    raise Http404
+    share = _session_share_any_state(request)
+    if share is None or not access.locked(share) or share.has_ended:
+        return redirect("recipients:start")
+    held = share.locked_until is not None and share.locked_until >= access.HELD
+    return _page(request, "recipients/locked.html", share, held=held, until=share.locked_until)
 
 
+@require_safe
 def preparing(request: HttpRequest) -> HttpResponse:
-    raise Http404
+    share = _session_share_any_state(request)
+    if share is None or share.has_ended:
+        return redirect("recipients:start")
+    if share.status not in NOT_READY:
+        return redirect("recipients:birth_date")
+    return _page(request, "recipients/preparing.html", share, failed=share.status == Share.Status.FAILED)
 
 
-def studies(request: HttpRequest) -> HttpResponse:
-    raise Http404
+@require_safe
+def terms(request: HttpRequest) -> HttpResponse:
+    return _page(request, "recipients/terms.html", _session_share_any_state(request))
 
 
-def logout(request: HttpRequest) -> HttpResponse:
-    raise Http404
+@require_POST
+def logout(request: HttpRequest) -> HttpResponseRedirect:
+    share = session.session_share(request)
+    if share is not None:
+        record(
+            "recipient.logout",
+            request=request,
+            actor_type="recipient",
+            actor_label=f"share {share.pk}",
+            organisation=share.organisation_id,
+            patient=share.patient_id,
+            detail={"share": share.pk},
+        )
+    session.end(request)
+    messages.success(request, _("You are logged out."))
+    return redirect("recipients:start")
+
+
+def share_studies(share: Share) -> list[Study]:
+    """The share's studies, newest first, with their series (reports marked); scoped to the share."""
+    return list(
+        Study.objects.filter(share_studies__share=share)
+        .prefetch_related(Prefetch("series", queryset=Series.objects.order_by("series_number", "pk")))
+        .annotate(
+            reports=Count(
+                "series__instances",
+                filter=Q(series__modality__in=("SR", "DOC"))
+                | Q(series__instances__render__reason="no_pixel_data"),
+            )
+        )
+        .order_by("-study_date", "pk")
+    )
+
+
+@require_safe
+@recipient_required
+def studies(request: HttpRequest, share: Share) -> HttpResponse:
+    shown = share_studies(share)
+    record(
+        "recipient.studies.list",
+        request=request,
+        actor_type="recipient",
+        actor_label=f"share {share.pk}",
+        organisation=share.organisation_id,
+        patient=share.patient_id,
+        study_uids=[s.study_instance_uid for s in shown],
+        detail={"share": share.pk},
+    )
+    return _page(
+        request,
+        "recipients/studies.html",
+        share,
+        logged_in=True,
+        studies=shown,
+        care_provider=share.recipient_type == Share.RecipientType.CARE_PROVIDER,
+    )

@@ -1,0 +1,235 @@
+"""The recipient's three locks: the link's code, the patient's date of birth, and an SMS code (SECURITY.md A1-A5).
+
+Every try is counted per share (lockouts, DESIGN.md "Lockouts") and per client address across all shares (A5).
+Comparisons run in constant time; nothing here logs or stores a code, a date of birth or a phone number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.http import HttpRequest
+from django.utils import timezone
+
+from radshare.audit.services import Outcome, record
+from radshare.core.net import client_address
+from radshare.notifications import outbox
+from radshare.notifications.models import Notification
+from radshare.recipients.models import AccessAttempt, OneTimeCode
+from radshare.shares import codes
+from radshare.shares.models import Share
+
+Step = AccessAttempt.Step
+
+# Per client address, across all shares (A5): wrong tries allowed in a window.
+CLIENT_LIMITS: dict[str, tuple[int, timedelta]] = {
+    Step.CODE: (20, timedelta(minutes=15)),
+    Step.BIRTH_DATE: (20, timedelta(hours=1)),
+    Step.SMS_CODE: (20, timedelta(hours=1)),
+}
+BIRTH_DATE_TRIES = 5  # then locked for an hour; the third lock holds until the sender unlocks (A3)
+BIRTH_DATE_LOCK = timedelta(hours=1)
+LOCKS_BEFORE_HOLD = 3
+SMS_CODE_VALID = timedelta(minutes=5)
+SMS_CODE_TRIES = 5  # per code
+SMS_CODE_TRIES_PER_SHARE = 10  # all codes together; a new code does not reset it (A4)
+SMS_PER_WINDOW = (3, timedelta(minutes=15))
+HELD = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)  # locked until the sender unlocks
+
+
+def _audit(request: HttpRequest, action: str, share: Share | None, outcome: str, **detail: object) -> None:
+    record(
+        action,
+        outcome=outcome,
+        request=request,
+        actor_type="recipient",
+        actor_label=f"share {share.pk}" if share else "",
+        organisation=share.organisation_id if share else None,
+        patient=share.patient_id if share else None,
+        detail={"share": share.pk if share else None, **detail},
+    )
+
+
+def _attempt(request: HttpRequest, step: str, share: Share | None, success: bool) -> None:
+    AccessAttempt.objects.create(
+        share=share, step=step, success=success, client_address=client_address(request)
+    )
+
+
+def client_throttled(request: HttpRequest, step: str) -> bool:
+    limit, window = CLIENT_LIMITS[step]
+    wrong = AccessAttempt.objects.filter(
+        client_address=client_address(request),
+        step=step,
+        success=False,
+        created_at__gte=timezone.now() - window,
+    ).count()
+    return wrong >= limit
+
+
+def find_share(request: HttpRequest, typed: str) -> Share | None:
+    """The share whose code this is, whatever its state (the caller decides what to show); None when unknown.
+    Unknown, expired and revoked codes are recorded alike; the hash is computed for every input (timing)."""
+    code = codes.normalize_code(typed)
+    digest = codes.code_hash(code or "0" * codes.LENGTH)
+    share = Share.objects.select_related("organisation").filter(code_hash=digest).first() if code else None
+    usable = share is not None and not share.has_ended and share.expires_at > timezone.now()
+    _attempt(request, Step.CODE, share if usable else None, usable)
+    _audit(
+        request,
+        "recipient.code",
+        share if usable else None,
+        Outcome.SUCCESS if usable else Outcome.DENIED,
+    )
+    return share if usable else None
+
+
+def locked(share: Share) -> bool:
+    return share.locked_until is not None and share.locked_until > timezone.now()
+
+
+def _lock(share: Share, hold: bool) -> None:
+    """Lock after too many wrong tries; the sender is told each time (A3)."""
+    share.locked_until = HELD if hold else timezone.now() + BIRTH_DATE_LOCK
+    share.save(update_fields=["locked_until", "birth_date_failures", "birth_date_locks", "sms_code_failures"])
+    outbox.queue_locked_notice(share)
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    tries_left: int = 0
+    locked: bool = False
+
+
+def expected_birth_date(share: Share) -> dt.date | None:
+    if share.confirmed_birth_date is not None:
+        return share.confirmed_birth_date
+    return share.patient.patient_birth_date if share.patient else None
+
+
+def check_birth_date(request: HttpRequest, share: Share, typed: dt.date) -> Check:
+    expected = expected_birth_date(share)
+    right = expected is not None and hmac.compare_digest(typed.isoformat(), expected.isoformat())
+    with transaction.atomic():
+        share = Share.objects.select_for_update().get(pk=share.pk)
+        _attempt(request, Step.BIRTH_DATE, share, right)
+        if right:
+            share.birth_date_failures = 0
+            share.save(update_fields=["birth_date_failures"])
+            _audit(request, "recipient.birth_date", share, Outcome.SUCCESS)
+            return Check(ok=True)
+        share.birth_date_failures += 1
+        left = BIRTH_DATE_TRIES - share.birth_date_failures
+        if left <= 0:
+            share.birth_date_failures = 0
+            share.birth_date_locks += 1
+            _lock(share, hold=share.birth_date_locks >= LOCKS_BEFORE_HOLD)
+        else:
+            share.save(update_fields=["birth_date_failures"])
+        _audit(request, "recipient.birth_date", share, Outcome.FAILURE, locked=left <= 0)
+        return Check(ok=False, tries_left=max(left, 0), locked=left <= 0)
+
+
+def _session_hash(request: HttpRequest) -> str:
+    key = request.session.session_key or ""
+    return hashlib.sha256(b"radshare-recipient-session:" + key.encode()).hexdigest()
+
+
+def _code_hash(share: Share, code: str) -> str:
+    message = f"radshare-sms-code:{share.pk}:{code}".encode()
+    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
+
+
+def sms_allowed(share: Share) -> bool:
+    limit, window = SMS_PER_WINDOW
+    return OneTimeCode.objects.filter(share=share, created_at__gte=timezone.now() - window).count() < limit
+
+
+def send_sms_code(request: HttpRequest, share: Share) -> bool:
+    """A new 6-digit code by SMS to the registered phone, bound to this browser session. False when the share
+    had its SMS messages for now (A4: at most 3 in 15 minutes)."""
+    if request.session.session_key is None:
+        request.session.save()
+    session_hash = _session_hash(request)
+    code = f"{secrets.randbelow(10**6):06d}"
+    now = timezone.now()
+    with transaction.atomic():
+        Share.objects.select_for_update().get(pk=share.pk)  # one sender of codes per share at a time
+        if not sms_allowed(share):
+            _audit(request, "recipient.sms_code.send", share, Outcome.DENIED, reason="too many SMS")
+            return False
+        # Only the newest code works: older ones of this session end now.
+        OneTimeCode.objects.filter(share=share, used_at__isnull=True, expires_at__gt=now).update(
+            expires_at=now
+        )
+        OneTimeCode.objects.create(
+            share=share,
+            session_hash=session_hash,
+            code_hash=_code_hash(share, code),
+            expires_at=now + SMS_CODE_VALID,
+        )
+        notification = outbox.queue_sms_code(share, code, now + SMS_CODE_VALID)
+        _audit(request, "recipient.sms_code.send", share, Outcome.SUCCESS, notification=notification.pk)
+    # The recipient is waiting at the page: try the gateway now; the outbox retries while the code is valid.
+    outbox.deliver(notification.pk)
+    return True
+
+
+class SmsResult:
+    OK = "ok"
+    WRONG = "wrong"
+    EXPIRED = "expired"  # or never asked for in this session
+    USED = "used"
+    TOO_MANY = "too_many"  # this code had its tries: ask for a new one
+    LOCKED = "locked"
+
+
+def check_sms_code(request: HttpRequest, share: Share, typed: str) -> str:
+    now = timezone.now()
+    with transaction.atomic():
+        share = Share.objects.select_for_update().get(pk=share.pk)
+        otp = (
+            OneTimeCode.objects.select_for_update()
+            .filter(share=share, session_hash=_session_hash(request))
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+        if otp is None or (otp.used_at is None and otp.expires_at <= now):
+            result = SmsResult.EXPIRED
+        elif otp.used_at is not None:
+            result = SmsResult.USED
+        elif otp.failures >= SMS_CODE_TRIES:
+            result = SmsResult.TOO_MANY
+        elif hmac.compare_digest(otp.code_hash, _code_hash(share, typed)):
+            otp.used_at = now
+            otp.save(update_fields=["used_at"])
+            _attempt(request, Step.SMS_CODE, share, True)
+            _audit(request, "recipient.login", share, Outcome.SUCCESS, method="link+dob+sms")
+            return SmsResult.OK
+        else:
+            otp.failures = F("failures") + 1
+            otp.save(update_fields=["failures"])
+            otp.refresh_from_db(fields=["failures"])
+            share.sms_code_failures += 1
+            result = SmsResult.TOO_MANY if otp.failures >= SMS_CODE_TRIES else SmsResult.WRONG
+            if share.sms_code_failures >= SMS_CODE_TRIES_PER_SHARE:
+                _lock(share, hold=True)
+                result = SmsResult.LOCKED
+            else:
+                share.save(update_fields=["sms_code_failures"])
+        _attempt(request, Step.SMS_CODE, share, False)
+        _audit(request, "recipient.sms_code", share, Outcome.FAILURE, result=result)
+        return result
+
+
+def pending_sms(share: Share) -> Notification | None:
+    return share.notifications.filter(kind=Notification.Kind.SMS_CODE).first()
