@@ -39,6 +39,7 @@ from radshare.studies.views import sender_required
 
 PAGE_SIZE = 50
 MAX_SELECTION = 1000
+LOCK_HELD_YEAR = 9999  # recipients.access.HELD: locked until a sender unlocks
 
 # Why preparation failed, by the code stored on the share (never an exception's text).
 STATUS_REASONS = {
@@ -255,6 +256,7 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
             "progress": (total, prepared),
             "notification": link_notification(share),
             "locked": services.is_locked(share),
+            "lock_held": share.locked_until is not None and share.locked_until.year >= LOCK_HELD_YEAR,
             "trail": trail,
             "resend_form": ResendForm(initial={"email": share.email}),
             "share_again_url": again,
