@@ -20,6 +20,7 @@ urlpatterns = [
     path("r/logout", views.logout, name="logout"),
     path("r/studies/<int:pk>/", viewer.study_view, name="viewer"),
     path("r/images/<int:render_pk>/<int:frame>/<str:kind>.jpg", viewer.image, name="image"),
+    path("r/reports/<int:instance_pk>.pdf", viewer.report_pdf, name="report_pdf"),
     path("r/download", downloads.choose, name="download"),
     path("r/download/<str:kind>.zip", downloads.download_all, name="download_all"),
     path("r/studies/<int:pk>/download/<str:kind>.zip", downloads.download_study, name="download_study"),

@@ -1,13 +1,255 @@
-"""The image viewer (SPEC S4.5). Placeholder until written."""
+"""The image viewer (SPEC S4.5, S4.12): one study of the recipient's share, each series a stack of the previews
+rendered at ingest, and the study's reports beside the images.
+
+Every look-up goes through the session's share (SECURITY.md A10): a study, render or report of another share is a
+404, and a refused study or report is audited. Image URLs hold internal ids only (A20). Opening a study is one
+audit entry; images are neither audited nor counted as downloads (DESIGN.md "Audit granularity", "Downloads").
+"""
 
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest, HttpResponse
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import F
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_safe
+
+from radshare.audit.services import Outcome, record
+from radshare.imaging import reports
+from radshare.imaging.models import InstanceRender
+from radshare.imaging.previews import KINDS
+from radshare.imaging.render import CT_PRESETS, frame_path
+from radshare.imaging.reports.study import REPORT_READ_ERRORS, SUMMARY_TAGS
+from radshare.imaging.services import render_dir
+from radshare.recipients.session import recipient_required
+from radshare.shares.models import Share
+from radshare.studies.models import Instance, Series, Study
+
+Status = InstanceRender.Status
+ACTOR = "recipient"
 
 
-def study_view(request: HttpRequest, pk: int) -> HttpResponse:
-    raise Http404
+@dataclass
+class SeriesStack:
+    """One series as the viewer shows it: every frame of its rendered instances, in instance order."""
+
+    series: Series
+    images: list[dict[str, Any]] = field(default_factory=list)  # {"src": preview URL, "w": px, "h": px}
+    presets: list[str] = field(default_factory=list)  # CT window presets every image of the series has
+    thumb: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"presets": self.presets, "images": self.images}
+
+    @property
+    def label(self) -> str:
+        number = self.series.series_number
+        name = _("Series %(n)s") % {"n": number} if number is not None else _("Series")
+        return f"{name}: {self.series.series_description}" if self.series.series_description else name
 
 
-def image(request: HttpRequest, render_pk: int, frame: int, kind: str) -> HttpResponse:
-    raise Http404
+@dataclass(frozen=True)
+class ViewerReport:
+    summary: reports.ReportSummary
+    document: reports.SrDocument | None = None  # an SR, rendered; a PDF opens through its own URL
+
+
+class _ImageUrls:
+    """Image URLs without a reverse() per frame (a multi-frame instance can have thousands)."""
+
+    def __init__(self) -> None:
+        sample = reverse("recipients:image", args=[0, 0, "preview"])
+        self.prefix = sample.removesuffix("0/0/preview.jpg")
+
+    def __call__(self, render_pk: int, frame: int, kind: str) -> str:
+        return f"{self.prefix}{render_pk}/{frame}/{kind}.jpg"
+
+
+def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
+    """The study's series that have images, and how many objects cannot be shown (not reports, not images)."""
+    series = {
+        s.pk: SeriesStack(s)
+        for s in Series.objects.filter(study=study).order_by(F("series_number").asc(nulls_last=True), "pk")
+    }
+    rows = (
+        InstanceRender.objects.filter(instance__series__study=study)
+        .order_by(F("instance__instance_number").asc(nulls_last=True), "instance_id")
+        .values_list(
+            "pk",
+            "status",
+            "frames",
+            "preview_columns",
+            "preview_rows",
+            "presets",
+            "instance__series_id",
+            "instance__sop_class_uid",
+        )
+    )
+    url = _ImageUrls()
+    not_shown = 0
+    preset_sets: dict[int, set[str]] = {}
+    for pk, status, frames, width, height, presets, series_pk, sop_class_uid in rows:
+        if status != Status.DONE or not frames:
+            if status in (Status.UNRENDERABLE, Status.FAILED) and not reports.is_report(sop_class_uid):
+                not_shown += 1
+            continue
+        stack = series[series_pk]
+        if not stack.images:
+            stack.thumb = url(pk, 0, "thumb")
+        stack.images.extend({"src": url(pk, f, "preview"), "w": width, "h": height} for f in range(frames))
+        have = set(presets or [])
+        preset_sets[series_pk] = preset_sets[series_pk] & have if series_pk in preset_sets else have
+    stacks = [s for s in series.values() if s.images]
+    for stack in stacks:
+        stack.presets = [p for p in CT_PRESETS if p in preset_sets.get(stack.series.pk, set())]
+    return stacks, not_shown
+
+
+def viewer_reports(study: Study) -> list[ViewerReport]:
+    """The study's reports, oldest first: an SR rendered for the page, a PDF by its header only."""
+    out = []
+    for instance in reports.study_report_instances(study):
+        pdf = reports.is_pdf(instance.sop_class_uid)
+        try:
+            ds = reports.read_instance(instance, specific_tags=SUMMARY_TAGS if pdf else None)
+            summary = reports.summarise(ds, instance.pk)
+            document = None if pdf else reports.render_sr(ds)
+        except REPORT_READ_ERRORS:
+            summary = reports.ReportSummary(instance_pk=instance.pk, kind="pdf" if pdf else "sr", readable=False)
+            document = None
+        out.append(ViewerReport(summary, document))
+    return out
+
+
+def _refuse(request: HttpRequest, share: Share, action: str, requested_id: int, reason: str) -> Http404:
+    # Another share's id and a missing one are refused alike, and recorded as an intrusion signal (A10).
+    record(
+        action,
+        outcome=Outcome.DENIED,
+        request=request,
+        actor_type=ACTOR,
+        actor_label=f"share {share.pk}",
+        organisation=share.organisation_id,
+        patient=share.patient_id,
+        detail={"share": share.pk, "requested_id": requested_id, "reason": reason},
+    )
+    return Http404()
+
+
+def _record(request: HttpRequest, share: Share, action: str, study: Study, **detail: Any) -> None:
+    record(
+        action,
+        request=request,
+        actor_type=ACTOR,
+        actor_label=f"share {share.pk}",
+        organisation=share.organisation_id,
+        patient=share.patient_id,
+        study_uids=[study.study_instance_uid],
+        detail={"share": share.pk, **detail},
+    )
+
+
+def _modalities(study: Study, stacks: list[SeriesStack]) -> str:
+    # Those of the images (not "SR" or "DOC" of a report); the study's own list when nothing is an image.
+    return ", ".join(sorted({s.series.modality for s in stacks if s.series.modality}) or study.modalities)
+
+
+@require_safe
+@recipient_required
+def study_view(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
+    """A study of the share: series thumbnails, the selected series' images, the reports (audited once)."""
+    study = Study.objects.filter(share_studies__share=share, pk=pk).first()
+    if study is None:
+        raise _refuse(request, share, "recipient.study.view", pk, "not in the share")
+    stacks, not_shown = series_stacks(study)
+    study_reports = viewer_reports(study)
+    _record(request, share, "recipient.study.view", study)
+    first = stacks[0] if stacks else None
+    context = {
+        "organisation": share.organisation,
+        "logged_in": True,
+        "study": study,
+        "modalities": _modalities(study, stacks),
+        "stacks": stacks,
+        "first": first,
+        "first_image": first.images[0] if first else None,
+        "presets": list(CT_PRESETS),
+        "not_shown": not_shown,
+        "reports": study_reports,
+        "viewer_data": {"series": [s.as_json() for s in stacks]},
+    }
+    return render(request, "recipients/viewer.html", context)
+
+
+@require_safe
+@recipient_required
+def image(request: HttpRequest, share: Share, render_pk: int, frame: int, kind: str) -> FileResponse:
+    """One pre-rendered JPEG of an image in the share. Not audited, not a download (DESIGN.md)."""
+    if kind not in KINDS:
+        raise Http404
+    found = (
+        InstanceRender.objects.filter(
+            pk=render_pk, status=Status.DONE, instance__series__study__share_studies__share=share
+        )
+        .values_list("instance_id", "frames", "presets")
+        .first()
+    )
+    if found is None:
+        raise Http404
+    instance_pk, frames, presets = found
+    if frame >= frames or (kind in CT_PRESETS and kind not in presets):
+        raise Http404
+    try:
+        handle = frame_path(render_dir(instance_pk), frame, kind).open("rb")
+    except FileNotFoundError:
+        raise Http404 from None
+    response = FileResponse(handle, content_type="image/jpeg")
+    response["Content-Disposition"] = "inline"
+    response["Cache-Control"] = "no-store"  # patient data (A13); the page keeps its prefetched copies
+    response["Cross-Origin-Resource-Policy"] = "same-origin"
+    return response
+
+
+@require_safe
+@recipient_required
+def report_pdf(request: HttpRequest, share: Share, instance_pk: int) -> HttpResponse:
+    """A PDF report of a study in the share, byte for byte, for the browser to show (inline; audited)."""
+    instance = (
+        Instance.objects.filter(
+            pk=instance_pk,
+            sop_class_uid=reports.PDF_SOP_CLASS,
+            series__study__share_studies__share=share,
+        )
+        .select_related("series__study")
+        .first()
+    )
+    if instance is None:
+        raise _refuse(request, share, "recipient.report.view", instance_pk, "not a report in the share")
+    study = instance.series.study
+    try:
+        pdf = reports.read_pdf(instance)
+    except reports.ReportError:
+        record(
+            "recipient.report.view",
+            outcome=Outcome.FAILURE,
+            request=request,
+            actor_type=ACTOR,
+            actor_label=f"share {share.pk}",
+            organisation=share.organisation_id,
+            patient=share.patient_id,
+            study_uids=[study.study_instance_uid],
+            detail={"share": share.pk, "instance": instance.pk, "kind": "pdf", "reason": "unreadable"},
+        )
+        context = {"organisation": share.organisation, "logged_in": True, "study": study}
+        return render(request, "recipients/viewer_report_error.html", context)
+    _record(request, share, "recipient.report.view", study, instance=instance.pk, kind="pdf")
+    response = HttpResponse(pdf, content_type=reports.PDF_MIME_TYPE)
+    response["Content-Disposition"] = 'inline; filename="report.pdf"'
+    response["Content-Length"] = str(len(pdf))
+    response["Cache-Control"] = "no-store"
+    response["Cross-Origin-Resource-Policy"] = "same-origin"
+    return response

@@ -27,6 +27,7 @@ from radshare.audit.models import AuditEvent
 from radshare.audit.services import record, record_not_found
 from radshare.notifications.outbox import link_notification
 from radshare.organisations.models import Organisation, Sender
+from radshare.recipients.access import HELD
 from radshare.shares import services
 from radshare.shares.codes import share_url
 from radshare.shares.forms import ResendForm, ShareFilterForm, ShareForm
@@ -39,7 +40,6 @@ from radshare.studies.views import sender_required
 
 PAGE_SIZE = 50
 MAX_SELECTION = 1000
-LOCK_HELD_YEAR = 9999  # recipients.access.HELD: locked until a sender unlocks
 
 # Why preparation failed, by the code stored on the share (never an exception's text).
 STATUS_REASONS = {
@@ -256,7 +256,7 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
             "progress": (total, prepared),
             "notification": link_notification(share),
             "locked": services.is_locked(share),
-            "lock_held": share.locked_until is not None and share.locked_until.year >= LOCK_HELD_YEAR,
+            "lock_held": share.locked_until is not None and share.locked_until >= HELD,
             "trail": trail,
             "resend_form": ResendForm(initial={"email": share.email}),
             "share_again_url": again,
