@@ -38,7 +38,8 @@ class SeriesStack:
     """One series as the viewer shows it: every frame of its rendered instances, in instance order."""
 
     series: Series
-    images: list[dict[str, Any]] = field(default_factory=list)  # {"src": preview URL, "w": px, "h": px}
+    # {"src": preview URL, "w": px, "h": px, "full": true when the full-size JPEG is larger, for zooming in}
+    images: list[dict[str, Any]] = field(default_factory=list)
     presets: list[str] = field(default_factory=list)  # CT window presets every image of the series has
     thumb: str = ""
 
@@ -48,7 +49,7 @@ class SeriesStack:
     @property
     def label(self) -> str:
         number = self.series.series_number
-        name = _("Series %(n)s") % {"n": number} if number is not None else _("Series")
+        name = _("Series %(n)s") % {"n": number} if number is not None else _("Unnumbered series")
         return f"{name}: {self.series.series_description}" if self.series.series_description else name
 
 
@@ -84,6 +85,7 @@ def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
             "frames",
             "preview_columns",
             "preview_rows",
+            "columns",
             "presets",
             "instance__series_id",
             "instance__sop_class_uid",
@@ -92,7 +94,7 @@ def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
     url = _ImageUrls()
     not_shown = 0
     preset_sets: dict[int, set[str]] = {}
-    for pk, status, frames, width, height, presets, series_pk, sop_class_uid in rows:
+    for pk, status, frames, width, height, full_width, presets, series_pk, sop_class_uid in rows:
         if status != Status.DONE or not frames:
             if status in (Status.UNRENDERABLE, Status.FAILED) and not reports.is_report(sop_class_uid):
                 not_shown += 1
@@ -100,7 +102,10 @@ def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
         stack = series[series_pk]
         if not stack.images:
             stack.thumb = url(pk, 0, "thumb")
-        stack.images.extend({"src": url(pk, f, "preview"), "w": width, "h": height} for f in range(frames))
+        extra = {"full": True} if full_width > width else {}
+        stack.images.extend(
+            {"src": url(pk, f, "preview"), "w": width, "h": height, **extra} for f in range(frames)
+        )
         have = set(presets or [])
         preset_sets[series_pk] = preset_sets[series_pk] & have if series_pk in preset_sets else have
     stacks = [s for s in series.values() if s.images]
@@ -119,7 +124,9 @@ def viewer_reports(study: Study) -> list[ViewerReport]:
             summary = reports.summarise(ds, instance.pk)
             document = None if pdf else reports.render_sr(ds)
         except REPORT_READ_ERRORS:
-            summary = reports.ReportSummary(instance_pk=instance.pk, kind="pdf" if pdf else "sr", readable=False)
+            summary = reports.ReportSummary(
+                instance_pk=instance.pk, kind="pdf" if pdf else "sr", readable=False
+            )
             document = None
         out.append(ViewerReport(summary, document))
     return out
