@@ -21,6 +21,17 @@ ACTION_LABELS: dict[str, Promise] = {
     "api.share.view": _("Share read through the API"),
     "notification.sent": _("Notification sent"),
     "notification.failed": _("Notification failed"),
+    "recipient.code": _("Recipient: link opened"),
+    "recipient.birth_date": _("Recipient: date of birth"),
+    "recipient.sms_code.send": _("Recipient: SMS code sent"),
+    "recipient.sms_code": _("Recipient: wrong SMS code"),
+    "recipient.login": _("Recipient logged in"),
+    "recipient.studies.list": _("Recipient: study list"),
+    "recipient.study.view": _("Recipient: study viewed"),
+    "recipient.report.view": _("Recipient: report opened"),
+    "recipient.download.start": _("Recipient: download started"),
+    "recipient.download.end": _("Recipient: download ended"),
+    "recipient.logout": _("Recipient logged out"),
 }
 
 
