@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +15,32 @@ from django.utils import timezone
 
 from radshare.imaging import services as imaging
 from radshare.recipients import session
+from radshare.shares import codes
 from radshare.shares.models import Share
 from radshare.shares.services import prepare
 from radshare.studies.models import Study
 from tests.shares.helpers import ANNA, make_share, make_study
+
+BIRTH = "14-03-1968"  # ANNA's date of birth, as a recipient types it
+
+
+def sms_codes(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    texts = [json.loads(line)["text"] for line in path.read_text().splitlines()]
+    return [re.findall(r"\b\d{6}\b", text)[0] for text in texts]
+
+
+def to_sms_step(client: Client, code: str) -> None:
+    assert client.get("/", {"code": codes.format_code(code)})["Location"] == "/r/birth-date"
+    response = client.post("/r/birth-date", {"accept_terms": "on", "birth_date": BIRTH})
+    assert response["Location"] == "/r/sms-code", response.content.decode()
+
+
+def log_in(client: Client, code: str, sms_file: Path) -> None:
+    to_sms_step(client, code)
+    response = client.post("/r/sms-code", {"code": sms_codes(sms_file)[-1]})
+    assert response["Location"] == "/r/studies", response.content.decode()
 
 
 @dataclass

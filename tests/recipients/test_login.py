@@ -20,10 +20,8 @@ from radshare.recipients.models import OneTimeCode
 from radshare.shares import codes
 from radshare.shares.models import Share
 from radshare.shares.services import Actor, revoke, unlock
-from tests.recipients.conftest import ready_share
+from tests.recipients.conftest import BIRTH, log_in, ready_share, sms_codes, to_sms_step
 from tests.shares.helpers import ANNA, make_share, make_study
-
-BIRTH = "14-03-1968"  # ANNA's
 
 
 @pytest.fixture
@@ -48,25 +46,6 @@ def _client() -> Client:
 
 def _text(response: Any) -> str:
     return re.sub(r"\s+", " ", response.content.decode())
-
-
-def _sms_codes(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    texts = [json.loads(line)["text"] for line in path.read_text().splitlines()]
-    return [re.findall(r"\b\d{6}\b", text)[0] for text in texts]
-
-
-def _to_sms_step(client: Client, code: str) -> None:
-    assert client.get("/", {"code": codes.format_code(code)})["Location"] == "/r/birth-date"
-    response = client.post("/r/birth-date", {"accept_terms": "on", "birth_date": BIRTH})
-    assert response["Location"] == "/r/sms-code", _text(response)
-
-
-def _log_in(client: Client, code: str, sms_file: Path) -> None:
-    _to_sms_step(client, code)
-    response = client.post("/r/sms-code", {"code": _sms_codes(sms_file)[-1]})
-    assert response["Location"] == "/r/studies", _text(response)
 
 
 @pytest.mark.django_db
@@ -140,7 +119,7 @@ def test_a_share_still_being_prepared_says_so(organisation: Any, sms_file: Path)
 def test_birth_date_then_sms_code_then_the_studies(shared: tuple[Share, str], sms_file: Path) -> None:
     share, code = shared
     client = _client()
-    _to_sms_step(client, code)
+    to_sms_step(client, code)
     [sms] = [json.loads(line) for line in sms_file.read_text().splitlines()]
     assert sms["to"] == "+31612345678"
     assert "Hospital A" in sms["text"]
@@ -148,7 +127,7 @@ def test_birth_date_then_sms_code_then_the_studies(shared: tuple[Share, str], sm
     assert "••••••••••78" in page
     assert "612345678" not in page
     assert "Step 2" in page
-    response = client.post("/r/sms-code", {"code": _sms_codes(sms_file)[-1]})
+    response = client.post("/r/sms-code", {"code": sms_codes(sms_file)[-1]})
     assert response["Location"] == "/r/studies"
     share.refresh_from_db()
     assert share.status == "opened"
@@ -198,7 +177,7 @@ def test_the_terms_must_be_accepted(shared: tuple[Share, str], sms_file: Path) -
     response = client.post("/r/birth-date", {"birth_date": BIRTH})
     assert response.status_code == 422
     assert "Accept the terms of use" in _text(response)
-    assert _sms_codes(sms_file) == []  # no SMS before the date is right (A3)
+    assert sms_codes(sms_file) == []  # no SMS before the date is right (A3)
     assert client.get("/r/terms").status_code == 200
 
 
@@ -229,7 +208,7 @@ def test_wrong_dates_lock_for_an_hour_then_until_the_sender_unlocks(
     assert (
         Notification.objects.filter(share=share, kind="locked").count() == 3
     )  # the sender is told each time
-    assert _sms_codes(sms_file) == []
+    assert sms_codes(sms_file) == []
     unlock(share, Actor())
     response = client.post("/r/birth-date", {"accept_terms": "on", "birth_date": BIRTH})
     assert response["Location"] == "/r/sms-code"
@@ -250,15 +229,15 @@ def test_the_right_code_also_works_when_the_share_is_locked_only_after_the_code_
 def test_sms_code_messages_wrong_used_and_expired(shared: tuple[Share, str], sms_file: Path) -> None:
     _, code = shared
     client = _client()
-    _to_sms_step(client, code)
-    sent = _sms_codes(sms_file)[-1]
+    to_sms_step(client, code)
+    sent = sms_codes(sms_file)[-1]
     wrong = f"{(int(sent) + 1) % 10**6:06d}"
     assert "not right" in _text(client.post("/r/sms-code", {"code": wrong}))
     assert "6 digits" in _text(client.post("/r/sms-code", {"code": "12345"}))
     OneTimeCode.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     assert "expired" in _text(client.post("/r/sms-code", {"code": sent}))
     client.post("/r/sms-code/new")
-    fresh = _sms_codes(sms_file)[-1]
+    fresh = sms_codes(sms_file)[-1]
     assert client.post("/r/sms-code", {"code": fresh})["Location"] == "/r/studies"
     assert OneTimeCode.objects.filter(used_at__isnull=False).count() == 1
 
@@ -269,8 +248,8 @@ def test_a_code_asked_for_in_one_session_is_refused_in_another(
 ) -> None:
     share, code = shared
     first, second = _client(), _client()
-    _to_sms_step(first, code)
-    first_code = _sms_codes(sms_file)[-1]
+    to_sms_step(first, code)
+    first_code = sms_codes(sms_file)[-1]
     second.get("/", {"code": code})
     # The second browser is at the SMS step too, without asking for a code of its own.
     state = second.session
@@ -287,10 +266,10 @@ def test_a_code_asked_for_in_one_session_is_refused_in_another(
 def test_a_used_code_is_refused(shared: tuple[Share, str], sms_file: Path) -> None:
     _, code = shared
     client = _client()
-    _log_in(client, code, sms_file)
-    used = _sms_codes(sms_file)[-1]
+    log_in(client, code, sms_file)
+    used = sms_codes(sms_file)[-1]
     client.post("/r/logout")
-    _to_sms_step(client, code)
+    to_sms_step(client, code)
     # A new login in this browser: the old code is used; the new SMS carries a new one.
     response = client.post("/r/sms-code", {"code": used})
     assert response.status_code == 422
@@ -302,16 +281,16 @@ def test_five_wrong_tries_per_code_and_ten_per_share_then_locked(
 ) -> None:
     share, code = shared
     client = _client()
-    _to_sms_step(client, code)
+    to_sms_step(client, code)
     for _ in range(access.SMS_CODE_TRIES):
-        client.post("/r/sms-code", {"code": "000000" if _sms_codes(sms_file)[-1] != "000000" else "111111"})
+        client.post("/r/sms-code", {"code": "000000" if sms_codes(sms_file)[-1] != "000000" else "111111"})
     assert "Too many wrong tries with this code" in _text(
-        client.post("/r/sms-code", {"code": _sms_codes(sms_file)[-1]})
+        client.post("/r/sms-code", {"code": sms_codes(sms_file)[-1]})
     )
     client.post("/r/sms-code/new")
     for _ in range(access.SMS_CODE_TRIES_PER_SHARE - access.SMS_CODE_TRIES):
         response = client.post(
-            "/r/sms-code", {"code": "000000" if _sms_codes(sms_file)[-1] != "000000" else "111111"}
+            "/r/sms-code", {"code": "000000" if sms_codes(sms_file)[-1] != "000000" else "111111"}
         )
     assert response["Location"] == "/r/locked"
     share.refresh_from_db()
@@ -323,12 +302,12 @@ def test_five_wrong_tries_per_code_and_ten_per_share_then_locked(
 def test_at_most_three_sms_per_share_in_fifteen_minutes(shared: tuple[Share, str], sms_file: Path) -> None:
     _, code = shared
     client = _client()
-    _to_sms_step(client, code)
+    to_sms_step(client, code)
     client.post("/r/sms-code/new")
     client.post("/r/sms-code/new")
     response = client.post("/r/sms-code/new", follow=True)
     assert "Wait 15 minutes" in _text(response)
-    assert len(_sms_codes(sms_file)) == 3
+    assert len(sms_codes(sms_file)) == 3
 
 
 @pytest.mark.django_db
@@ -348,7 +327,7 @@ def test_wrong_codes_from_one_address_are_throttled_across_shares(shared: tuple[
 def test_the_session_times_out_and_follows_the_share(shared: tuple[Share, str], sms_file: Path) -> None:
     share, code = shared
     client = _client()
-    _log_in(client, code, sms_file)
+    log_in(client, code, sms_file)
     assert client.get("/r/studies").status_code == 200
     state = client.session[session.KEY]
     for key, age in (("seen", session.IDLE), ("started", session.ABSOLUTE)):
@@ -356,7 +335,7 @@ def test_the_session_times_out_and_follows_the_share(shared: tuple[Share, str], 
         s[session.KEY] = {**state, key: (timezone.now() - age - timedelta(seconds=5)).timestamp()}
         s.save()
         assert client.get("/r/studies")["Location"] == "/", key
-        _log_in(client, code, sms_file)
+        log_in(client, code, sms_file)
         state = client.session[session.KEY]
     revoke(share, Actor())
     assert client.get("/r/studies")["Location"] == "/"  # A7: checked on every request
@@ -379,7 +358,7 @@ def test_the_study_list_shows_each_study_with_view_and_download(organisation: An
     studies = [make_study(organisation, ANNA), make_study(organisation, ANNA, kind="cr")]
     share, code = ready_share(organisation, studies, delivery="url", email="")
     client = _client()
-    _log_in(client, code, sms_file)
+    log_in(client, code, sms_file)
     response = client.get("/r/studies")
     text = _text(response)
     assert text.count("<h1") == 1
