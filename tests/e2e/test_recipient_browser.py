@@ -24,7 +24,7 @@ def test_a_patient_on_a_phone_opens_the_link(
 ) -> None:
     sms = tmp_path / "sms.jsonl"
     radshare_config(sms_url=f"file://{sms}", base_url=live_server.url)
-    share, code = ready_share(organisation, [make_study(organisation, ANNA)], delivery="url", email="")
+    _share, code = ready_share(organisation, [make_study(organisation, ANNA)], delivery="url", email="")
     context = browser.new_context(locale="en-GB", extra_http_headers={"Accept-Language": "en"}, **PHONE)
     page = context.new_page()
     problems: list[str] = []

@@ -372,3 +372,19 @@ def test_the_study_list_shows_each_study_with_view_and_download(organisation: An
     assert AuditEvent.objects.filter(action="recipient.studies.list", detail__share=share.pk).exists()
     client.post("/r/logout")
     assert client.get("/r/studies")["Location"] == "/"
+
+
+@pytest.mark.django_db
+def test_phones_see_no_download_buttons_unless_allowed(
+    organisation: Any, sms_file: Path, radshare_config: Any
+) -> None:
+    _share, code = ready_share(organisation, [make_study(organisation, ANNA)], delivery="url", email="")
+    phone = Client(
+        HTTP_ACCEPT_LANGUAGE="en", HTTP_USER_AGENT="Mozilla/5.0 (iPhone; CPU iPhone OS 18_0) Mobile"
+    )
+    log_in(phone, code, sms_file)
+    text = _text(phone.get("/r/studies"))
+    assert "/r/download" not in text
+    assert "open the link on a computer" in text
+    radshare_config(download_on_mobile=True)
+    assert "/r/download" in _text(phone.get("/r/studies"))

@@ -11,10 +11,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from radshare.audit.services import record
-from radshare.recipients import access, session
+from radshare.recipients import access, downloads, session
 from radshare.recipients.access import SmsResult, Step
 from radshare.recipients.forms import BirthDateForm, CodeForm, SmsCodeForm
 from radshare.recipients.session import Stage, recipient_required
@@ -127,7 +128,7 @@ def sms_code(request: HttpRequest) -> HttpResponse:
             return redirect("recipients:studies")
         if result == SmsResult.LOCKED:
             return redirect("recipients:locked")
-        form.add_error("code", SMS_MESSAGES[result])
+        form.add_error("code", str(SMS_MESSAGES[result]))
     return _page(
         request,
         "recipients/sms_code.html",
@@ -141,10 +142,12 @@ def sms_code(request: HttpRequest) -> HttpResponse:
 
 
 SMS_MESSAGES = {
-    SmsResult.WRONG: _("This code is not right. Check the SMS and try again."),
-    SmsResult.EXPIRED: _("This code has expired (a code works 5 minutes). Ask for a new code below."),
-    SmsResult.USED: _("This code has been used already. Ask for a new code below."),
-    SmsResult.TOO_MANY: _("Too many wrong tries with this code. Ask for a new code below."),
+    SmsResult.WRONG: gettext_lazy("This code is not right. Check the SMS and try again."),
+    SmsResult.EXPIRED: gettext_lazy(
+        "This code has expired (a code works 5 minutes). Ask for a new code below."
+    ),
+    SmsResult.USED: gettext_lazy("This code has been used already. Ask for a new code below."),
+    SmsResult.TOO_MANY: gettext_lazy("Too many wrong tries with this code. Ask for a new code below."),
 }
 
 
@@ -260,5 +263,6 @@ def studies(request: HttpRequest, share: Share) -> HttpResponse:
         share,
         logged_in=True,
         studies=shown,
+        downloads_offered=not downloads.refused_on_device(request),
         care_provider=share.recipient_type == Share.RecipientType.CARE_PROVIDER,
     )

@@ -65,7 +65,9 @@ class Share(models.Model):
     # Recipient lockouts (DESIGN.md "Lockouts"): wrong dates since the last lock, and locks so far.
     birth_date_failures = models.PositiveSmallIntegerField(default=0)
     birth_date_locks = models.PositiveSmallIntegerField(default=0)
-    sms_code_failures = models.PositiveSmallIntegerField(default=0)  # wrong SMS codes, all codes together (A4)
+    sms_code_failures = models.PositiveSmallIntegerField(
+        default=0
+    )  # wrong SMS codes, all codes together (A4)
     notify_on_open = models.BooleanField(default=False)  # B6.7: e-mail the sender at the first opening
     opened_at = models.DateTimeField(null=True, blank=True)
 

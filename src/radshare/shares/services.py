@@ -359,7 +359,9 @@ def unlock(share: Share, actor: Actor) -> Share:
             raise ShareConflictError("not_locked", _("This share is not locked."))
         share.locked_until = None
         share.birth_date_failures = share.birth_date_locks = share.sms_code_failures = 0
-        share.save(update_fields=["locked_until", "birth_date_failures", "birth_date_locks", "sms_code_failures"])
+        share.save(
+            update_fields=["locked_until", "birth_date_failures", "birth_date_locks", "sms_code_failures"]
+        )
         audit("share.unlock", share, actor)
     return share
 

@@ -4,15 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('notifications', '0001_initial'),
+        ("notifications", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='notification',
-            name='kind',
-            field=models.CharField(choices=[('share_link', 'link to the recipient'), ('sms_code', 'SMS code to the recipient'), ('opened', 'share opened (to the sender)'), ('locked', 'share locked (to the sender)')], max_length=16),
+            model_name="notification",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("share_link", "link to the recipient"),
+                    ("sms_code", "SMS code to the recipient"),
+                    ("opened", "share opened (to the sender)"),
+                    ("locked", "share locked (to the sender)"),
+                ],
+                max_length=16,
+            ),
         ),
     ]

@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('shares', '0002_share_notify_on_open_share_opened_at'),
+        ("shares", "0002_share_notify_on_open_share_opened_at"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='share',
-            name='birth_date_failures',
+            model_name="share",
+            name="birth_date_failures",
             field=models.PositiveSmallIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='share',
-            name='birth_date_locks',
+            model_name="share",
+            name="birth_date_locks",
             field=models.PositiveSmallIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='share',
-            name='sms_code_failures',
+            model_name="share",
+            name="sms_code_failures",
             field=models.PositiveSmallIntegerField(default=0),
         ),
     ]
