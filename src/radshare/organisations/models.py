@@ -86,6 +86,23 @@ class PacsNode(models.Model):
     description = models.CharField(_("description"), max_length=200, blank=True)
     is_active = models.BooleanField(_("active"), default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Query/retrieve (SPEC S1.2): by DIMSE (host + port: C-FIND, then C-MOVE to radshare's AE or C-GET) and/or by
+    # DICOMweb (QIDO-RS, WADO-RS). A node with a port or a DICOMweb URL is searched unless ``queried`` is off.
+    queried = models.BooleanField(_("search this node"), default=True)
+    retrieve = models.CharField(
+        _("retrieve by"), max_length=4, choices=[("move", "C-MOVE"), ("get", "C-GET")], default="move"
+    )
+    dicomweb_url = models.URLField(_("DICOMweb base URL"), blank=True)
+    dicomweb_auth = models.CharField(
+        _("DICOMweb authentication"),
+        max_length=6,
+        choices=[("none", _("none")), ("basic", _("basic")), ("bearer", _("bearer token"))],
+        default="none",
+    )
+    dicomweb_username = models.CharField(_("DICOMweb user name"), max_length=150, blank=True)
+    dicomweb_secret = models.TextField(blank=True)  # password or token, encrypted (core.crypto)
+
+    SECRET_PURPOSE = "pacs-dicomweb-secret"  # noqa: S105 - names a key derivation, holds no secret
 
     class Meta:
         ordering = ["organisation", "ae_title"]
@@ -95,6 +112,24 @@ class PacsNode(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host or '*'}"
+
+    @property
+    def dimse_queryable(self) -> bool:
+        return bool(self.host and self.port)
+
+    @property
+    def searchable(self) -> bool:
+        return self.is_active and self.queried and (self.dimse_queryable or bool(self.dicomweb_url))
+
+    def set_dicomweb_secret(self, secret: str) -> None:
+        from radshare.core import crypto  # late import: models load before settings are used
+
+        self.dicomweb_secret = crypto.encrypt(self.SECRET_PURPOSE, secret) if secret else ""
+
+    def get_dicomweb_secret(self) -> str:
+        from radshare.core import crypto  # late import: models load before settings are used
+
+        return crypto.decrypt(self.SECRET_PURPOSE, self.dicomweb_secret) or ""
 
 
 class ApiKey(models.Model):

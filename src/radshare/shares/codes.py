@@ -8,16 +8,17 @@ letters O, I and L read as the digits 0, 1 and 1 (Crockford's decoding rules). T
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
 
-from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
+
+from radshare.core import crypto
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: no I, L, O, U
 LENGTH = 12
+PURPOSE = "code-encryption"  # the key derivation of the encrypted copy
 BITS = LENGTH * 5  # 60
 _LOOK_ALIKES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _SEPARATORS = str.maketrans("", "", "- \t._")
@@ -50,24 +51,14 @@ def code_hash(code: str) -> str:
     return hmac.new(key, b"radshare-share-code:" + code.encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def _fernet() -> Fernet:
-    # A key of its own for this purpose, derived from the secret key (never the secret key itself).
-    digest = hashlib.sha256(b"radshare-code-encryption:" + settings.SECRET_KEY.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(digest))
-
-
 def encrypt_code(code: str) -> str:
-    return _fernet().encrypt(code.encode("ascii")).decode("ascii")
+    return crypto.encrypt(PURPOSE, code)
 
 
 def decrypt_code(token: str) -> str | None:
     """The code back from its encrypted copy; None if the copy was wiped, altered or made with another key."""
-    if not token:
-        return None
-    try:
-        return _fernet().decrypt(token.encode("ascii")).decode("ascii")
-    except (InvalidToken, ValueError):
-        return None
+    code = crypto.decrypt(PURPOSE, token)
+    return code if code is None or code.isascii() else None
 
 
 def share_url(code: str) -> str:
