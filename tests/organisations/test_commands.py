@@ -101,10 +101,31 @@ def test_pacsnode_add_list_remove(organisation: Any) -> None:
     assert (node.organisation, node.host, node.port) == (organisation, "10.1.2.3", 104)
     run("pacsnode", "add", "hospital-a", "ANY_HOST")
     listing = run("pacsnode", "list", "hospital-a")
-    assert "CT_SCANNER_1\t10.1.2.3\t104" in listing
-    assert "ANY_HOST\t*\t-" in listing
+    assert "CT_SCANNER_1\t10.1.2.3\t104\tquery:dimse\tretrieve:move" in listing
+    assert "ANY_HOST\t*\t-\tquery:off" in listing
     assert run("pacsnode", "remove", "hospital-a", "ANY_HOST").strip() == "removed ANY_HOST from hospital-a"
     assert not PacsNode.objects.filter(ae_title="ANY_HOST").exists()
+
+
+@pytest.mark.django_db
+def test_pacsnode_add_with_c_get_and_dicomweb(organisation: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACS_TOKEN", "s3cret-token")
+    run(
+        "pacsnode", "add", "hospital-a", "PACS", "--host", "10.1.2.4", "--port", "4242", "--retrieve", "get",
+        "--dicomweb", "https://pacs.example.org/dicom-web", "--dicomweb-auth", "bearer",
+        "--dicomweb-secret-env", "PACS_TOKEN",
+    )  # fmt: skip
+    node = PacsNode.objects.get(ae_title="PACS")
+    assert (node.retrieve, node.dicomweb_url, node.dicomweb_auth) == (
+        "get",
+        "https://pacs.example.org/dicom-web",
+        "bearer",
+    )
+    assert "s3cret-token" not in node.dicomweb_secret  # encrypted at rest
+    assert node.get_dicomweb_secret() == "s3cret-token"
+    assert "query:dimse+dicomweb\tretrieve:get" in run("pacsnode", "list", "hospital-a")
+    run("pacsnode", "add", "hospital-a", "SENDER_ONLY", "--host", "10.1.2.5", "--port", "104", "--no-query")
+    assert "SENDER_ONLY\t10.1.2.5\t104\tquery:off" in run("pacsnode", "list", "hospital-a")
 
 
 # Field errors start with the field's name; our own messages are English; Django's validator messages

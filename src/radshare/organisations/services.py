@@ -80,6 +80,11 @@ def add_pacs_node(
     host: str = "",
     port: int | None = None,
     description: str = "",
+    retrieve: str = "move",
+    dicomweb_url: str = "",
+    dicomweb_auth: str = "none",
+    dicomweb_username: str = "",
+    dicomweb_secret: str = "",
 ) -> PacsNode:
     node = PacsNode(
         organisation=organisation,
@@ -87,7 +92,12 @@ def add_pacs_node(
         host=host.strip(),
         port=port,
         description=description,
+        retrieve=retrieve,
+        dicomweb_url=dicomweb_url.strip(),
+        dicomweb_auth=dicomweb_auth,
+        dicomweb_username=dicomweb_username,
     )
+    node.set_dicomweb_secret(dicomweb_secret)
     node.full_clean()
     node.save()
     return node
