@@ -96,6 +96,11 @@ class ShareOut(Schema):
     instances_prepared: int = Field(
         description="Instances whose renders are done (or known not to be images)."
     )
+    instances_retrieved: int = Field(default=0, description="Instances received from the PACS so far.")
+    instances_expected: int | None = Field(
+        default=None,
+        description="Instances the PACS said it would send (null: not known yet or nothing to fetch).",
+    )
     locked: bool = Field(description="Locked after wrong dates of birth or SMS codes; unlock in the portal.")
     notification: NotificationOut | None = Field(
         default=None, description="The latest e-mail with the link (delivery 'email' only)."

@@ -31,6 +31,7 @@ from radshare.organisations.models import ApiKey
 from radshare.shares.codes import share_url
 from radshare.shares.letters import letter_response
 from radshare.shares.models import Share
+from radshare.shares.pacs import find_by_uid
 from radshare.shares.services import (
     Actor,
     ShareError,
@@ -38,6 +39,7 @@ from radshare.shares.services import (
     is_locked,
     preparation_progress,
     resend,
+    retrieval_progress,
     revoke,
 )
 from radshare.studies.models import Study
@@ -115,16 +117,22 @@ shares_router = Router(tags=["shares"])
 )
 def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCreatedOut]:
     """Calls the same service as the portal's share dialog. Studies are found by Study Instance UID within the
-    key's organisation, and must belong to ``patient_id``."""
+    key's organisation, or else in its PACS nodes (then the share starts ``retrieving``), and must belong to
+    ``patient_id``."""
     key = _key(request)
     found = dict(
         Study.objects.filter(
             organisation=key.organisation, study_instance_uid__in=set(body.study_instance_uids)
         ).values_list("study_instance_uid", "patient__patient_id")
     )
-    if len(found) != len(set(body.study_instance_uids)):
-        raise HttpError(404, "One or more of these studies are not held for this organisation.")
-    if any(pid != body.patient_id for pid in found.values()):
+    missing = [u for u in dict.fromkeys(body.study_instance_uids) if u not in found]
+    pacs = find_by_uid(key.organisation, missing, Actor(api_key=key, request=request)) if missing else None
+    if pacs is not None and len(pacs.selections) != len(missing):
+        raise HttpError(
+            404, "One or more of these studies are not held for this organisation nor in its PACS."
+        )
+    pids = set(found.values()) | {p.study.patient_id for p in (pacs.selections if pacs else [])}
+    if pids != {body.patient_id}:
         raise ShareError("mixed_patients", "The studies do not all belong to this patient.", "patient_id")
     ids = list(
         Study.objects.filter(organisation=key.organisation, study_instance_uid__in=found).values_list(
@@ -144,6 +152,7 @@ def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCr
             reason=body.reason,
             birth_date=body.birth_date,
             api_key=key,
+            pacs=pacs.selections if pacs else (),
             request=request,
         )
         warnings = [str(w) for w in new.warnings]
@@ -178,6 +187,7 @@ def _notification_out(n: Notification) -> NotificationOut:
 
 def _share_out(share: Share) -> ShareOut:
     total, prepared = preparation_progress(share)
+    retrieved, expected = retrieval_progress(share)
     notification = link_notification(share)
     return ShareOut(
         id=share.pk,
@@ -191,6 +201,8 @@ def _share_out(share: Share) -> ShareOut:
         study_instance_uids=list(share.share_studies.values_list("study_instance_uid", flat=True)),
         instances=total,
         instances_prepared=prepared,
+        instances_retrieved=retrieved,
+        instances_expected=expected,
         locked=is_locked(share),
         notification=_notification_out(notification) if notification else None,
     )

@@ -93,6 +93,13 @@ class ShareStudy(models.Model):
     study_instance_uid = models.CharField(max_length=64)
     number_of_instances = models.PositiveIntegerField(default=0)
     size = models.BigIntegerField(default=0)
+    # A study still in the PACS: retrieved from this node during preparation (status "retrieving").
+    pacs_node = models.ForeignKey(
+        "organisations.PacsNode", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    retrieve_expected = models.PositiveIntegerField(null=True, blank=True)
+    retrieve_received = models.PositiveIntegerField(default=0)
+    retrieve_claimed_at = models.DateTimeField(null=True, blank=True)  # one retriever at a time (R4)
 
     class Meta:
         constraints = [

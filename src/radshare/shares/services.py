@@ -12,27 +12,32 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
-from radshare.audit.services import record
+from radshare.audit.services import Outcome, record
 from radshare.imaging.models import InstanceRender
-from radshare.imaging.services import renders_done
+from radshare.imaging.services import renders_done, request_render
 from radshare.notifications import outbox
 from radshare.notifications.models import Notification
-from radshare.organisations.models import ApiKey, Organisation, Sender
+from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
 from radshare.shares import codes
 from radshare.shares.models import Share, ShareStudy
 from radshare.shares.phones import PhoneError, normalize_phone
-from radshare.studies.models import Study
+from radshare.studies.models import Patient, Study
 from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
+
+if TYPE_CHECKING:
+    from radshare.pacs.client import PacsStudy
 
 MAX_BIRTH_YEARS = 130
 
@@ -52,6 +57,14 @@ class ShareConflictError(ShareError):
 
 
 @dataclass(frozen=True)
+class PacsSelection:
+    """A study found in a PACS (by C-FIND or QIDO-RS) that the share will retrieve from ``node``."""
+
+    node: PacsNode
+    study: PacsStudy
+
+
+@dataclass(frozen=True)
 class NewShare:
     share: Share
     code: str  # in clear: shown or sent once, never stored
@@ -60,12 +73,44 @@ class NewShare:
 
 def needs_birth_date(study: Study) -> bool:
     """The recipient must type the patient's birth date, so a missing or placeholder one must be confirmed."""
-    birth = study.patient.patient_birth_date
+    return patient_needs_birth_date(study.patient)
+
+
+def patient_needs_birth_date(patient: Patient) -> bool:
+    birth = patient.patient_birth_date
     return birth is None or birth in PLACEHOLDER_BIRTH_DATES
 
 
-def _studies(organisation: Organisation, study_ids: Sequence[int]) -> list[Study]:
+MIXED = _("The selected studies belong to more than one patient. A share holds the studies of one patient.")
+
+
+def _pacs_patient(organisation: Organisation, studies: list[Study], pacs: Sequence[PacsSelection]) -> Patient:
+    """The one patient of a share that holds studies still in the PACS (matched by patient id and issuer)."""
+    keys = {(p.study.patient_id, p.study.issuer) for p in pacs}
+    if studies:
+        patient = studies[0].patient
+        if any(
+            pid != patient.patient_id or issuer not in ("", patient.issuer_of_patient_id)
+            for pid, issuer in keys
+        ):
+            raise ShareError("mixed_patients", MIXED, "studies")
+        return patient
+    if len({pid for pid, _issuer in keys}) > 1 or len({i for _pid, i in keys} - {""}) > 1:
+        raise ShareError("mixed_patients", MIXED, "studies")
+    first = pacs[0].study
+    patient, _created = Patient.objects.get_or_create(
+        organisation=organisation,
+        issuer_of_patient_id=next((i for _pid, i in keys if i), ""),
+        patient_id=first.patient_id,
+        defaults={"patient_name": first.patient_name, "patient_birth_date": first.patient_birth_date},
+    )
+    return patient
+
+
+def _studies(organisation: Organisation, study_ids: Sequence[int], allow_none: bool = False) -> list[Study]:
     if not study_ids:
+        if allow_none:
+            return []
         raise ShareError("no_studies", _("Select at least one study."), "studies")
     studies = list(
         Study.objects.filter(organisation=organisation, pk__in=set(study_ids)).select_related("patient")
@@ -73,18 +118,12 @@ def _studies(organisation: Organisation, study_ids: Sequence[int]) -> list[Study
     if len(studies) != len(set(study_ids)):
         raise ShareError("study_not_found", _("One of the selected studies was not found."), "studies")
     if len({s.patient_id for s in studies}) > 1:
-        raise ShareError(
-            "mixed_patients",
-            _(
-                "The selected studies belong to more than one patient. A share holds the studies of one patient."
-            ),
-            "studies",
-        )
+        raise ShareError("mixed_patients", MIXED, "studies")
     return studies
 
 
-def _birth_date(studies: list[Study], confirmed: dt.date | None) -> dt.date | None:
-    if not needs_birth_date(studies[0]):
+def _birth_date(patient: Patient, confirmed: dt.date | None) -> dt.date | None:
+    if not patient_needs_birth_date(patient):
         return None
     today = timezone.localdate()
     if confirmed is None:
@@ -120,9 +159,13 @@ def create_share(
     created_by: Sender | None = None,
     api_key: ApiKey | None = None,
     request: HttpRequest | None = None,
+    pacs: Sequence[PacsSelection] = (),
 ) -> NewShare:
-    """Validate, store the share with its code (hashed, and encrypted for re-sending) and queue its preparation."""
-    studies = _studies(organisation, study_ids)
+    """Validate, store the share with its code (hashed, and encrypted for re-sending) and queue its preparation.
+    ``pacs`` names studies still in a PACS: the share starts ``retrieving`` and preparation fetches them."""
+    studies = _studies(organisation, study_ids, allow_none=bool(pacs))
+    local_uids = {s.study_instance_uid for s in studies}
+    pacs = [p for p in pacs if p.study.study_instance_uid not in local_uids]
     if recipient_type not in Share.RecipientType.values:
         raise ShareError("recipient_invalid", _("Choose who receives the share."), "recipient_type")
     if recipient_type == Share.RecipientType.CARE_PROVIDER and not consent_confirmed:
@@ -145,13 +188,16 @@ def create_share(
         number = normalize_phone(phone)
     except PhoneError as exc:
         raise ShareError("phone_invalid", exc.message, "phone") from None
-    confirmed_birth = _birth_date(studies, birth_date)
+    with transaction.atomic():
+        patient = _pacs_patient(organisation, studies, pacs) if pacs else studies[0].patient
+    confirmed_birth = _birth_date(patient, birth_date)
     code = codes.generate_code()
     now = timezone.now()
     with transaction.atomic():
         share = Share.objects.create(
             organisation=organisation,
-            patient=studies[0].patient,
+            patient=patient,
+            status=Share.Status.RETRIEVING if pacs else Share.Status.PREPARING,
             created_by=created_by,
             api_key=api_key,
             recipient_type=recipient_type,
@@ -178,14 +224,23 @@ def create_share(
             )
             for s in studies
         )
+        ShareStudy.objects.bulk_create(
+            ShareStudy(
+                share=share,
+                study_instance_uid=p.study.study_instance_uid,
+                number_of_instances=p.study.number_of_instances or 0,
+                pacs_node=p.node,
+            )
+            for p in pacs
+        )
         record(
             "share.create",
             request=request,
             user=created_by,
             api_key=api_key,
             organisation=organisation,
-            patient=studies[0].patient,
-            study_uids=[s.study_instance_uid for s in studies],
+            patient=patient,
+            study_uids=[s.study_instance_uid for s in studies] + [p.study.study_instance_uid for p in pacs],
             actor_label="" if created_by else (api_key.prefix if api_key else ""),
             detail={
                 "share": share.pk,
@@ -202,12 +257,21 @@ def create_share(
 
 
 def prepare(share_pk: int) -> str:
-    """One preparation step; idempotent. Returns the share's status afterwards."""
+    """One preparation step; idempotent. Returns the share's status afterwards (``retrieving`` means studies are
+    still to come from a PACS: ``retrieve_missing`` fetches them)."""
     with transaction.atomic():
         # The row lock keeps two workers from preparing the same share at once (SECURITY.md R4).
         share = Share.objects.select_for_update().filter(pk=share_pk).first()
-        if share is None or share.status != Share.Status.PREPARING:
-            return share.status if share else "missing"
+        if share is None:
+            return "missing"
+        if (
+            share.status == Share.Status.RETRIEVING
+            and not share.share_studies.filter(study__isnull=True).exists()
+        ):
+            share.status = Share.Status.PREPARING
+            share.save(update_fields=["status"])
+        if share.status != Share.Status.PREPARING:
+            return share.status
         studies = [ss.study for ss in share.share_studies.select_related("study") if ss.study is not None]
         if len(studies) != share.share_studies.count():
             share.status, share.status_reason = Share.Status.FAILED, "study_missing"
@@ -227,6 +291,72 @@ def prepare(share_pk: int) -> str:
                 detail={"share": share.pk},
             )
         return share.status
+
+
+RETRIEVE_CLAIM = timedelta(minutes=15)
+
+
+def _fail_retrieve(share: Share, reason: str) -> str:
+    Share.objects.filter(pk=share.pk, status=Share.Status.RETRIEVING).update(
+        status=Share.Status.FAILED, status_reason=reason[:200]
+    )
+    return Share.Status.FAILED
+
+
+def retrieve_missing(share_pk: int) -> str:
+    """Fetch the share's studies that are still in a PACS (S1.2/S3.1), one after the other; each counts as done
+    only when the whole study arrived, so nothing half-retrieved reaches a recipient. Then prepare as usual."""
+    from radshare.pacs.client import PacsError, retrieve_study  # late import: the DICOM stack when needed
+
+    share = Share.objects.select_related("organisation", "created_by", "api_key").filter(pk=share_pk).first()
+    if share is None or share.status != Share.Status.RETRIEVING:
+        return share.status if share else "missing"
+    actor = Actor(user=share.created_by, api_key=share.api_key)
+    for ss in share.share_studies.filter(study__isnull=True).select_related("pacs_node"):
+        node = ss.pacs_node
+        if node is None or not node.is_active:
+            return _fail_retrieve(share, "pacs_node_missing")
+        now = timezone.now()
+        claimed = (
+            ShareStudy.objects.filter(pk=ss.pk)
+            .filter(Q(retrieve_claimed_at__isnull=True) | Q(retrieve_claimed_at__lt=now - RETRIEVE_CLAIM))
+            .update(retrieve_claimed_at=now)
+        )
+        if not claimed:
+            return Share.Status.RETRIEVING  # another worker is on it
+
+        def progress(received: int, expected: int | None, pk: int = ss.pk) -> None:
+            ShareStudy.objects.filter(pk=pk).update(retrieve_received=received, retrieve_expected=expected)
+
+        try:
+            result = retrieve_study(node, ss.study_instance_uid, on_progress=progress)
+            study = Study.objects.filter(
+                organisation=share.organisation, study_instance_uid=ss.study_instance_uid
+            ).first()
+            if study is None:
+                raise PacsError("the PACS sent no images of this study", temporary=False)
+        except PacsError as exc:
+            ShareStudy.objects.filter(pk=ss.pk).update(retrieve_claimed_at=None)
+            audit("pacs.retrieve", share, actor, Outcome.FAILURE, node=node.pk, reason=exc.reason)
+            return _fail_retrieve(share, exc.reason)
+        ShareStudy.objects.filter(pk=ss.pk).update(
+            study=study,
+            number_of_instances=study.number_of_instances,
+            size=study.size,
+            retrieve_received=result.received + result.already_here,
+            retrieve_expected=result.expected,
+            retrieve_claimed_at=None,
+        )
+        audit(
+            "pacs.retrieve",
+            share,
+            actor,
+            node=node.pk,
+            received=result.received,
+            already_here=result.already_here,
+        )
+    request_render()
+    return prepare(share_pk)
 
 
 def poll_delay(attempt: int) -> timedelta:
@@ -262,9 +392,10 @@ class Actor:
 SYSTEM = Actor()
 
 
-def audit(action: str, share: Share, actor: Actor, **detail: object) -> None:
+def audit(action: str, share: Share, actor: Actor, outcome: str = Outcome.SUCCESS, **detail: object) -> None:
     record(
         action,
+        outcome=outcome,
         request=actor.request,
         user=actor.user,
         api_key=actor.api_key,
@@ -372,7 +503,9 @@ def retry_preparation(share: Share, actor: Actor) -> Share:
         share = _locked(share)
         if share.status != Share.Status.FAILED:
             raise ShareConflictError("not_failed", _("Only a failed share can be prepared again."))
-        share.status, share.status_reason = Share.Status.PREPARING, ""
+        missing = share.share_studies.filter(study__isnull=True).exists()
+        share.status = Share.Status.RETRIEVING if missing else Share.Status.PREPARING
+        share.status_reason = ""
         share.save(update_fields=["status", "status_reason"])
         audit("share.retry", share, actor)
         from radshare.shares.tasks import prepare_share  # late import: tasks import this module
@@ -424,3 +557,15 @@ def mark_downloaded(share: Share) -> bool:
             pk=share.pk, status__in=(Share.Status.READY, Share.Status.NOTIFIED, Share.Status.OPENED)
         ).update(status=Share.Status.DOWNLOADED)
     )
+
+
+def retrieval_progress(share: Share) -> tuple[int, int | None]:
+    """(instances received, instances expected, when the PACS said) of the studies fetched from a PACS."""
+    rows = list(
+        share.share_studies.filter(pacs_node__isnull=False).values_list(
+            "retrieve_received", "retrieve_expected"
+        )
+    )
+    received = sum(r for r, _e in rows)
+    expected = None if any(e is None for _r, e in rows) else sum(e or 0 for _r, e in rows)
+    return received, expected

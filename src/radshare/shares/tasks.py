@@ -17,6 +17,10 @@ def prepare_share(share_pk: int, attempt: int = 0) -> str:
     """Make the share ready once every render is done; until then look again after a short, growing delay."""
     try:
         status = services.prepare(share_pk)
+        if status == Share.Status.RETRIEVING:
+            status = services.retrieve_missing(share_pk)
+            if status == Share.Status.RETRIEVING:
+                return status  # another worker retrieves it
         if status != Share.Status.PREPARING:
             return status
         if services.give_up_if_too_long(share_pk):

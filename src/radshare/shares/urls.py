@@ -1,8 +1,9 @@
 from django.urls import path
 
-from radshare.shares import views
+from radshare.shares import pacs_views, views
 
 urlpatterns = [
+    path("pacs/", pacs_views.pacs_search, name="pacs_search"),
     path("shares/", views.share_list, name="list"),
     path("shares/new", views.share_new, name="new"),
     path("shares/<int:pk>/", views.share_detail, name="detail"),

@@ -7,7 +7,7 @@ audited (SECURITY.md A10). Every state change is a POST with CSRF; the services 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import segno
 from django.conf import settings
@@ -33,10 +33,15 @@ from radshare.shares.codes import share_url
 from radshare.shares.forms import ResendForm, ShareFilterForm, ShareForm
 from radshare.shares.letters import letter_response
 from radshare.shares.models import Share, ShareStudy
+from radshare.shares.pacs import Found, find_by_uid
 from radshare.shares.phones import PhoneError, normalize_phone
 from radshare.shares.services import Actor, ShareError
 from radshare.studies.models import Study
+from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
 from radshare.studies.views import sender_required
+
+if TYPE_CHECKING:
+    from radshare.pacs.client import PacsStudy
 
 PAGE_SIZE = 50
 MAX_SELECTION = 1000
@@ -60,12 +65,24 @@ def _ints(values: list[str]) -> list[int]:
     return out
 
 
+def _pinned(request: HttpRequest) -> dict[str, int]:
+    """PACS studies carried by the dialog's form as "<node id>:<study UID>"."""
+    pinned = {}
+    source = request.POST if request.method == "POST" else request.GET
+    for value in source.getlist("pacs")[:MAX_SELECTION]:
+        node, _sep, uid = value.partition(":")
+        if node.isdigit() and uid:
+            pinned[uid.strip()] = int(node)
+    return pinned
+
+
 def _selected(request: HttpRequest, organisation: Organisation) -> tuple[list[Study], list[str]]:
-    """The studies a sender picked (by id from the browser, by UID from "share again" and deep links).
-    Returns the studies found and the UIDs that are not here (anymore)."""
+    """The studies a sender picked (by id from the browser, by UID from "share again", deep links and the PACS
+    search). Returns the studies here and the UIDs that are not here (to be looked up in the PACS)."""
     source = request.POST if request.method == "POST" else request.GET
     ids = _ints(source.getlist("study"))
-    uids = [u.strip() for u in request.GET.getlist("study_uid")[:MAX_SELECTION] if u.strip()]
+    uids = [u.strip() for u in source.getlist("study_uid")[:MAX_SELECTION] if u.strip()]
+    uids += list(_pinned(request))
     scoped = Study.objects.filter(organisation=organisation).select_related("patient")
     studies = list(
         scoped.filter(Q(pk__in=ids) | Q(study_instance_uid__in=uids)).order_by("-study_date", "pk")
@@ -78,19 +95,42 @@ def _selected(request: HttpRequest, organisation: Organisation) -> tuple[list[St
     return studies, missing
 
 
+def _patient_key(study: Study | PacsStudy) -> str:
+    return study.patient.patient_id if isinstance(study, Study) else study.patient_id
+
+
 @require_http_methods(["GET", "POST"])
 @sender_required
 def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
     studies, missing = _selected(request, organisation)
-    context: dict[str, Any] = {"organisation": organisation, "studies": studies, "missing": missing}
-    if not studies:
+    found = Found()
+    if missing:
+        found = find_by_uid(organisation, missing, _actor(request), _pinned(request))
+    pacs_uids = {p.study.study_instance_uid for p in found.selections}
+    context: dict[str, Any] = {
+        "organisation": organisation,
+        "studies": studies,
+        "pacs_selections": found.selections,
+        "pacs_problems": found.problems,
+        "selected_count": len(studies) + len(found.selections),
+        "missing": [u for u in missing if u not in pacs_uids],
+    }
+    if not studies and not found.selections:
+        for problem in found.problems:
+            messages.error(request, _("The PACS could not be searched: %(problem)s") % {"problem": problem})
         messages.error(request, _("Select one or more studies to share first."))
         return redirect("portal:studies")
-    if len({s.patient_id for s in studies}) > 1:
-        # The browser's check stops this before it gets here; a crafted request still meets the rule.
+    patients = {_patient_key(s) for s in studies} | {_patient_key(p.study) for p in found.selections}
+    wanted = request.GET.get("patient_id", "").strip()
+    if len({s.patient_id for s in studies}) > 1 or len(patients) > 1 or (wanted and patients != {wanted}):
+        # The browser's check stops this before it gets here; a crafted request or deep link still meets the rule.
         context["mixed"] = True
         return render(request, "shares/share_new.html", context, status=422)
-    needs_birth = services.needs_birth_date(studies[0])
+    if studies:
+        needs_birth = services.needs_birth_date(studies[0])
+    else:
+        birth = found.selections[0].study.patient_birth_date
+        needs_birth = birth is None or birth in PLACEHOLDER_BIRTH_DATES
     initial = {
         "recipient_type": request.GET.get("recipient_type") or Share.RecipientType.PATIENT,
         "study": [s.pk for s in studies],
@@ -101,9 +141,9 @@ def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
         study_choices=[s.pk for s in studies],
         needs_birth_date=needs_birth,
     )
+    form.fields["study"].required = bool(studies)
     context.update(
         form=form,
-        patient=studies[0].patient,
         needs_birth_date=needs_birth,
         expires_on=timezone.localdate() + timedelta(days=settings.RADSHARE.share_validity_days),
         validity_days=settings.RADSHARE.share_validity_days,
@@ -130,6 +170,7 @@ def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
                     notify_on_open=data["notify_on_open"],
                     created_by=request.user,  # type: ignore[arg-type]  # sender_required guarantees a Sender
                     request=request,
+                    pacs=found.selections,
                 )
             except ShareError as exc:
                 form.add_error(exc.field if exc.field in form.fields else None, str(exc.message))
@@ -254,6 +295,7 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
             "link": link,
             "qr": _qr_svg(link) if link else "",
             "progress": (total, prepared),
+            "retrieval": services.retrieval_progress(share),
             "notification": link_notification(share),
             "locked": services.is_locked(share),
             "lock_held": share.locked_until is not None and share.locked_until >= HELD,

@@ -6,7 +6,7 @@
   if (selectForm) {
     const button = selectForm.querySelector("button[type=submit]");
     const status = document.getElementById("selection-status");
-    const boxes = () => Array.from(document.querySelectorAll("input[name=study][form=share-select]"));
+    const boxes = () => Array.from(document.querySelectorAll("input[type=checkbox][form=share-select]"));
     const update = () => {
       const chosen = boxes().filter((b) => b.checked);
       const patients = new Set(chosen.map((b) => b.dataset.patient));
@@ -15,7 +15,7 @@
       status.textContent = mixed ? status.dataset.mixed : chosen.length ? status.dataset.count.replace("{n}", chosen.length) : "";
       status.classList.toggle("alert", mixed);
     };
-    document.addEventListener("change", (e) => { if (e.target.matches("input[name=study]")) update(); });
+    document.addEventListener("change", (e) => { if (e.target.matches("input[form=share-select]")) update(); });
     update();
   }
 
