@@ -5,7 +5,7 @@ No URL here holds patient data; ids are scoped to the session's share (another s
 
 from django.urls import path
 
-from radshare.recipients import downloads, viewer, views
+from radshare.recipients import dicomweb, downloads, viewer, views
 
 urlpatterns = [
     path("", views.start, name="start"),
@@ -24,4 +24,6 @@ urlpatterns = [
     path("r/download", downloads.choose, name="download"),
     path("r/download/<str:kind>.zip", downloads.download_all, name="download_all"),
     path("r/studies/<int:pk>/download/<str:kind>.zip", downloads.download_study, name="download_study"),
+    # Share-scoped, read-only DICOMweb under r/dicomweb/ (B6.4): off unless RADSHARE_RECIPIENT_DICOMWEB.
+    *dicomweb.urlpatterns,
 ]

@@ -32,6 +32,11 @@ ACTION_LABELS: dict[str, Promise] = {
     "recipient.download.start": _("Recipient: download started"),
     "recipient.download.end": _("Recipient: download ended"),
     "recipient.logout": _("Recipient logged out"),
+    "recipient.dicomweb.query": _("Recipient: DICOMweb search"),
+    "recipient.dicomweb.retrieve": _("Recipient: DICOMweb retrieve"),
+    "recipient.dicomweb.metadata": _("Recipient: DICOMweb metadata"),
+    "pacs.query": _("PACS searched"),
+    "pacs.retrieve": _("Retrieved from the PACS"),
 }
 
 
