@@ -6,9 +6,14 @@ import datetime as dt
 from typing import Annotated
 
 from ninja import Field, Schema
-from pydantic import StringConstraints
+from pydantic import BaseModel, StringConstraints
 
-DicomLO = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+# PostgreSQL cannot store a NUL character (a 500 there): no string the API takes may hold one (a 422).
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
+DicomLO = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=NO_NUL)
+]
 
 
 class Error(Schema):
@@ -44,23 +49,28 @@ class StudyOut(Schema):
     patient: PatientOut
 
 
-class RecipientIn(Schema):
-    type: str = Field(description="'patient' or 'care_provider'.", examples=["patient"])
-    phone: str = Field(
+class In(BaseModel):
+    """A request body (or part of one): a JSON object. Not ninja's Schema, which reads any value's attributes
+    (ORM mode) and so would take a string, number or list for an object with all its defaults."""
+
+
+class RecipientIn(In):
+    type: Text = Field(description="'patient' or 'care_provider'.", examples=["patient"])
+    phone: Text = Field(
         description="Mobile number for the SMS code; Dutch numbers need no +31.", examples=["0612345678"]
     )
-    email: str = Field(default="", description="Required for delivery 'email'.")
+    email: Text = Field(default="", description="Required for delivery 'email'.")
 
 
-class ShareIn(Schema):
+class ShareIn(In):
     patient_id: DicomLO
     issuer: DicomLO | None = None
     study_instance_uids: list[DicomLO] = Field(min_length=1, max_length=1000)
     recipient: RecipientIn
-    delivery: str = Field(default="email", description="'email', 'letter' or 'url' (show the link).")
-    language: str = Field(default="nl", description="'nl' or 'en': the language of e-mail and letter.")
+    delivery: Text = Field(default="email", description="'email', 'letter' or 'url' (show the link).")
+    language: Text = Field(default="nl", description="'nl' or 'en': the language of e-mail and letter.")
     consent_confirmed: bool = Field(default=False, description="Required true for a care provider.")
-    reason: str = Field(default="", max_length=500)
+    reason: Text = Field(default="", max_length=500)
     birth_date: dt.date | None = Field(
         default=None, description="Only to confirm the patient's birth date when the images lack a real one."
     )
@@ -107,8 +117,8 @@ class ShareOut(Schema):
     )
 
 
-class ResendIn(Schema):
-    email: str = Field(default="", description="A corrected e-mail address; empty: the registered one.")
+class ResendIn(In):
+    email: Text = Field(default="", description="A corrected e-mail address; empty: the registered one.")
 
 
 class ResendOut(Schema):
