@@ -148,6 +148,8 @@ def test_lists_the_patients_studies_with_their_fields(
         "number_of_instances": 4,
         "size": ct.size,
         "patient": {"patient_id": "P100", "issuer": "", "name": "Jansen^Anna", "birth_date": "1968-03-14"},
+        "pacs_node": None,
+        "in_radshare": True,
     }
     assert ct.size > 0
     event = AuditEvent.objects.get(action="api.studies.list")

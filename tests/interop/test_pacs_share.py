@@ -113,6 +113,19 @@ def test_the_api_shares_studies_only_in_the_pacs_by_wado_rs(orthanc: Orthanc, or
     web_node(orthanc, organisation)
     key = create_api_key(organisation, "PACS button")[1]
     uid = orthanc.studies["ct"].study_uid
+    listed = Client().get(
+        "/api/v1/studies",
+        {"patient_id": PATIENT.patient_id, "source": "pacs"},
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
+    assert listed.status_code == 200, listed.content
+    [found] = [s for s in listed.json() if s["study_instance_uid"] == uid]
+    assert (found["pacs_node"], found["in_radshare"], found["number_of_instances"]) == (
+        "ORTHANCWEB",
+        False,
+        11,
+    )
+    assert found["patient"]["patient_id"] == PATIENT.patient_id
     response = Client().post(
         "/api/v1/shares",
         {
@@ -131,6 +144,16 @@ def test_the_api_shares_studies_only_in_the_pacs_by_wado_rs(orthanc: Orthanc, or
     assert status["status"] == "ready"
     assert (status["instances_retrieved"], status["instances_expected"]) == (11, 11)
     _assert_as_in_orthanc(orthanc, uid)
+    again = (
+        Client()
+        .get(
+            "/api/v1/studies",
+            {"patient_id": PATIENT.patient_id, "source": "pacs"},
+            HTTP_AUTHORIZATION=f"Bearer {key}",
+        )
+        .json()
+    )
+    assert next(s for s in again if s["study_instance_uid"] == uid)["in_radshare"] is True
     unknown = Client().post(
         "/api/v1/shares",
         {

@@ -27,7 +27,14 @@ api = NinjaAPI(
 api.add_router("", router)
 api.add_router("", shares_router)
 
-CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict"}
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    502: "pacs_unavailable",
+}
 
 
 def error(request: HttpRequest, status: int, code: str, message: str) -> HttpResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Literal
 
 from ninja import Field, Schema
 from pydantic import BaseModel, StringConstraints
@@ -28,6 +28,11 @@ class StudyQuery(Schema):
     issuer: DicomLO | None = Field(
         default=None, description="Issuer of Patient ID (0010,0021); when given, only that issuer's patient."
     )
+    source: Literal["local", "pacs"] = Field(
+        default="local",
+        description="'local': studies held by radshare; 'pacs': studies found in the organisation's PACS nodes "
+        "(C-FIND or QIDO-RS), to be shared by UID (they are retrieved while the share is prepared).",
+    )
 
 
 class PatientOut(Schema):
@@ -45,8 +50,12 @@ class StudyOut(Schema):
     modalities: list[str]
     number_of_series: int
     number_of_instances: int
-    size: int = Field(description="Bytes of the stored DICOM files.")
+    size: int = Field(description="Bytes of the stored DICOM files (0 for a study only in the PACS).")
     patient: PatientOut
+    pacs_node: str | None = Field(
+        default=None, description="AE title of the PACS it was found in (source=pacs)."
+    )
+    in_radshare: bool = Field(default=True, description="Whether radshare holds the study already.")
 
 
 class In(BaseModel):

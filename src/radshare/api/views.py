@@ -31,7 +31,7 @@ from radshare.organisations.models import ApiKey
 from radshare.shares.codes import share_url
 from radshare.shares.letters import letter_response
 from radshare.shares.models import Share
-from radshare.shares.pacs import find_by_uid
+from radshare.shares.pacs import audit_query, find_by_uid, searchable_nodes
 from radshare.shares.services import (
     Actor,
     ShareError,
@@ -76,14 +76,16 @@ def _study_out(study: Study) -> StudyOut:
 
 @router.get(
     "/studies",
-    response={200: list[StudyOut], 401: Error, 422: Error},
+    response={200: list[StudyOut], 401: Error, 422: Error, 502: Error},
     operation_id="list_studies",
     summary="A patient's studies held by the organisation",
 )
 def list_studies(request: HttpRequest, query: Query[StudyQuery]) -> list[StudyOut]:
-    """The organisation's local studies of one patient, newest first. ``patient_id`` is required: the API does
-    not list everything."""
+    """The organisation's studies of one patient, newest first: held by radshare, or (``source=pacs``) found in
+    its PACS nodes. ``patient_id`` is required: the API does not list everything."""
     key = _key(request)
+    if query.source == "pacs":
+        return _pacs_studies(request, key, query)
     studies = list(
         search_studies(
             key.organisation,
@@ -104,6 +106,62 @@ def list_studies(request: HttpRequest, query: Query[StudyQuery]) -> list[StudyOu
         },
     )
     return [_study_out(s) for s in studies]
+
+
+def _pacs_studies(request: HttpRequest, key: ApiKey, query: StudyQuery) -> list[StudyOut]:
+    nodes = searchable_nodes(key.organisation)
+    if not nodes:
+        return []
+    from radshare.pacs.client import (
+        PacsError,
+        find_studies,
+    )  # late import: DICOM stack
+    from radshare.pacs.client import (
+        StudyQuery as PacsQuery,
+    )
+
+    out: list[StudyOut] = []
+    problems = []
+    for node in nodes:
+        try:
+            found = find_studies(node, PacsQuery(patient_id=query.patient_id))
+        except PacsError as exc:
+            audit_query(
+                Actor(api_key=key, request=request), key.organisation, node, 0, ["patient_id"], exc.reason
+            )
+            problems.append(f"{node.ae_title}: {exc.reason}")
+            continue
+        audit_query(Actor(api_key=key, request=request), key.organisation, node, len(found), ["patient_id"])
+        here = set(
+            Study.objects.filter(
+                organisation=key.organisation, study_instance_uid__in=[s.study_instance_uid for s in found]
+            ).values_list("study_instance_uid", flat=True)
+        )
+        out += [
+            StudyOut(
+                study_instance_uid=s.study_instance_uid,
+                study_date=s.study_date,
+                description=s.description,
+                accession_number=s.accession_number,
+                modalities=list(s.modalities),
+                number_of_series=s.number_of_series or 0,
+                number_of_instances=s.number_of_instances or 0,
+                size=0,
+                patient=PatientOut(
+                    patient_id=s.patient_id,
+                    issuer=s.issuer,
+                    name=s.patient_name,
+                    birth_date=s.patient_birth_date,
+                ),
+                pacs_node=node.ae_title,
+                in_radshare=s.study_instance_uid in here,
+            )
+            for s in found
+            if query.issuer is None or s.issuer in ("", query.issuer)
+        ]
+    if problems and not out:
+        raise HttpError(502, "The PACS could not be searched: " + "; ".join(problems))
+    return sorted(out, key=lambda s: (s.study_date is None, s.study_date), reverse=True)
 
 
 shares_router = Router(tags=["shares"])

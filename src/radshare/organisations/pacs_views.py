@@ -21,7 +21,7 @@ from radshare.organisations.models import Organisation, PacsNode
 from radshare.organisations.views import org_admin_required
 
 
-class PacsNodeForm(forms.ModelForm):
+class PacsNodeForm(forms.ModelForm[PacsNode]):
     dicomweb_secret_new = forms.CharField(
         label=gettext_lazy("DICOMweb password or token"),
         required=False,
