@@ -104,6 +104,7 @@ class Instance(models.Model):
         SCP = "scp", _("DICOM C-STORE")
         UPLOAD = "upload", _("upload")
         DEMO = "demo", _("demo data")
+        PACS = "pacs", _("retrieved from a PACS")
 
     organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
     series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
