@@ -210,3 +210,15 @@ def test_orthanc_pushing_a_study_into_radshares_scp_is_indexed(
     )
     study = Study.objects.get(organisation=organisation, study_instance_uid=uid)
     assert study.number_of_instances == len(orthanc_to_scp.studies["mr-small"].sop_uids)
+
+
+@pytest.mark.django_db
+def test_test_connection_on_the_pacs_nodes_page(orthanc: Orthanc, organisation: Any) -> None:
+    from radshare.organisations.services import create_sender
+
+    dimse = dimse_node(orthanc, organisation, retrieve="get")
+    web = web_node(orthanc, organisation)
+    client = _sender_client(create_sender(organisation, "carol", "correct horse battery staple", admin=True))
+    for node, answer in ((dimse, "C-ECHO ok"), (web, "QIDO-RS ok")):
+        page = _text(client.post(f"/portal/pacs-nodes/{node.pk}/test/", follow=True))
+        assert f"Connection to {node.ae_title} works: {answer}" in page
