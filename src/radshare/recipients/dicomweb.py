@@ -63,10 +63,10 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from radshare.audit.models import AuditEvent
-from radshare.audit.services import Outcome, record
+from radshare.audit.services import Outcome
 from radshare.recipients import downloads
 from radshare.recipients.models import DownloadDay
-from radshare.recipients.session import Stage, session_share
+from radshare.recipients.session import Stage, record_recipient, session_share
 from radshare.shares.models import Share
 from radshare.shares.services import mark_downloaded
 from radshare.studies.models import Instance, Series, Study
@@ -74,7 +74,6 @@ from radshare.studies.storage import get_store
 
 logger = logging.getLogger(__name__)
 
-ACTOR = "recipient"
 QUERY = "recipient.dicomweb.query"
 RETRIEVE = "recipient.dicomweb.retrieve"
 METADATA = "recipient.dicomweb.metadata"
@@ -166,17 +165,7 @@ def _audit(
 ) -> None:
     # The same shape as the downloads' entries: the share by its id, never the code; no query values (they may
     # hold a name), only the keys.
-    record(
-        action,
-        outcome=outcome,
-        request=request,
-        actor_type=ACTOR,
-        actor_label=f"share {share.pk}",
-        organisation=share.organisation_id,
-        patient=share.patient_id,
-        study_uids=list(uids),
-        detail={"share": share.pk, **detail},
-    )
+    record_recipient(action, request, share, outcome=outcome, study_uids=uids, **detail)
 
 
 def _refused(

@@ -32,18 +32,17 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.views.decorators.http import require_safe
 
-from radshare.audit.services import Outcome, record
+from radshare.audit.services import Outcome
 from radshare.imaging.models import InstanceRender
 from radshare.recipients import media
 from radshare.recipients.models import DownloadDay
-from radshare.recipients.session import Stage, recipient_required, session_share
+from radshare.recipients.session import Stage, recipient_required, record_recipient, session_share
 from radshare.shares.models import Share
 from radshare.shares.services import mark_downloaded
 from radshare.studies.models import Study
 
 logger = logging.getLogger(__name__)
 
-ACTOR = "recipient"
 # A phone or tablet by its User-Agent: every mobile browser says "Mobi" (MDN's advice), Android tablets at
 # least "Android", older iPads "iPad". Safari on iPadOS 13+ presents itself as a Mac: taken for a computer.
 MOBILE_MARKERS = ("Mobi", "Android", "iPhone", "iPad")
@@ -111,17 +110,7 @@ def _audit(
     request: HttpRequest, share: Share, action: str, uids: list[str], outcome: str, **detail: Any
 ) -> None:
     # Never the code: the share by its id, the recipient by the method it logged in with (A16).
-    record(
-        action,
-        outcome=outcome,
-        request=request,
-        actor_type=ACTOR,
-        actor_label=f"share {share.pk}",
-        organisation=share.organisation_id,
-        patient=share.patient_id,
-        study_uids=uids,
-        detail={"share": share.pk, **detail},
-    )
+    record_recipient(action, request, share, outcome=outcome, study_uids=uids, **detail)
 
 
 def _not_in_share(request: HttpRequest, share: Share, requested: int) -> Http404:

@@ -6,7 +6,7 @@ The session holds only the share id, the login stage and two timestamps: never t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import wraps
 from typing import Any
@@ -103,3 +103,30 @@ def recipient_required(view: Callable[..., HttpResponseBase]) -> Callable[..., H
 
 def _to_start(request: HttpRequest) -> HttpResponseRedirect:
     return redirect("recipients:start")
+
+
+def record_recipient(
+    action: str,
+    request: HttpRequest,
+    share: Share,
+    *,
+    outcome: str = "success",
+    study_uids: Iterable[str] = (),
+    **detail: Any,
+) -> None:
+    """One audit entry for a recipient's action (A16): the share by its id and the login method, never the code."""
+    from radshare.audit.services import (
+        record,  # late import: audit imports organisations, which import little
+    )
+
+    record(
+        action,
+        outcome=outcome,
+        request=request,
+        actor_type="recipient",
+        actor_label=f"share {share.pk}",
+        organisation=share.organisation_id,
+        patient=share.patient_id,
+        study_uids=list(study_uids),
+        detail={"share": share.pk, **detail},
+    )

@@ -14,7 +14,6 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from radshare.audit.services import record
 from radshare.recipients import access, downloads, session
 from radshare.recipients.access import SmsResult, Step
 from radshare.recipients.forms import BirthDateForm, CodeForm, SmsCodeForm
@@ -213,15 +212,7 @@ def terms(request: HttpRequest) -> HttpResponse:
 def logout(request: HttpRequest) -> HttpResponseRedirect:
     share = session.session_share(request)
     if share is not None:
-        record(
-            "recipient.logout",
-            request=request,
-            actor_type="recipient",
-            actor_label=f"share {share.pk}",
-            organisation=share.organisation_id,
-            patient=share.patient_id,
-            detail={"share": share.pk},
-        )
+        session.record_recipient("recipient.logout", request, share)
     session.end(request)
     messages.success(request, _("You are logged out."))
     return redirect("recipients:start")
@@ -247,15 +238,8 @@ def share_studies(share: Share) -> list[Study]:
 @recipient_required
 def studies(request: HttpRequest, share: Share) -> HttpResponse:
     shown = share_studies(share)
-    record(
-        "recipient.studies.list",
-        request=request,
-        actor_type="recipient",
-        actor_label=f"share {share.pk}",
-        organisation=share.organisation_id,
-        patient=share.patient_id,
-        study_uids=[s.study_instance_uid for s in shown],
-        detail={"share": share.pk},
+    session.record_recipient(
+        "recipient.studies.list", request, share, study_uids=[s.study_instance_uid for s in shown]
     )
     return _page(
         request,
