@@ -388,3 +388,18 @@ def test_phones_see_no_download_buttons_unless_allowed(
     assert "open the link on a computer" in text
     radshare_config(download_on_mobile=True)
     assert "/r/download" in _text(phone.get("/r/studies"))
+
+
+@pytest.mark.django_db
+def test_old_login_rows_are_pruned_recent_ones_kept(shared: tuple[Share, str], sms_file: Path) -> None:
+    from radshare.recipients.models import AccessAttempt
+    from radshare.recipients.tasks import prune_login_rows
+
+    _, code = shared
+    to_sms_step(_client(), code)
+    assert AccessAttempt.objects.count() == 2  # the code and the date of birth
+    assert prune_login_rows.call() == 0
+    AccessAttempt.objects.update(created_at=timezone.now() - timedelta(days=3))
+    OneTimeCode.objects.update(expires_at=timezone.now() - timedelta(days=3))
+    assert prune_login_rows.call() == 3
+    assert not AccessAttempt.objects.exists()

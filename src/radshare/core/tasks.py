@@ -126,6 +126,12 @@ def _expire_shares() -> Task[..., Any]:
     return expire_shares
 
 
+def _prune_login_rows() -> Task[..., Any]:
+    from radshare.recipients.tasks import prune_login_rows
+
+    return prune_login_rows
+
+
 def _notifications_housekeeping() -> Task[..., Any]:
     from radshare.notifications.tasks import notifications_housekeeping
 
@@ -136,6 +142,7 @@ PERIODIC: tuple[Periodic, ...] = (
     Periodic("imaging.render_housekeeping", timedelta(minutes=1), _render_housekeeping),
     Periodic("shares.expire", timedelta(minutes=1), _expire_shares),
     Periodic("notifications.housekeeping", timedelta(minutes=5), _notifications_housekeeping),
+    Periodic("recipients.prune_login_rows", timedelta(hours=6), _prune_login_rows),
     Periodic("core.prune_task_results", timedelta(hours=6), lambda: prune_task_results),
     Periodic("core.sweep_incoming", timedelta(hours=1), lambda: sweep_incoming),
 )
