@@ -222,3 +222,51 @@ def test_test_connection_on_the_pacs_nodes_page(orthanc: Orthanc, organisation: 
     for node, answer in ((dimse, "C-ECHO ok"), (web, "QIDO-RS ok")):
         page = _text(client.post(f"/portal/pacs-nodes/{node.pk}/test/", follow=True))
         assert f"Connection to {node.ae_title} works: {answer}" in page
+
+
+@pytest.mark.django_db
+def test_orthanc_stopping_mid_retrieve_fails_the_share_and_retry_completes_it(
+    orthanc: Orthanc, organisation: Any, sender: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import radshare.pacs.client as pacs_client
+
+    node = dimse_node(orthanc, organisation, retrieve="get")
+    client = _sender_client(sender)
+    uid = orthanc.studies["ct"].study_uid
+    assert client.post("/portal/shares/new", _form(pacs=f"{node.pk}:{uid}")).status_code == 302
+    share = Share.objects.get()
+    real = pacs_client.retrieve_study
+    killed: list[int] = []
+
+    def stops_after_the_first_image(
+        node: Any, study_uid: str, *, on_progress: Any = None, timeout: float = 300
+    ) -> Any:
+        def progress(done: int, expected: int | None) -> None:
+            if on_progress is not None:
+                on_progress(done, expected)
+            if done >= 1 and not killed:
+                assert orthanc.process is not None
+                orthanc.process.kill()  # the PACS goes down in the middle of the transfer
+                killed.append(done)
+
+        return real(node, study_uid, on_progress=progress, timeout=5)
+
+    monkeypatch.setattr(pacs_client, "retrieve_study", stops_after_the_first_image)
+    try:
+        assert prepare_share.call(share.pk) == "failed"
+    finally:
+        orthanc.stop()
+        orthanc.start()  # back, with the same storage
+    monkeypatch.undo()
+    assert killed
+    share.refresh_from_db()
+    assert share.status == "failed"
+    assert share.status_reason
+    arrived = Instance.objects.filter(series__study__study_instance_uid=uid).count()
+    assert 1 <= arrived < len(orthanc.studies["ct"].sop_uids)  # some came, not all
+    assert not share.share_studies.filter(
+        study__isnull=False
+    ).exists()  # nothing half-prepared reaches anyone
+    client.post(f"/portal/shares/{share.pk}/retry")
+    _prepare_until_ready(share)
+    _assert_as_in_orthanc(orthanc, uid)
