@@ -74,10 +74,19 @@ def _sigint_blocked() -> Iterator[None]:
 
 
 def shutdown_pool() -> None:
+    """Stop the render processes now: a render cut short is claimed again later (its claim goes stale). Waiting
+    for them could outlast the stop grace of `radshare serve`, which then kills the worker and leaves its render
+    processes orphaned mid-start, printing tracebacks."""
     global _pool
     with _pool_lock:
         if _pool is not None:
-            _pool.shutdown(cancel_futures=True)
+            processes = list(getattr(_pool, "_processes", {}).values())  # no public API before Python 3.14
+            _pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()  # SIGTERM: the default action, a quiet exit
+            for process in processes:
+                process.join(timeout=5)
             _pool = None
 
 
