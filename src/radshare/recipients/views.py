@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, Prefetch, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -58,35 +59,34 @@ def start(request: HttpRequest) -> HttpResponse:
     return redirect("recipients:birth_date")  # the code leaves the URL (A2)
 
 
-def _pending(request: HttpRequest, stage: str) -> tuple[Share | None, HttpResponse | None]:
+def _pending(request: HttpRequest, stage: str) -> Share | HttpResponse:
     """The session's share at ``stage`` of the login, or where to send the browser instead."""
     state = request.session.get(session.KEY)
     if not isinstance(state, dict):
-        return None, redirect("recipients:start")
+        return redirect("recipients:start")
     share = (
         Share.objects.select_related("organisation", "patient").filter(pk=int(state.get("share", 0))).first()
     )
     if share is None or share.has_ended or share.expires_at <= timezone.now():
         session.end(request)
-        return None, redirect("recipients:invalid")
+        return redirect("recipients:invalid")
     if share.status in NOT_READY:
-        return None, redirect("recipients:preparing")
+        return redirect("recipients:preparing")
     if access.locked(share):
-        return None, redirect("recipients:locked")
+        return redirect("recipients:locked")
     if state.get("stage") == Stage.IN:
-        return None, redirect("recipients:studies")
+        return redirect("recipients:studies")
     if state.get("stage") != stage:
         step = "birth_date" if state.get("stage") == Stage.BIRTH_DATE else "sms_code"
-        return None, redirect(f"recipients:{step}")
-    return share, None
+        return redirect(f"recipients:{step}")
+    return share
 
 
 @require_http_methods(["GET", "POST"])
 def birth_date(request: HttpRequest) -> HttpResponse:
-    share, elsewhere = _pending(request, Stage.BIRTH_DATE)
-    if share is None:
-        assert elsewhere is not None  # noqa: S101 - _pending returns one of the two
-        return elsewhere
+    share = _pending(request, Stage.BIRTH_DATE)
+    if not isinstance(share, Share):
+        return share  # where the browser goes instead
     form = BirthDateForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         if access.client_throttled(request, Step.BIRTH_DATE):
@@ -112,10 +112,9 @@ def birth_date(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def sms_code(request: HttpRequest) -> HttpResponse:
-    share, elsewhere = _pending(request, Stage.SMS_CODE)
-    if share is None:
-        assert elsewhere is not None  # noqa: S101 - _pending returns one of the two
-        return elsewhere
+    share = _pending(request, Stage.SMS_CODE)
+    if not isinstance(share, Share):
+        return share  # where the browser goes instead
     form = SmsCodeForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         if access.client_throttled(request, Step.SMS_CODE):
@@ -152,10 +151,9 @@ SMS_MESSAGES = {
 
 @require_POST
 def new_sms_code(request: HttpRequest) -> HttpResponse:
-    share, elsewhere = _pending(request, Stage.SMS_CODE)
-    if share is None:
-        assert elsewhere is not None  # noqa: S101 - _pending returns one of the two
-        return elsewhere
+    share = _pending(request, Stage.SMS_CODE)
+    if not isinstance(share, Share):
+        return share  # where the browser goes instead
     if access.send_sms_code(request, share):
         messages.success(request, _("A new code is on its way. It can take a minute to arrive."))
     else:
@@ -168,13 +166,7 @@ def new_sms_code(request: HttpRequest) -> HttpResponse:
 
 @require_safe
 def invalid(request: HttpRequest) -> HttpResponse:
-    return _page(request, "recipients/invalid.html", days=_validity_days())
-
-
-def _validity_days() -> int:
-    from django.conf import settings  # late import: tests change settings.RADSHARE
-
-    return int(settings.RADSHARE.share_validity_days)
+    return _page(request, "recipients/invalid.html", days=settings.RADSHARE.share_validity_days)
 
 
 def _session_share_any_state(request: HttpRequest) -> Share | None:
