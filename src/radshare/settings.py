@@ -80,7 +80,9 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": _config.database_settings(RADSHARE.database_url, DATA_DIR)}
+DATABASES = {
+    "default": _config.database_settings(RADSHARE.database_url, DATA_DIR, RADSHARE.database_pool_size)
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "organisations.Sender"

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.test import Client
 
 from radshare.audit.models import AuditEvent
@@ -280,3 +281,29 @@ def test_public_web_process_serves_no_api(radshare_config: Any, key_a: str) -> N
     assert client.get("/api/v1/docs").status_code == 404
     radshare_config(role="internal")
     assert client.get("/api/v1/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "code"),
+    [
+        (RuntimeError("boom at /srv/secret/path"), 500, "server_error"),
+        # The database away or every pooled connection busy: try again, not a crash (R7).
+        (OperationalError("pool timeout"), 503, "unavailable"),
+    ],
+)
+def test_an_unexpected_error_answers_json_without_internals(
+    key_a: str, monkeypatch: pytest.MonkeyPatch, raised: Exception, status: int, code: str
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr("radshare.api.views.search_studies", fail)
+    client = Client(raise_request_exception=False)
+    response = client.get(URL, {"patient_id": "P100"}, **bearer(key_a))
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["code"] == code
+    assert "boom" not in body["message"]
+    assert "secret" not in response.content.decode()
+    assert ("Retry-After" in response) == (status == 503)

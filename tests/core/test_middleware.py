@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.test import Client
 
 from radshare.organisations.models import Sender
@@ -151,3 +152,18 @@ def test_access_log_never_holds_the_query_string(caplog: pytest.LogCaptureFixtur
     everything = "\n".join(f"{r.name} {r.getMessage()} {r.args}" for r in caplog.records)
     for secret in ("PID-SECRET-1", "Geheimnaam", "ABCD-EFGH-JKMN", "?", "patient_", "code="):
         assert secret not in everything
+
+
+@pytest.mark.django_db
+def test_database_unavailable_is_a_503_page_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page whose database is away (or whose pooled connections are all busy) asks to retry (R7)."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OperationalError("couldn't get a connection after 10.00 sec")
+
+    monkeypatch.setattr("radshare.recipients.views.render", fail)
+    response = Client(raise_request_exception=False).get("/", HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "Busy for a moment" in response.content.decode()
+    assert "connection" not in response.content.decode()

@@ -343,6 +343,13 @@ SETTINGS: tuple[Setting, ...] = (
         "`sqlite:///path` or `postgres://user:pass@host:5432/db`. Default: SQLite in the data dir.",
     ),
     Setting(
+        "DATABASE_POOL_SIZE",
+        "16",
+        _int_range(2, 500),
+        "PostgreSQL: connections each process (web, SCP, worker) holds at most. A request that finds them all "
+        "busy waits up to 10 s for one, then gets a 503. The SCP holds one per association in progress.",
+    ),
+    Setting(
         "SECRET_KEY",
         None,
         _text,
@@ -547,6 +554,13 @@ def _derive(values: dict[str, Any], env: Mapping[str, str], problems: list[str])
         values["DICOM_ACCEPT_ANY"] = bool(values.get("DEMO"))
     elif values["DICOM_ACCEPT_ANY"] and not values.get("DEMO"):
         problems.append(f"{PREFIX}DICOM_ACCEPT_ANY: may only be on in demo mode ({PREFIX}DEMO=1)")
+    associations, pool = values.get("DICOM_MAX_ASSOCIATIONS"), values.get("DATABASE_POOL_SIZE")
+    postgres = not str(values["DATABASE_URL"]).startswith("sqlite")
+    if postgres and associations is not None and pool is not None and associations > pool:
+        problems.append(
+            f"{PREFIX}DICOM_MAX_ASSOCIATIONS: {associations} is more than {PREFIX}DATABASE_POOL_SIZE ({pool}); "
+            "each association holds a database connection: raise the pool size or lower the associations"
+        )
     # Demo mode keeps what would be sent in files, for the demo outbox page; elsewhere the console.
     outbox = data_dir / "outbox"
     for name, demo_target in (("EMAIL_URL", outbox / "mail"), ("SMS_URL", outbox / "sms.jsonl")):
@@ -647,8 +661,18 @@ def load(env: Mapping[str, str] | None = None, *, create_secret: bool = True) ->
     return Config(values=values, secret_key_source=source)
 
 
-def database_settings(url: str, data_dir: Path) -> dict[str, Any]:
-    """Django DATABASES['default'] from a URL (SQLite: WAL + synchronous=FULL, SECURITY.md R2)."""
+# A request waits this long for a pooled connection before it is answered 503 (docs/security.md R7).
+POOL_TIMEOUT_SECONDS = 10
+
+
+def database_settings(url: str, data_dir: Path, pool_size: int = 16) -> dict[str, Any]:
+    """Django DATABASES['default'] from a URL (SQLite: WAL + synchronous=FULL, docs/security.md R2).
+
+    PostgreSQL connections come from a pool of at most ``pool_size`` per process (docs/security.md R7). Under
+    ASGI each request may run in a new thread; persistent per-thread connections (``CONN_MAX_AGE``) then pile up
+    until the server refuses everyone. With the pool a thread's connection goes back at the end of each request
+    (``CONN_MAX_AGE`` 0), and a burst waits its turn instead.
+    """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         path = Path(url.removeprefix("sqlite:///"))
@@ -676,7 +700,10 @@ def database_settings(url: str, data_dir: Path) -> dict[str, Any]:
         "PASSWORD": parts.password or "",
         "HOST": parts.hostname or "",
         "PORT": str(parts.port or ""),
-        "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": options,
+        "CONN_MAX_AGE": 0,  # required with a pool: each close hands the connection back
+        # The pool checks a connection before handing it out, so a restarted server costs no failed request.
+        "OPTIONS": {
+            **options,
+            "pool": {"min_size": 1, "max_size": pool_size, "timeout": POOL_TIMEOUT_SECONDS, "max_idle": 300},
+        },
     }

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
@@ -46,5 +47,28 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     return _error(request, 404)
 
 
+# Seconds a client is asked to wait when the database is away or all its connections are busy.
+RETRY_AFTER_SECONDS = 5
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
-    return _error(request, 500)
+    """An unhandled exception (Django calls this inside its ``except``, so the exception is at hand).
+
+    The database away or every pooled connection busy (docs/security.md R7) is a 503 with Retry-After, not a
+    500: the request may simply be repeated. Under /api/ the answer is JSON in the API's error shape.
+    """
+    unavailable = isinstance(sys.exception(), OperationalError | InterfaceError)
+    status = 503 if unavailable else 500
+    if request.path.startswith("/api/"):
+        body = {
+            "code": "unavailable" if unavailable else "server_error",
+            "message": "The service is busy or its database is away; try again shortly."
+            if unavailable
+            else "An error occurred on our side. Nothing was changed.",
+        }
+        response: HttpResponse = JsonResponse(body, status=status)
+    else:
+        response = _error(request, status)
+    if unavailable:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
