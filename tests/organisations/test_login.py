@@ -1,4 +1,5 @@
-"""Sender login: Argon2 hashes, audited outcomes, throttling per account and per address (SECURITY.md A9)."""
+"""Sender login: Argon2 hashes, audited outcomes, throttling per account and address and per address (docs/security.md
+A9; the lock-out rules in detail: test_login_lockout.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Sender
 from radshare.organisations.services import (
     LOGIN_WINDOW,
-    MAX_FAILED_PER_ACCOUNT,
+    MAX_FAILED_PER_ACCOUNT_AND_ADDRESS,
     MAX_FAILED_PER_ADDRESS,
     create_sender,
 )
@@ -96,7 +97,7 @@ def test_failed_login_is_audited_and_explained(sender: Sender) -> None:
 @pytest.mark.django_db
 def test_the_eleventh_attempt_is_refused_even_with_the_right_password(sender: Sender) -> None:
     client = english()
-    for _ in range(MAX_FAILED_PER_ACCOUNT):
+    for _ in range(MAX_FAILED_PER_ACCOUNT_AND_ADDRESS):
         assert WRONG in log_in(client, "alice", "wrong password").content.decode()
     assert AuditEvent.objects.filter(action="portal.login.failed", actor_label="alice").count() == 10
     response = log_in(client, "alice", PASSWORD)
@@ -107,7 +108,7 @@ def test_the_eleventh_attempt_is_refused_even_with_the_right_password(sender: Se
     throttled = AuditEvent.objects.get(action="portal.login.throttled")
     assert (throttled.outcome, throttled.actor_label) == (Outcome.DENIED, "alice")
     assert not AuditEvent.objects.filter(action="portal.login").exists()
-    # The limit is per account: another sender logs in from the same address.
+    # The limit is per account (and address): another sender logs in from the same address.
     create_sender(sender.organisation, "bob", "another long pass phrase")
     assert log_in(english(), "bob", "another long pass phrase").status_code == 302
 
@@ -115,7 +116,7 @@ def test_the_eleventh_attempt_is_refused_even_with_the_right_password(sender: Se
 @pytest.mark.django_db
 def test_failures_outside_the_window_do_not_count(sender: Sender) -> None:
     long_ago = timezone.now() - LOGIN_WINDOW - dt.timedelta(minutes=1)
-    for _ in range(MAX_FAILED_PER_ACCOUNT):
+    for _ in range(MAX_FAILED_PER_ACCOUNT_AND_ADDRESS):
         AuditEvent(
             timestamp=long_ago,
             action="portal.login.failed",
@@ -170,7 +171,7 @@ def test_login_gets_a_new_session_id(sender: Sender) -> None:
 def test_admin_login_is_throttled_too() -> None:
     Sender.objects.create_superuser("operator", password="operator pass phrase 1")
     client = english("10.0.0.9")
-    for _ in range(MAX_FAILED_PER_ACCOUNT):
+    for _ in range(MAX_FAILED_PER_ACCOUNT_AND_ADDRESS):
         response = client.post("/admin/login/?next=/admin/", {"username": "operator", "password": "guess"})
         assert response.status_code == 200
     assert AuditEvent.objects.filter(action="admin.login.failed", actor_label="operator").count() == 10

@@ -1,4 +1,5 @@
-"""What a recipient receives: the e-mail with the link, the SMS with the login code, and the texts the letter shares.
+"""What a recipient receives: the e-mail with the link, the SMS with the login code, and the texts the letter shares;
+and the notice a sender gets when wrong passwords block logins to their account.
 
 SPEC S2.5/S2.7, SECURITY.md A20: these texts name the organisation, give the link and the steps, and (e-mail only)
 the last 3 digits of the patient's BSN. Nothing else about the patient or the studies goes into them; that is why
@@ -17,8 +18,10 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import formats, timezone, translation
+from django.utils.html import linebreaks
 from django.utils.translation import gettext, ngettext
 
+from radshare.organisations.services import LockScope
 from radshare.shares.codes import format_code, share_url
 from radshare.shares.models import Share
 
@@ -318,3 +321,48 @@ def sms_code_text(organisation_name: str, code: str, minutes: int, language: str
             name = name[:-1]
         name = name.rstrip() + "..."
     return message(name)
+
+
+# --- To senders ---------------------------------------------------------------------------------------------
+
+
+def login_locked_email(
+    username: str, address: str, until: datetime, scope: str, language: str
+) -> RenderedEmail:
+    """The notice that wrong passwords blocked (or slowed down) logins to the account ``username``
+    (docs/security.md A26): from where, until when, and what to do. It holds no password and no other secret."""
+    with translation.override(language):
+        moment = _local(until)
+        values = {
+            "username": username,
+            "address": address or "?",
+            "date": formats.date_format(moment, "j F Y"),
+            "time": moment.strftime("%H:%M"),
+        }
+        if scope == LockScope.ACCOUNT:
+            subject = gettext("Logins to your radshare account are being slowed down")
+            what = gettext(
+                "Logins to your radshare account %(username)s are slowed down after wrong passwords from many "
+                "addresses, the last from %(address)s, until %(time)s on %(date)s. From other devices and "
+                "addresses one attempt a minute is allowed; devices and addresses you logged in from before are "
+                "not affected."
+            )
+        elif scope == LockScope.DEVICE:
+            subject = gettext("Logins to your radshare account were blocked")
+            what = gettext(
+                "Logins to your radshare account %(username)s from one of your devices, at the address "
+                "%(address)s, were blocked after repeated wrong passwords, until %(time)s on %(date)s. Other "
+                "devices and addresses are not affected."
+            )
+        else:
+            subject = gettext("Logins to your radshare account were blocked")
+            what = gettext(
+                "Logins to your radshare account %(username)s from the address %(address)s were blocked after "
+                "repeated wrong passwords, until %(time)s on %(date)s. Logins from other addresses, and from "
+                "devices you logged in from before, still work."
+            )
+        advice = gettext(
+            "If this was not you, someone may be trying to guess your password. Please contact your administrator."
+        )
+    text = f"{what % values}\n\n{advice}"
+    return RenderedEmail(subject=subject, text=text + "\n", html=linebreaks(text, autoescape=True))

@@ -25,6 +25,7 @@ class Notification(models.Model):
         SMS_CODE = "sms_code", _("SMS code to the recipient")
         OPENED = "opened", _("share opened (to the sender)")
         LOCKED = "locked", _("share locked (to the sender)")
+        LOGIN_LOCKED = "login_locked", _("login blocked (to the sender)")
 
     class State(models.TextChoices):
         PENDING = "pending", _("waiting to be sent")
@@ -40,6 +41,8 @@ class Notification(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING, db_index=True)
     secret = models.TextField(blank=True)  # encrypted; wiped once sent or dropped
+    # The audit entry a message reports (a login lock): where from and until when are read from it when sent.
+    audit_event = models.UUIDField(null=True, blank=True)
     message_id = models.CharField(max_length=200, unique=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.CharField(max_length=200, blank=True)  # short, English, no personal data

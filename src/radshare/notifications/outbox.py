@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -22,9 +23,12 @@ from django.utils import timezone, translation
 from django.utils.html import linebreaks, urlize
 from django.utils.translation import gettext as _
 
+from radshare.audit.models import AuditEvent
 from radshare.audit.services import Outcome, record
 from radshare.notifications import backends, content
 from radshare.notifications.models import Notification
+from radshare.organisations.models import Sender
+from radshare.organisations.services import LOGIN_WINDOW
 from radshare.shares import codes
 from radshare.shares.models import Share
 
@@ -116,6 +120,38 @@ def queue_locked_notice(share: Share) -> Notification | None:
     return _queue_sender_notice(share, Notification.Kind.LOCKED)
 
 
+def queue_login_locked_notice(account: Sender, event: AuditEvent) -> Notification | None:
+    """docs/security.md A26: the sender is told that wrong passwords blocked (or slowed down) logins to their
+    account, at most once per lock period however many addresses are locked. Operators (no organisation) and
+    senders without an e-mail address are not told; the audit trail has it."""
+    if account.organisation_id is None or not account.email or not account.is_active:
+        return None
+    with transaction.atomic():
+        # Concurrent locks of one account queue here, so that only the first sends (SQLite: IMMEDIATE).
+        list(Sender.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True))
+        recent = Notification.objects.filter(
+            kind=Notification.Kind.LOGIN_LOCKED,
+            to_sender=account,
+            created_at__gt=timezone.now() - LOGIN_WINDOW,
+        )
+        if recent.exists():
+            return None
+        return _queue(
+            Notification(
+                organisation_id=account.organisation_id,
+                to_sender=account,
+                channel=Notification.Channel.EMAIL,
+                kind=Notification.Kind.LOGIN_LOCKED,
+                audit_event=event.event_id,
+            )
+        )
+
+
+def on_login_locked(sender: Any, account: Sender, event: AuditEvent, **kwargs: Any) -> None:
+    """Receiver of ``organisations.services.login_locked`` (connected in ``NotificationsConfig.ready``)."""
+    queue_login_locked_notice(account, event)
+
+
 def drop_pending(share: Share) -> int:
     """A share that ends sends nothing more; secrets go with it."""
     return Notification.objects.filter(
@@ -177,6 +213,32 @@ def _sender_email(n: Notification) -> backends.EmailMessage:
     )
 
 
+def _login_locked_email(n: Notification) -> backends.EmailMessage:
+    sender = n.to_sender
+    if sender is None or not sender.email or not sender.is_active:
+        raise _Skip("no sender address")
+    event = AuditEvent.objects.filter(event_id=n.audit_event).first() if n.audit_event else None
+    until = event.detail.get("until") if event is not None else None
+    if event is None or not isinstance(until, str):
+        raise _Skip("lock not on record")
+    language = settings.LANGUAGE_CODE
+    mail = content.login_locked_email(
+        sender.get_username(),
+        event.client_address,
+        datetime.fromisoformat(until),
+        str(event.detail.get("scope", "")),
+        language,
+    )
+    return backends.EmailMessage(
+        to=sender.email,
+        subject=mail.subject,
+        text=mail.text,
+        html=mail.html,
+        message_id=n.message_id,
+        language=language,
+    )
+
+
 def _sms(n: Notification) -> backends.SmsMessage:
     share = n.share
     code = codes.decrypt_code(n.secret)
@@ -217,6 +279,8 @@ def deliver(pk: int) -> str:
             backends.send_email(_share_email(n))
         elif n.kind in (Notification.Kind.OPENED, Notification.Kind.LOCKED):
             backends.send_email(_sender_email(n))
+        elif n.kind == Notification.Kind.LOGIN_LOCKED:
+            backends.send_email(_login_locked_email(n))
         else:
             backends.send_sms(_sms(n))
     except _Skip as skip:

@@ -7,32 +7,23 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
-from radshare.audit.services import ActorType, Outcome, record
-from radshare.core.net import client_address
-from radshare.organisations.services import login_throttled
-from radshare.organisations.signals import login_site
+from radshare.organisations.services import LoginAttempt, login_refusal, record_refused_login
 
 THROTTLED = _("Too many failed attempts. Wait 15 minutes and try again, or ask your administrator.")
 
 
 class ThrottledLoginMixin:
-    """Refuse before checking the password while an account or address is throttled (SECURITY.md A9)."""
+    """Refuse before checking the password while this account is locked from this address or device, or the address
+    is (docs/security.md A9, A26). The message is the same whatever the reason and whether the account exists."""
 
     request: Any
     cleaned_data: dict[str, Any]
 
     def clean(self) -> dict[str, Any]:
-        username = self.cleaned_data.get("username") or ""
-        address = client_address(self.request) if self.request is not None else ""
-        if login_throttled(username, address):
-            # Refused before the password is checked, so no login signal fires: record the attempt here.
-            record(
-                f"{login_site(self.request)}.login.throttled",
-                outcome=Outcome.DENIED,
-                request=self.request,
-                actor_type=ActorType.ANONYMOUS,
-                actor_label=str(username)[:150],
-            )
+        attempt = LoginAttempt.of(self.request, self.cleaned_data.get("username") or "")
+        refusal = login_refusal(attempt)
+        if refusal is not None:
+            record_refused_login(self.request, attempt, refusal)
             raise forms.ValidationError(THROTTLED, code="throttled")
         return super().clean()  # type: ignore[misc,no-any-return]
 

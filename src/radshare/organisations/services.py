@@ -5,34 +5,299 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.password_validation import validate_password
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
+from django.dispatch import Signal
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
+from radshare.audit.services import record
+from radshare.core.net import client_address
 from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
 
-# SECURITY.md A9: failed logins throttled per account and per client address.
+# --- Sender login throttling (docs/security.md A9, A26) --------------------------------------------------------
+# Failures are counted from the audit trail, so the limits hold across every web process sharing the database. A
+# stranger must not be able to lock a sender out, so no limit refuses an account everywhere:
+# - an unknown browser is refused an account from its address after MAX_FAILED_PER_ACCOUNT_AND_ADDRESS failures on
+#   that account from that address, and everything from an address after MAX_FAILED_PER_ADDRESS failures from it;
+# - a browser the account logged in from before (a signed known-device cookie) is counted on its own, per device,
+#   so failures from elsewhere (even from the same address behind a NAT) never refuse it;
+# - failures on one account from everywhere (a botnet) only slow unknown browsers down: past MAX_FAILED_PER_ACCOUNT
+#   in ACCOUNT_WINDOW, one attempt per SLOW_DOWN_INTERVAL, except from addresses the account logged in from lately.
 LOGIN_WINDOW = timedelta(minutes=15)
-MAX_FAILED_PER_ACCOUNT = 10
+MAX_FAILED_PER_ACCOUNT_AND_ADDRESS = 10
+MAX_FAILED_PER_DEVICE = 10
 MAX_FAILED_PER_ADDRESS = 50
+ACCOUNT_WINDOW = timedelta(hours=1)
+MAX_FAILED_PER_ACCOUNT = 50
+SLOW_DOWN_INTERVAL = timedelta(minutes=1)
+KNOWN_ADDRESS_AGE = timedelta(days=30)
+KNOWN_DEVICE_AGE = timedelta(days=90)
+KNOWN_DEVICE_ACCOUNTS = 10  # accounts one browser is remembered for (a shared workstation)
 FAILED_LOGIN_ACTIONS = ("portal.login.failed", "admin.login.failed")
+LOGIN_ACTIONS = ("portal.login", "admin.login")
+_DEVICE_SALT = "radshare.organisations.known-device"
+
+# Sent with ``account`` (a Sender) and ``event`` (the audit entry) when failures lock or slow down a known account:
+# the notifications app tells the sender (the outbox lives above this app).
+login_locked = Signal()
 
 
-def login_throttled(username: str, address: str) -> bool:
-    """True when too many logins failed recently for this account or from this address.
+class LockScope(StrEnum):
+    ACCOUNT_AND_ADDRESS = "account_address"
+    DEVICE = "device"
+    ADDRESS = "address"
+    ACCOUNT = "account"  # the slow-down
 
-    Counted from the audit trail, so the limit holds across every web process sharing the database.
+
+@dataclass(frozen=True)
+class LoginAttempt:
+    """Who tries to log in, from where: ``device`` is the known device's id when this browser holds a valid
+    known-device cookie for ``username``, else empty."""
+
+    site: str
+    username: str
+    address: str
+    device: str
+
+    @classmethod
+    def of(cls, request: HttpRequest | None, username: str) -> LoginAttempt:
+        username = str(username)[:150]
+        if request is None:
+            return cls("portal", username, "", "")
+        return cls(login_site(request), username, client_address(request), known_device(request, username))
+
+
+@dataclass(frozen=True)
+class Refusal:
+    scope: LockScope
+    until: datetime
+
+
+def login_site(request: HttpRequest | None) -> str:
+    """``admin`` for the operators' admin site, ``portal`` for everything else (the audit action's prefix)."""
+    return "admin" if request is not None and request.path.startswith("/admin/") else "portal"
+
+
+def _failures(attempt: LoginAttempt, scope: LockScope) -> models.QuerySet[AuditEvent]:
+    failed = AuditEvent.objects.filter(action__in=FAILED_LOGIN_ACTIONS)
+    if scope == LockScope.DEVICE:
+        return failed.filter(actor_label=attempt.username, detail__device=attempt.device)
+    # A known device's failures are its own: they count against nobody else.
+    failed = failed.exclude(detail__has_key="device")
+    if scope == LockScope.ACCOUNT_AND_ADDRESS:
+        return failed.filter(actor_label=attempt.username, client_address=attempt.address)
+    if scope == LockScope.ADDRESS:
+        return failed.filter(client_address=attempt.address)
+    return failed.filter(actor_label=attempt.username)
+
+
+def _latest(attempt: LoginAttempt, scope: LockScope, window: timedelta, limit: int) -> list[datetime]:
+    """The times of the latest ``limit`` failures in ``scope`` within ``window``, newest first."""
+    since = timezone.now() - window
+    failures = _failures(attempt, scope).filter(timestamp__gte=since).order_by("-timestamp")
+    return list(failures.values_list("timestamp", flat=True)[:limit])
+
+
+def _locked_until(attempt: LoginAttempt, scope: LockScope) -> datetime | None:
+    """While ``scope`` has its maximum of failures in LOGIN_WINDOW: when the oldest of them leaves the window."""
+    limit = {
+        LockScope.DEVICE: MAX_FAILED_PER_DEVICE,
+        LockScope.ACCOUNT_AND_ADDRESS: MAX_FAILED_PER_ACCOUNT_AND_ADDRESS,
+        LockScope.ADDRESS: MAX_FAILED_PER_ADDRESS,
+    }[scope]
+    failures = _latest(attempt, scope, LOGIN_WINDOW, limit)
+    return failures[-1] + LOGIN_WINDOW if len(failures) >= limit else None
+
+
+def _known_address(attempt: LoginAttempt) -> bool:
+    """The account logged in from this address lately (the slow-down spares its owner's usual places)."""
+    return AuditEvent.objects.filter(
+        action__in=LOGIN_ACTIONS,
+        outcome=AuditEvent.Outcome.SUCCESS,
+        actor_label=attempt.username,
+        client_address=attempt.address,
+        timestamp__gte=timezone.now() - KNOWN_ADDRESS_AGE,
+    ).exists()
+
+
+def _scopes(attempt: LoginAttempt) -> list[LockScope]:
+    if attempt.device:
+        return [LockScope.DEVICE]
+    scopes = [LockScope.ACCOUNT_AND_ADDRESS] if attempt.username else []
+    return scopes + ([LockScope.ADDRESS] if attempt.address else [])
+
+
+def login_refusal(attempt: LoginAttempt) -> Refusal | None:
+    """Why ``attempt`` is refused before its password is checked, or None (docs/security.md A9, A26).
+
+    Only counts are compared, never whether the account exists, so unknown and known accounts take the same work
+    and get the same answer.
     """
-    since = timezone.now() - LOGIN_WINDOW
-    failed = AuditEvent.objects.filter(action__in=FAILED_LOGIN_ACTIONS, timestamp__gte=since)
-    if username and failed.filter(actor_label=username[:150]).count() >= MAX_FAILED_PER_ACCOUNT:
-        return True
-    return bool(address) and failed.filter(client_address=address).count() >= MAX_FAILED_PER_ADDRESS
+    for scope in _scopes(attempt):
+        until = _locked_until(attempt, scope)
+        if until is not None:
+            return Refusal(scope, until)
+    if attempt.device or not attempt.username:
+        return None
+    failures = _latest(attempt, LockScope.ACCOUNT, ACCOUNT_WINDOW, MAX_FAILED_PER_ACCOUNT)
+    if len(failures) < MAX_FAILED_PER_ACCOUNT:
+        return None
+    next_try = failures[0] + SLOW_DOWN_INTERVAL
+    if next_try <= timezone.now() or _known_address(attempt):
+        return None
+    return Refusal(LockScope.ACCOUNT, next_try)
+
+
+def record_refused_login(request: HttpRequest | None, attempt: LoginAttempt, refusal: Refusal) -> None:
+    """A refusal happens before the password is checked, so no login signal fires: it is recorded here."""
+    record(
+        f"{attempt.site}.login.throttled",
+        outcome=AuditEvent.Outcome.DENIED,
+        request=request,
+        actor_type=AuditEvent.ActorType.ANONYMOUS,
+        actor_label=attempt.username,
+        organisation=_organisation_of(attempt.username),
+        detail={"reason": str(refusal.scope), "until": refusal.until.isoformat()},
+    )
+
+
+def _organisation_of(username: str) -> int | None:
+    """A known account's attempts are filed under its organisation, so that the organisation's admins see them."""
+    return Sender.objects.filter(username=username).values_list("organisation_id", flat=True).first()
+
+
+def record_failed_login(request: HttpRequest | None, username: str) -> None:
+    """Record a wrong password; when it locks (or slows down) the account somewhere, record that and tell the
+    account's owner. Unknown accounts are counted, locked and recorded like known ones (timing, A26)."""
+    attempt = LoginAttempt.of(request, username)
+    account = Sender.objects.filter(username=attempt.username).first()
+    with transaction.atomic():
+        record(
+            f"{attempt.site}.login.failed",
+            outcome=AuditEvent.Outcome.FAILURE,
+            request=request,
+            actor_type=AuditEvent.ActorType.ANONYMOUS,
+            actor_label=attempt.username,
+            organisation=account.organisation_id if account is not None else None,
+            detail={"device": attempt.device} if attempt.device else None,
+        )
+        for scope in _scopes(attempt):
+            until = _locked_until(attempt, scope)
+            if until is not None:
+                _lock(request, attempt, account, scope, until)
+        if not attempt.device and attempt.username:
+            failures = _latest(attempt, LockScope.ACCOUNT, ACCOUNT_WINDOW, MAX_FAILED_PER_ACCOUNT)
+            if len(failures) >= MAX_FAILED_PER_ACCOUNT:
+                _lock(request, attempt, account, LockScope.ACCOUNT, failures[-1] + ACCOUNT_WINDOW)
+
+
+def _lock(
+    request: HttpRequest | None,
+    attempt: LoginAttempt,
+    account: Sender | None,
+    scope: LockScope,
+    until: datetime,
+) -> None:
+    """Record that a lock (or the slow-down) started, once per lock period, and tell the account's owner."""
+    slowed = scope == LockScope.ACCOUNT
+    action = f"{attempt.site}.login.{'slowed' if slowed else 'locked'}"
+    label = "" if scope == LockScope.ADDRESS else attempt.username
+    period = ACCOUNT_WINDOW if slowed else LOGIN_WINDOW
+    earlier = AuditEvent.objects.filter(
+        action=action, actor_label=label, detail__scope=str(scope), timestamp__gte=timezone.now() - period
+    )
+    if scope in (LockScope.ACCOUNT_AND_ADDRESS, LockScope.ADDRESS):
+        earlier = earlier.filter(client_address=attempt.address)
+    elif scope == LockScope.DEVICE:
+        earlier = earlier.filter(detail__device=attempt.device)
+    if earlier.exists():
+        return
+    detail: dict[str, str] = {"scope": str(scope), "until": until.isoformat()}
+    if scope == LockScope.DEVICE:
+        detail["device"] = attempt.device
+    owner = account if scope != LockScope.ADDRESS else None
+    event = record(
+        action,
+        outcome=AuditEvent.Outcome.DENIED,
+        request=request,
+        actor_type=AuditEvent.ActorType.ANONYMOUS,
+        actor_label=label,
+        organisation=owner.organisation_id if owner is not None else None,
+        detail=detail,
+    )
+    if owner is not None:
+        login_locked.send(sender=Sender, account=owner, event=event)
+
+
+# --- Known devices (docs/security.md A26) ----------------------------------------------------------------------
+# A browser that logged in to an account gets a signed cookie naming it (by a keyed hash of the username) and a
+# random device id. Like device cookies at GitHub or Okta, it survives a change of address; it grants nothing by
+# itself, it only takes the browser out of the counts strangers can fill.
+
+
+def device_cookie_name() -> str:
+    return "__Host-rs_device" if settings.SESSION_COOKIE_SECURE else "rs_device"
+
+
+def _account_tag(username: str) -> str:
+    key = settings.SECRET_KEY.encode()
+    return hmac.new(key, f"known-device:{username}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _read_device(request: HttpRequest) -> tuple[str, dict[str, int]]:
+    """The device id and {account tag: time of the last login} from a valid cookie; ("", {}) without one."""
+    raw = request.COOKIES.get(device_cookie_name(), "")
+    if not raw:
+        return "", {}
+    try:
+        data = signing.loads(raw, salt=_DEVICE_SALT, max_age=KNOWN_DEVICE_AGE)
+    except signing.BadSignature:
+        return "", {}
+    device, accounts = (data.get("d"), data.get("a")) if isinstance(data, dict) else (None, None)
+    if not isinstance(device, str) or not isinstance(accounts, dict):
+        return "", {}
+    return device, {tag: at for tag, at in accounts.items() if isinstance(tag, str) and isinstance(at, int)}
+
+
+def known_device(request: HttpRequest, username: str) -> str:
+    """The id of this browser when it holds a valid known-device cookie for ``username``, else ""."""
+    device, accounts = _read_device(request)
+    logged_in_at = accounts.get(_account_tag(username), 0)
+    fresh = logged_in_at > time.time() - KNOWN_DEVICE_AGE.total_seconds()
+    return device if device and fresh else ""
+
+
+def remember_device(request: HttpRequest, response: HttpResponseBase, user: AbstractBaseUser) -> None:
+    """After a successful login: mark this browser as a known device of ``user`` (for KNOWN_DEVICE_AGE)."""
+    device, accounts = _read_device(request)
+    now = int(time.time())
+    accounts[_account_tag(user.get_username())] = now
+    cutoff = now - KNOWN_DEVICE_AGE.total_seconds()
+    latest = sorted(((at, tag) for tag, at in accounts.items() if at > cutoff), reverse=True)
+    value = {
+        "d": device or secrets.token_urlsafe(16),
+        "a": {tag: at for at, tag in latest[:KNOWN_DEVICE_ACCOUNTS]},
+    }
+    response.set_cookie(
+        device_cookie_name(),
+        signing.dumps(value, salt=_DEVICE_SALT),
+        max_age=int(KNOWN_DEVICE_AGE.total_seconds()),
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+    )
 
 
 def create_organisation(

@@ -8,8 +8,9 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from radshare.audit.services import ActorType, Outcome, record
+from radshare.audit.services import record
 from radshare.organisations.models import Sender
+from radshare.organisations.services import record_failed_login
 
 
 @receiver(user_logged_in)
@@ -17,26 +18,12 @@ def _logged_in(sender: Any, request: HttpRequest | None, user: Sender, **kwargs:
     record("portal.login", request=request, user=user)
 
 
-def login_site(request: HttpRequest | None) -> str:
-    """``admin`` for the operators' admin site, ``portal`` for everything else (the audit action's prefix)."""
-    return "admin" if request is not None and request.path.startswith("/admin/") else "portal"
-
-
 @receiver(user_login_failed)
 def _login_failed(
     sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any
 ) -> None:
-    username = str(credentials.get("username", ""))[:150]
-    # File a known account's failures under its organisation, so the organisation's admins see them.
-    organisation = Sender.objects.filter(username=username).values_list("organisation_id", flat=True).first()
-    record(
-        f"{login_site(request)}.login.failed",
-        outcome=Outcome.FAILURE,
-        request=request,
-        actor_type=ActorType.ANONYMOUS,
-        actor_label=username,
-        organisation=organisation,
-    )
+    # Counted towards the login limits, which may lock the account from this address (docs/security.md A26).
+    record_failed_login(request, str(credentials.get("username", "")))
 
 
 @receiver(user_logged_out)

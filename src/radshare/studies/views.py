@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
@@ -29,6 +30,7 @@ from radshare.audit.services import Outcome, record, record_not_found
 from radshare.core.middleware import CsrfViewMiddleware
 from radshare.organisations.forms import SenderLoginForm
 from radshare.organisations.models import Organisation, Sender
+from radshare.organisations.services import remember_device
 from radshare.studies.forms import StudySearchForm
 from radshare.studies.models import Study
 from radshare.studies.services import StudySearch, get_study, search_studies
@@ -66,6 +68,12 @@ class LoginView(auth_views.LoginView):
     template_name = "studies/login.html"
     authentication_form = SenderLoginForm
     redirect_authenticated_user = True
+
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        response = super().form_valid(form)
+        # This browser is now a known device of the account: strangers' failures no longer refuse it (A26).
+        remember_device(self.request, response, form.get_user())
+        return response
 
 
 @require_safe
