@@ -807,3 +807,22 @@ def test_wildcards_match_without_backtracking() -> None:
     started = time.perf_counter()
     assert not match("*a" * 40 + "b", "a" * 64)  # a regular expression would backtrack for ages
     assert time.perf_counter() - started < 0.1
+
+
+@pytest.mark.django_db
+def test_a_range_header_buys_no_free_study_retrieve(
+    recipient: Recipient, on: None, radshare_config: Any
+) -> None:
+    """docs/security.md A24: DICOMweb serves no ranges; a whole-study retrieve with ``Range`` is whole and counts."""
+    radshare_config(recipient_dicomweb=True, downloads_per_day=3)
+    ct = recipient.studies[0]
+    whole = body(recipient.client.get(study_url(ct), headers={"accept": DICOM}))
+    for expected in (2, 3):
+        response = recipient.client.get(study_url(ct), headers={"accept": DICOM, "range": "bytes=1-"})
+        assert response.status_code == 200
+        assert "Content-Range" not in response
+        assert len(body(response)) == len(whole)
+        assert DownloadDay.objects.get(share=recipient.share).count == expected
+    response = recipient.client.get(study_url(ct), headers={"accept": DICOM, "range": "bytes=1-"})
+    assert response.status_code == 429
+    assert DownloadDay.objects.get(share=recipient.share).count == 3

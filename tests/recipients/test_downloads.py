@@ -298,19 +298,50 @@ def test_per_study_zip_holds_that_study_only(with_reports: Recipient, tmp_path: 
 # --- Range, determinism ------------------------------------------------------------------------------------
 
 
-@pytest.mark.django_db
+def get_cut_off(client: Client, url: str, keep: int, **headers: str) -> tuple[Any, bytes]:
+    """Start a download and break it off after at least ``keep`` bytes, as a dropped connection does: the
+    server's stream is closed (its end recorded) with the rest unsent. Its end is written from another thread
+    (asgiref's choice after ``aclose``): tests using this need ``transaction=True``."""
+    response = client.get(url, headers={"user-agent": DESKTOP, **headers})
+    assert response.streaming, response.status_code
+
+    async def take() -> bytes:
+        stream = response._iterator  # the view's own generator, closed as the server closes it
+        got = b""
+        async for chunk in stream:
+            got += chunk
+            if len(got) >= keep:
+                break
+        await stream.aclose()
+        return got
+
+    return response, async_to_sync(take)()
+
+
+def counted(share: Share) -> int:
+    return DownloadDay.objects.get(share=share).count
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("kind", ["dicom", "jpeg"])
-def test_an_interrupted_download_resumes_with_the_same_bytes(recipient: Recipient, kind: str) -> None:
+def test_an_interrupted_download_resumes_with_the_same_bytes(
+    recipient: Recipient, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(media, "READ_SIZE", 4096)  # several pieces even for this small ZIP
     url = f"/r/download/{kind}.zip"
     response, full = get(recipient.client, url)
     assert response.status_code == 200
     etag = response["ETag"]
-    cut = len(full) // 3
+    response, start = get_cut_off(recipient.client, url, keep=len(full) // 3)
+    assert response.status_code == 200
+    cut = len(start)
+    assert 0 < cut < len(full)
+    assert counted(recipient.share) == 2
     response, rest = get(recipient.client, url, range=f"bytes={cut}-", **{"if-range": etag})
     assert response.status_code == 206
     assert response["Content-Range"] == f"bytes {cut}-{len(full) - 1}/{len(full)}"
     assert int(response["Content-Length"]) == len(rest)
-    assert full[:cut] + rest == full
+    assert start + rest == full
     response, middle = get(recipient.client, url, range="bytes=100-199")
     assert (response.status_code, middle) == (206, full[100:200])
     response, tail = get(recipient.client, url, range="bytes=-22")  # the end of central directory record
@@ -320,11 +351,57 @@ def test_an_interrupted_download_resumes_with_the_same_bytes(recipient: Recipien
     assert response["Content-Range"] == f"bytes */{len(full)}"
     head = recipient.client.head(url, headers={"user-agent": DESKTOP})
     assert (head.status_code, int(head["Content-Length"]), head["ETag"]) == (200, len(full), etag)
-    # Only the first request counted; the continuations (and the HEAD) did not.
-    assert DownloadDay.objects.get(share=recipient.share).count == 1
+    # The continuations of the broken-off download (and the HEAD) did not count.
+    assert counted(recipient.share) == 2
     response, again = get(recipient.client, url)
     assert again == full  # deterministic: a new request gives the same bytes
-    assert DownloadDay.objects.get(share=recipient.share).count == 2
+    assert counted(recipient.share) == 3
+
+
+@pytest.mark.django_db
+def test_a_range_beyond_what_a_download_paid_for_counts(recipient: Recipient) -> None:
+    """A24: once a counted download's bytes were sent, ``Range: bytes=1-`` is a new download (it was free)."""
+    url = "/r/download/dicom.zip"
+    response, full = get(recipient.client, url)
+    assert counted(recipient.share) == 1
+    for n in range(2, 5):
+        response, rest = get(recipient.client, url, range="bytes=1-")
+        assert (response.status_code, rest) == (206, full[1:])
+        assert counted(recipient.share) == n
+    starts = AuditEvent.objects.filter(action="recipient.download.start", outcome="success")
+    assert [e.detail["counted"] for e in starts.order_by("pk")] == [True] * 4
+
+
+@pytest.mark.django_db
+def test_ranges_at_the_daily_limit_are_refused(recipient: Recipient, radshare_config: Any) -> None:
+    """The attack run's case: after the last download of the day, ranges not starting at 0 went through."""
+    radshare_config(downloads_per_day=2)
+    study = recipient.studies[0]
+    for url in ("/r/download/dicom.zip", f"/r/studies/{study.pk}/download/dicom.zip"):
+        response, _ = get(recipient.client, url)
+        assert response.status_code == 200
+    for url in ("/r/download/dicom.zip", f"/r/studies/{study.pk}/download/dicom.zip", "/r/download/jpeg.zip"):
+        for header in ("bytes=1-", "bytes=-100000000"):
+            response, data = get(recipient.client, url, range=header)
+            assert response.status_code == 429, (url, header)
+            assert data.startswith(b"<!doctype html>")  # the refusal page, no ZIP bytes
+    assert counted(recipient.share) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_another_session_cannot_continue_a_download(
+    recipient: Recipient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(media, "READ_SIZE", 4096)
+    url = "/r/download/jpeg.zip"
+    _, start = get_cut_off(recipient.client, url, keep=5000)
+    other = logged_in_client(recipient.share)  # the same share, logged in in another browser
+    response, _ = get(other, url, range=f"bytes={len(start)}-")
+    assert response.status_code == 206
+    assert counted(recipient.share) == 2  # a range of its own: a download of its own
+    response, _ = get(recipient.client, url, range=f"bytes={len(start)}-")
+    assert response.status_code == 206
+    assert counted(recipient.share) == 2  # the first browser's continuation is free
 
 
 @pytest.mark.django_db

@@ -24,6 +24,7 @@ from radshare.core.net import client_address
 from radshare.notifications import outbox
 from radshare.notifications.models import Notification
 from radshare.recipients.models import AccessAttempt, OneTimeCode
+from radshare.recipients.session import session_hash
 from radshare.shares import codes
 from radshare.shares.models import Share
 
@@ -139,11 +140,6 @@ def check_birth_date(request: HttpRequest, share: Share, typed: dt.date) -> Chec
         return Check(ok=False, tries_left=max(left, 0), locked=left <= 0)
 
 
-def _session_hash(request: HttpRequest) -> str:
-    key = request.session.session_key or ""
-    return hashlib.sha256(b"radshare-recipient-session:" + key.encode()).hexdigest()
-
-
 def _code_hash(share: Share, code: str) -> str:
     message = f"radshare-sms-code:{share.pk}:{code}".encode()
     return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
@@ -159,7 +155,7 @@ def send_sms_code(request: HttpRequest, share: Share) -> bool:
     had its SMS messages for now (A4: at most 3 in 15 minutes)."""
     if request.session.session_key is None:
         request.session.save()
-    session_hash = _session_hash(request)
+    bound_to = session_hash(request)
     code = f"{secrets.randbelow(10**6):06d}"
     now = timezone.now()
     with transaction.atomic():
@@ -173,7 +169,7 @@ def send_sms_code(request: HttpRequest, share: Share) -> bool:
         )
         OneTimeCode.objects.create(
             share=share,
-            session_hash=session_hash,
+            session_hash=bound_to,
             code_hash=_code_hash(share, code),
             expires_at=now + SMS_CODE_VALID,
         )
@@ -199,7 +195,7 @@ def check_sms_code(request: HttpRequest, share: Share, typed: str) -> str:
         share = Share.objects.select_for_update().get(pk=share.pk)
         otp = (
             OneTimeCode.objects.select_for_update()
-            .filter(share=share, session_hash=_session_hash(request))
+            .filter(share=share, session_hash=session_hash(request))
             .order_by("-created_at", "-pk")
             .first()
         )

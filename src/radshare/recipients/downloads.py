@@ -3,8 +3,11 @@
 ``choose`` is the download dialog (a page; no script needed): DICOM or JPEG, their sizes, downloads left today.
 ``download_all`` and ``download_study`` stream the ZIP built in ``media``: exact Content-Length, a server-chosen
 ASCII file name, one HTTP Range (206) to resume, at most ``RADSHARE_DOWNLOADS_PER_DAY`` downloads per share and
-calendar day (Europe/Amsterdam). A download is a ZIP request from byte 0; a Range continuation does not count
-again. The count and the "started" audit entry are written in one transaction before the first byte (A18).
+calendar day (Europe/Amsterdam). A download is a ZIP request from byte 0. A Range request continues a counted
+download only within that download's grant (``DownloadGrant``, docs/security.md A24): the same browser session,
+the same ZIP (ETag), the same day, and at most one copy of its bytes plus a margin for bytes lost in flight; any
+other range counts as a new download (and is refused at the limit). The count, the grant and the "started" audit
+entry are written in one transaction before the first byte (A18).
 
 Streaming under ASGI needs an async iterator (DESIGN.md gotcha): the ZIP's parts are pulled from a worker thread
 with ``sync_to_async(thread_sensitive=False)``, about 1 MiB at a time, so memory stays flat at any size.
@@ -35,8 +38,14 @@ from django.views.decorators.http import require_safe
 from radshare.audit.services import Outcome
 from radshare.imaging.models import InstanceRender
 from radshare.recipients import media
-from radshare.recipients.models import DownloadDay
-from radshare.recipients.session import Stage, recipient_required, record_recipient, session_share
+from radshare.recipients.models import DownloadDay, DownloadGrant
+from radshare.recipients.session import (
+    Stage,
+    recipient_required,
+    record_recipient,
+    session_hash,
+    session_share,
+)
 from radshare.shares.models import Share
 from radshare.shares.services import mark_downloaded
 from radshare.studies.models import Study
@@ -48,6 +57,9 @@ logger = logging.getLogger(__name__)
 MOBILE_MARKERS = ("Mobi", "Android", "iPhone", "iPad")
 LOCK_RETRIES = 6  # SQLite: a writer that still finds the database locked after its 30 s timeout tries again
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# Bytes a counted download may be fetched beyond one copy of the ZIP: what was sent but lost in flight (socket and
+# proxy buffers) when the connection broke. A quarter of the ZIP, at most 16 MiB.
+GRANT_MARGIN = 16 * 1024 * 1024
 
 
 def today() -> dt.date:
@@ -225,6 +237,31 @@ class _Download:
     partial: bool
     filename: str
     detail: dict[str, Any]
+    session: str = ""  # the browser session's hash, for its grant
+    grant: int | None = None  # the DownloadGrant this request drew its bytes from
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+
+def _grant_budget(size: int) -> int:
+    return size + min(size // 4, GRANT_MARGIN)
+
+
+def _draw(download: _Download) -> int | None:
+    """Draw this range from a grant of the same session, ZIP and day (one conditional UPDATE, so concurrent
+    ranges cannot overdraw it); the grant's id, or None when none has room."""
+    grants = DownloadGrant.objects.filter(
+        share=download.share, session_hash=download.session, etag=download.layout.etag, day=today()
+    )
+    for pk in grants.order_by("-pk").values_list("pk", flat=True)[:3]:
+        drawn = DownloadGrant.objects.filter(pk=pk, drawn__lte=F("budget") - download.length).update(
+            drawn=F("drawn") + download.length
+        )
+        if drawn:
+            return pk
+    return None
 
 
 def _filename(kind: str, number: int | None) -> str:
@@ -234,13 +271,26 @@ def _filename(kind: str, number: int | None) -> str:
     return f"radshare-{kind}-study-{number}.zip"
 
 
-def _begin(request: HttpRequest, download: _Download, counted: bool) -> bool:
-    """Count the download (when it counts) and record its start, together or not at all (A18, R5)."""
+def _begin(request: HttpRequest, download: _Download) -> bool:
+    """Continue a counted download within its grant, or count a new one (with its grant); record the start. All
+    together or not at all (A18, R5, A24). False: a new download over today's limit."""
     with transaction.atomic():
+        grant = _draw(download) if download.first > 0 else None
+        counted = grant is None
         if counted:
             if not count_download(download.share):
                 return False
             mark_downloaded(download.share)
+            grant = DownloadGrant.objects.create(
+                share=download.share,
+                session_hash=download.session,
+                etag=download.layout.etag,
+                day=today(),
+                budget=_grant_budget(download.layout.size),
+                drawn=download.length,
+            ).pk
+        download.grant = grant
+        download.detail["counted"] = counted
         _audit(
             request,
             download.share,
@@ -317,10 +367,8 @@ def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBas
         response = HttpResponse(status=206 if download.partial else 200, content_type="application/zip")
         _headers(response, download)
         return response
-    # A continuation counts as a new download when the share has none to continue yet.
-    counted = first == 0 or not DownloadDay.objects.filter(share=share, count__gt=0).exists()
-    download.detail["counted"] = counted
-    if not _retry_locked(lambda: _begin(request, download, counted)):
+    download.session = session_hash(request)
+    if not _retry_locked(lambda: _begin(request, download)):
         _audit(
             request, share, "recipient.download.start", uids, Outcome.DENIED, kind=kind, reason="daily limit"
         )
@@ -339,8 +387,13 @@ def _headers(response: HttpResponseBase, download: _Download) -> None:
 
 
 def _finish(request: HttpRequest, download: _Download, sent: int, error: str) -> None:
-    complete = not error and sent == download.last - download.first + 1
+    complete = not error and sent == download.length
     try:
+        if download.grant is not None and sent < download.length:
+            # What was not sent goes back to the grant: the client may ask for it again.
+            DownloadGrant.objects.filter(pk=download.grant).update(
+                drawn=F("drawn") - (download.length - sent)
+            )
         _audit(
             request,
             download.share,

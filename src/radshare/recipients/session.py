@@ -6,6 +6,7 @@ The session holds only the share id, the login stage and two timestamps: never t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import wraps
@@ -43,6 +44,12 @@ def advance(request: HttpRequest, stage: str) -> None:
         state["started"] = timezone.now().timestamp()
     state["stage"] = stage
     request.session[KEY] = state
+
+
+def session_hash(request: HttpRequest) -> str:
+    """What rows bound to this browser session (SMS codes, download grants) store: never the session key."""
+    key = request.session.session_key or ""
+    return hashlib.sha256(b"radshare-recipient-session:" + key.encode()).hexdigest()
 
 
 def end(request: HttpRequest) -> None:

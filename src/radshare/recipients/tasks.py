@@ -1,5 +1,5 @@
 """Recipient housekeeping: login attempts and SMS codes are only needed for the lockout and throttling windows
-(the audit trail keeps the record of each step)."""
+(the audit trail keeps the record of each step); download grants serve one day."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.tasks import task
 from django.utils import timezone
 
-from radshare.recipients.models import AccessAttempt, OneTimeCode
+from radshare.recipients.models import AccessAttempt, DownloadGrant, OneTimeCode
 
 KEEP = timedelta(days=2)  # longer than any throttling window (at most an hour)
 
@@ -18,4 +18,5 @@ def prune_login_rows() -> int:
     cutoff = timezone.now() - KEEP
     attempts, _ = AccessAttempt.objects.filter(created_at__lt=cutoff).delete()
     otps, _ = OneTimeCode.objects.filter(expires_at__lt=cutoff).delete()
-    return attempts + otps
+    grants, _ = DownloadGrant.objects.filter(created_at__lt=cutoff).delete()  # good for their day only
+    return attempts + otps + grants
