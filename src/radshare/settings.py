@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "radshare.core.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "radshare.core.middleware.RequestLogMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -132,8 +133,9 @@ CSRF_TRUSTED_ORIGINS = [f"{_base.scheme}://{_base.netloc}"] + [
 if HTTPS:
     SESSION_COOKIE_NAME = "__Host-sessionid"
     CSRF_COOKIE_NAME = "__Host-csrftoken"
-    SECURE_HSTS_SECONDS = 31536000
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+# Believed only from RADSHARE_TRUSTED_PROXIES: TrustedProxyMiddleware drops the header from anyone else, and
+# sends HSTS whenever the base URL is https (docs/security.md A25).
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "no-referrer"

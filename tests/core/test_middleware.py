@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from django.db import OperationalError
-from django.test import Client
+from django.http import HttpRequest, HttpResponse
+from django.test import Client, RequestFactory
 
+from radshare.core.middleware import TrustedProxyMiddleware
 from radshare.organisations.models import Sender
 
 SUPERUSER_PASSWORD = "operator pass phrase 1"
@@ -167,3 +169,35 @@ def test_database_unavailable_is_a_503_page_with_retry_after(monkeypatch: pytest
     assert response["Retry-After"] == "5"
     assert "Busy for a moment" in response.content.decode()
     assert "connection" not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted", "secure"),
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("10.1.2.3", "10.1.0.0/16", True),
+        ("10.9.2.3", "10.1.0.0/16", False),  # anyone else claiming https is not believed
+        ("127.0.0.1", "", False),
+    ],
+)
+def test_forwarded_proto_is_believed_from_trusted_proxies_only(
+    radshare_config: Any, peer: str, trusted: str, secure: bool
+) -> None:
+    radshare_config(trusted_proxies=tuple(t for t in [trusted] if t), base_url="https://radshare.example.org")
+    seen: list[bool] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        seen.append(request.is_secure())
+        return HttpResponse("ok")
+
+    request = RequestFactory().get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_PROTO="https")
+    response = TrustedProxyMiddleware(view)(request)
+    assert seen == [secure]
+    # HSTS whenever the base URL is https, believed or not (browsers ignore it over plain http).
+    assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_no_hsts_for_an_http_base_url(radshare_config: Any) -> None:
+    radshare_config(base_url="http://localhost:8000")
+    response = TrustedProxyMiddleware(lambda request: HttpResponse("ok"))(RequestFactory().get("/"))
+    assert "Strict-Transport-Security" not in response

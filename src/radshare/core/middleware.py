@@ -10,11 +10,36 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware import csrf
 
+from radshare.core.net import is_trusted_proxy
+
 logger = logging.getLogger("radshare.access")
 
 # URL groups for RADSHARE_ROLE (DESIGN.md "URLs and zoning").
 INTERNAL_PREFIXES = ("/portal/", "/api/", "/admin/", "/dev/")
 ALWAYS = ("/healthz", "/readyz", "/static/", "/i18n/")
+
+
+HSTS = "max-age=31536000; includeSubDomains"  # one year (docs/security.md A13, A25)
+
+
+class TrustedProxyMiddleware:
+    """Behind the TLS proxy: ``X-Forwarded-Proto`` counts only when the peer is in ``RADSHARE_TRUSTED_PROXIES``
+    (Django's ``SECURE_PROXY_SSL_HEADER`` believes it from anyone), so ``request.is_secure()`` and the absolute
+    URLs built from requests say https; the client address is read the same way (``core.net``). Every response
+    carries HSTS when the base URL is https, whoever asked (docs/security.md A25)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "HTTP_X_FORWARDED_PROTO" in request.META and not is_trusted_proxy(
+            request.META.get("REMOTE_ADDR", "")
+        ):
+            del request.META["HTTP_X_FORWARDED_PROTO"]
+        response = self.get_response(request)
+        if settings.RADSHARE.base_url.startswith("https://"):
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        return response
 
 
 class RequestLogMiddleware:

@@ -17,7 +17,8 @@ def _trusted(networks: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddre
     return tuple(ipaddress.ip_network(n) for n in networks)
 
 
-def _is_trusted(address: str) -> bool:
+def is_trusted_proxy(address: str) -> bool:
+    """The address is one of ``RADSHARE_TRUSTED_PROXIES`` (docs/security.md A25)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -28,11 +29,11 @@ def _is_trusted(address: str) -> bool:
 def client_address(request: HttpRequest) -> str:
     """The address of the client, walking ``X-Forwarded-For`` from the right through trusted proxies only."""
     remote = request.META.get("REMOTE_ADDR", "") or ""
-    if not _is_trusted(remote):
+    if not is_trusted_proxy(remote):
         return remote
     forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
     for address in reversed(forwarded):
-        if not _is_trusted(address):
+        if not is_trusted_proxy(address):
             try:
                 return str(ipaddress.ip_address(address))
             except ValueError:
