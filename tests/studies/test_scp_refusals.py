@@ -7,6 +7,8 @@ next valid data set, and the association's one ``dicom.store`` audit entry count
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from io import BytesIO
@@ -18,14 +20,20 @@ from django.conf import settings
 from django.db.backends.signals import connection_created
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
 from radshare.audit.models import AuditEvent
 from radshare.organisations.services import add_pacs_node
 from radshare.studies.models import Instance, Patient, Series, Study
-from radshare.studies.synthetic import FakePatient, ct_series
+from radshare.studies.synthetic import FakePatient, ct_series, encode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,6 +57,8 @@ def associate(scp: Any) -> Iterator[Callable[[], Any]]:
         ae.add_requested_context(Verification)
         ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
         ae.add_requested_context(CTImageStorage, DeflatedExplicitVRLittleEndian)
+        ae.add_requested_context(CTImageStorage, ImplicitVRLittleEndian)
+        ae.add_requested_context(CTImageStorage, RLELossless)
         assoc = ae.associate("127.0.0.1", scp.address[1], ae_title=scp.ae_title)
         opened.append(assoc)
         assert assoc.is_established
@@ -283,3 +293,222 @@ def test_every_association_closes_its_database_connection(
     assert AuditEvent.objects.filter(action="dicom.association.rejected").count() == 3
     assert len(scp_connections) >= 4
     assert [c for c in scp_connections if c.connection is not None] == []
+
+
+# --- data sets that cannot be read, or that end before they should (PS3.5 sections 7 and 8) ---------------
+#
+# Each is refused with 0xC000 "cannot understand" (PS3.4 Annex B.2.3): one WARNING line without a traceback
+# or patient data, nothing stored, and the association's audit entry counts it as refused.
+
+ITEM_DELIMITER = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"  # (FFFE,E00D), length 0 (PS3.5 section 7.5.2)
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0
+PATIENT_DATA = ("Eerste", PATIENT.patient_id, "19600102")
+
+
+def one_ct() -> Dataset:
+    # 16 x 16 x 16 bit: 512 bytes of pixel data, the last element in the file
+    (ds,) = ct_series(PATIENT, count=1, size=16)
+    return ds
+
+
+def _element(data: bytes, header: bytes) -> int:
+    """Where an explicit VR little endian element starts (``header``: its tag as written, then its VR)."""
+    at = data.find(header)
+    assert at > 132, header
+    return at
+
+
+def bad_vr() -> bytes:
+    data = encode(one_ct())
+    at = _element(data, b"\x08\x00\x3e\x10LO")  # (0008,103E) Series Description, VR "ZZ"
+    return data[: at + 4] + b"ZZ" + data[at + 6 :]
+
+
+def value_past_the_end() -> bytes:
+    data = encode(one_ct())
+    at = _element(data, b"\x08\x00\x30\x10LO")  # (0008,1030) Study Description, 65520 bytes long
+    return data[: at + 6] + struct.pack("<H", 0xFFF0) + data[at + 8 :]
+
+
+def value_too_short_for_its_vr() -> bytes:
+    data = encode(one_ct())
+    at = _element(data, b"\x28\x00\x10\x00US")  # (0028,0010) Rows: 3 bytes where US takes 2 per value
+    return data[: at + 6] + struct.pack("<H", 3) + data[at + 8 : at + 10] + b"\x00" + data[at + 10 :]
+
+
+def _with_undefined_length_sequence(ds: Dataset, keyword: str, item: Dataset) -> bytes:
+    setattr(ds, keyword, [item])
+    ds[keyword].is_undefined_length = True
+    item.is_undefined_length_sequence_item = True
+    data = encode(ds)
+    assert data.count(ITEM_DELIMITER + SEQUENCE_DELIMITER) == 1
+    return data
+
+
+def sequence_without_delimiters() -> bytes:
+    """Referenced Image Sequence, undefined length, neither its item nor itself delimited: all that follows
+    reads as part of its item, and the data set ends inside it."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = CTImageStorage
+    item.ReferencedSOPInstanceUID = generate_uid()
+    data = _with_undefined_length_sequence(one_ct(), "ReferencedImageSequence", item)
+    return data.replace(ITEM_DELIMITER + SEQUENCE_DELIMITER, b"")
+
+
+def sequence_unterminated_at_the_end() -> bytes:
+    """The last element (Digital Signatures Sequence, after the pixel data) has no sequence delimiter."""
+    item = Dataset()
+    item.MACIDNumber = 1
+    data = _with_undefined_length_sequence(one_ct(), "DigitalSignaturesSequence", item)
+    assert data.endswith(SEQUENCE_DELIMITER)
+    return data[: -len(SEQUENCE_DELIMITER)]
+
+
+def pixels_cut_in_transfer() -> bytes:
+    data = encode(one_ct())
+    return data[:-100]  # Pixel Data says 512 bytes; 412 arrive
+
+
+def pixels_shorter_than_the_header_says() -> bytes:
+    ds = one_ct()
+    ds.PixelData = ds.PixelData[:-32]  # well framed, one row short
+    return encode(ds)
+
+
+def frames_missing() -> bytes:
+    ds = one_ct()
+    ds.NumberOfFrames = 2  # two frames said, one sent
+    return encode(ds)
+
+
+def rle_ct() -> Dataset:
+    ds = one_ct()
+    ds.compress(RLELossless)
+    return ds
+
+
+def last_fragment_cut() -> bytes:
+    data = encode(rle_ct())
+    assert data.endswith(SEQUENCE_DELIMITER)
+    return data[: -len(SEQUENCE_DELIMITER) - 10]
+
+
+def fragments_without_sequence_delimiter() -> bytes:
+    data = encode(rle_ct())
+    assert data.endswith(SEQUENCE_DELIMITER)
+    return data[: -len(SEQUENCE_DELIMITER)]
+
+
+def fragments_fewer_than_frames() -> bytes:
+    ds = rle_ct()
+    ds.NumberOfFrames = 2  # one fragment, two frames: a fragment never holds two frames (PS3.5 A.4)
+    return encode(ds)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        bad_vr,
+        value_too_short_for_its_vr,
+        value_past_the_end,
+        sequence_without_delimiters,
+        sequence_unterminated_at_the_end,
+        pixels_cut_in_transfer,
+        pixels_shorter_than_the_header_says,
+        frames_missing,
+        last_fragment_cut,
+        fragments_without_sequence_delimiter,
+        fragments_fewer_than_frames,
+    ],
+    ids=lambda build: build.__name__,
+)
+def test_broken_or_incomplete_data_set_is_refused_with_one_plain_log_line(
+    scp: Any,
+    associate: Any,
+    organisation: Any,
+    tmp_path: Path,
+    monkeypatch: Any,
+    caplog: Any,
+    build: Callable[[], bytes],
+) -> None:
+    add_pacs_node(organisation, CALLING)
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # sent as it is, never decoded
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(build())
+    assoc = associate()
+    caplog.clear()
+
+    assert store(assoc, broken) == CANNOT_UNDERSTAND
+
+    records = list(caplog.records)
+    assert [(r.name, r.levelname) for r in records if r.levelno >= logging.WARNING] == [
+        ("radshare.studies.scp", "WARNING")
+    ]
+    assert [r for r in records if r.exc_info] == []
+    for record in records:
+        assert not any(value in record.getMessage() for value in PATIENT_DATA), record.getMessage()
+    assert not Instance.objects.exists()
+    assert not Patient.objects.exists()
+    assert [p for p in Path(settings.RADSHARE_STORAGE_ROOT).rglob("*") if p.is_file()] == []
+
+    (valid,) = ct_series(PATIENT, count=1, size=16)
+    assert store(assoc, valid) == SUCCESS
+    release(scp, assoc)
+
+    assert list(Instance.objects.values_list("sop_instance_uid", flat=True)) == [valid.SOPInstanceUID]
+    assert store_audit() == {
+        "outcome": "failure",
+        "actor": CALLING,
+        "stored": 1,
+        "duplicate": 0,
+        "refused": 1,
+        "patients": 1,
+    }
+
+
+def odd_length_pixels_with_pad_byte() -> Dataset:
+    ds = one_ct()
+    ds.Rows = ds.Columns = 3
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(9) + b"\x00"  # 9 bytes of pixels, padded to an even length (PS3.5 section 8.1.1)
+    return ds
+
+
+def implicit_vr_with_undefined_length_sequence() -> Dataset:
+    ds = one_ct()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    item = Dataset()
+    item.ReferencedSOPClassUID = CTImageStorage
+    item.ReferencedSOPInstanceUID = generate_uid()
+    ds.ReferencedImageSequence = [item]
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    item.is_undefined_length_sequence_item = True
+    return ds
+
+
+def two_frames() -> Dataset:
+    ds = one_ct()
+    ds.NumberOfFrames = 2
+    ds.PixelData = ds.PixelData * 2
+    return ds
+
+
+@pytest.mark.parametrize(
+    "build",
+    [one_ct, odd_length_pixels_with_pad_byte, implicit_vr_with_undefined_length_sequence, two_frames, rle_ct],
+    ids=lambda build: build.__name__,
+)
+def test_well_formed_variants_are_accepted(
+    scp: Any, associate: Any, organisation: Any, caplog: Any, build: Callable[[], Dataset]
+) -> None:
+    add_pacs_node(organisation, CALLING)
+    ds = build()
+    assoc = associate()
+
+    assert store(assoc, ds) == SUCCESS
+    release(scp, assoc)
+
+    assert list(Instance.objects.values_list("sop_instance_uid", flat=True)) == [ds.SOPInstanceUID]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -24,6 +24,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
+from pydicom.uid import RLELossless
 
 from radshare.audit.models import AuditEvent
 from radshare.organisations.models import Organisation, Sender
@@ -204,6 +205,39 @@ def test_zip_with_good_duplicate_broken_and_other_files_reports_each(
     study = Study.objects.get(organisation=organisation, study_instance_uid=good[0].StudyInstanceUID)
     assert study.number_of_instances == 2
     assert f'href="/portal/studies/{study.pk}/"' in page
+
+
+@pytest.mark.django_db
+def test_broken_and_incomplete_pixel_data_refused_as_the_storage_scp_does(
+    organisation: Organisation, alice: Client, storage_root: Path
+) -> None:
+    # The same rule as the SCP's 0xC000 (studies.encoding.check_encoding): here with the portal's reasons.
+    good, short, bad_vr, rle = images(count=4)
+    short.PixelData = short.PixelData[:-64]  # well framed, two rows fewer than Rows x Columns
+    data = encode(bad_vr)
+    at = data.find(b"\x08\x00\x3e\x10LO")  # (0008,103E) Series Description, VR "ZZ"
+    broken_vr = data[: at + 4] + b"ZZ" + data[at + 6 :]
+    rle.compress(RLELossless)
+    no_delimiter = encode(rle)[:-8]  # the fragments' sequence delimiter is missing
+
+    response = upload(
+        alice,
+        [
+            ("good.dcm", encode(good)),
+            ("short.dcm", encode(short)),
+            ("bad_vr.dcm", broken_vr),
+            ("rle.dcm", no_delimiter),
+        ],
+    )
+
+    assert report_rows(response.content.decode()) == {
+        "good.dcm": ("stored", ""),
+        "short.dcm": ("refused", EN["truncated"]),
+        "bad_vr.dcm": ("refused", EN["unreadable"]),
+        "rle.dcm": ("refused", EN["truncated"]),
+    }
+    assert list(Instance.objects.values_list("sop_instance_uid", flat=True)) == [good.SOPInstanceUID]
+    assert len(stored_files(storage_root)) == 1
 
 
 @pytest.mark.django_db

@@ -220,7 +220,11 @@ class StorageSCP:
             result = store_instance(admission.organisation, data, source="scp", node=admission.node)
         except IngestError as exc:
             admission.refused += 1
-            logger.info("C-STORE refused (0x%04X): %s", exc.status, exc.reason)
+            # One line, no traceback; the reason names tags and sizes, never values (docs/security.md A21).
+            # The association's audit entry counts it (on_closed).
+            logger.warning(
+                "C-STORE from %s refused (0x%04X): %s", admission.calling_ae_title, exc.status, exc.reason
+            )
             return exc.status
         except DatabaseError:
             admission.refused += 1

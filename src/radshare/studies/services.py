@@ -17,11 +17,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, QuerySet
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.imaging.models import InstanceRender
 from radshare.organisations.models import Organisation, PacsNode
+from radshare.studies.encoding import EncodingError, check_encoding
 from radshare.studies.models import Instance, Patient, Series, Study
 from radshare.studies.storage import StoredFile, get_store
 
@@ -35,6 +36,7 @@ PLACEHOLDER_BIRTH_DATES = frozenset({dt.date(1900, 1, 1), dt.date(1800, 1, 1), d
 # untrusted DICOM: ingest, upload, reports.
 DICOM_READ_ERRORS: tuple[type[Exception], ...] = (
     InvalidDicomError,
+    BytesLengthException,  # a binary value whose length is not a whole number of values
     EOFError,
     ValueError,
     TypeError,
@@ -65,6 +67,19 @@ class IngestError(Exception):
 
 class NotDicomError(IngestError):
     status = 0xC000  # Error: cannot understand
+
+
+class TruncatedError(NotDicomError):
+    """The data ends before a value, a sequence or the pixel data does, or holds fewer pixel bytes than its
+    image attributes call for (PS3.5 sections 7.5 and 8.1.1, Annex A.4).
+
+    0xC000 "cannot understand" (PS3.4 Annex B.2.3), not 0xA900 "does not match SOP class", for pixel data too:
+    the usual cause is a transfer or copy cut off, which is 0xC000 wherever the cut falls (in the header it
+    leaves bytes no reader understands), and the defect lies in the encoding (PS3.5), not in the attributes
+    the IOD requires (PS3.3), which is what radshare answers 0xA900 for.
+    """
+
+    status = 0xC000
 
 
 class MissingAttributeError(IngestError):
@@ -130,20 +145,51 @@ def _bsn(ds: Dataset) -> str:
     return ""
 
 
+# OSError: pydicom's "No tag to read" for a sequence it cannot finish (reading memory, no file is involved).
+_HEADER_READ_ERRORS: tuple[type[Exception], ...] = (*DICOM_READ_ERRORS, OSError)
+
+# Every attribute indexing reads: converted while parsing, so a value pydicom cannot convert is refused as
+# unreadable (0xC000) here and never fails the indexing half-way (an SCP answer of 0xC211 with a traceback).
+INDEXED_KEYWORDS = (
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "IssuerOfPatientID",
+    "OtherPatientIDsSequence",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "InstanceNumber",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+)
+
+
 def parse_header(data: bytes | memoryview) -> Dataset:
-    """Read everything up to the pixel data; never decode pixels (DESIGN.md "Ingest path")."""
+    """Check the encoding of the whole file, then read everything up to the pixel data; never decode pixels
+    (DESIGN.md "Ingest path"). Raises ``NotDicomError`` (``TruncatedError`` when the data ends too early)."""
+    try:
+        check_encoding(data)
+    except EncodingError as exc:
+        raise (TruncatedError if exc.incomplete else NotDicomError)(exc.reason) from exc
     try:
         ds = dcmread(BytesIO(data), stop_before_pixels=True)
-        # Touch the attributes we index now, so a broken element fails here and not half-way through.
-        for keyword in (
-            "SOPInstanceUID",
-            "SOPClassUID",
-            "StudyInstanceUID",
-            "SeriesInstanceUID",
-            "PatientID",
-        ):
+        for keyword in INDEXED_KEYWORDS:
             ds.get(keyword)
-    except DICOM_READ_ERRORS as exc:
+        _bsn(ds)  # the items of Other Patient IDs Sequence
+    except _HEADER_READ_ERRORS as exc:
         raise NotDicomError(f"not a readable DICOM data set ({type(exc).__name__})") from exc
     for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not _text(ds, keyword, 64):

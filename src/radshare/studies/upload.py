@@ -34,11 +34,9 @@ from django.http.multipartparser import FIELD, FILE, ChunkIter, LazyStream, Pars
 from django.utils.datastructures import MultiValueDict
 from django.utils.encoding import force_str
 from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import data_element_generator
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -52,6 +50,7 @@ from radshare.studies.services import (
     MissingAttributeError,
     OutOfResourcesError,
     StoreOutcome,
+    TruncatedError,
     store_instance,
 )
 from radshare.studies.synthetic import IMPLEMENTATION_UID
@@ -341,45 +340,6 @@ class _UnreadableError(Exception):
     pass
 
 
-def _truncated(data: bytes) -> bool:
-    """True when an element's value runs past the end of the file: a copy cut off half-way. Reading only up to
-    the pixel data (as ingest does) would not notice. Reads element headers only; values are skipped."""
-    fp = BytesIO(data)
-    fp.seek(132)
-    transfer_syntax = ""
-    while True:  # file meta: group 0002, always explicit VR little endian (PS3.10 section 7.1)
-        head = fp.read(8)
-        if len(head) < 8 or head[:2] != b"\x02\x00":
-            break
-        length = int.from_bytes(head[6:8], "little")
-        if head[4:6] in (b"OB", b"OW", b"UN", b"SQ", b"UT", b"UC", b"UR"):
-            length = int.from_bytes(fp.read(4), "little")
-        value = fp.read(length)
-        if len(value) < length:
-            return True
-        if head[2:4] == b"\x10\x00":
-            transfer_syntax = value.rstrip(b"\x00 ").decode("ascii", "replace")
-    fp.seek(fp.tell() - len(head))
-    try:
-        syntax = UID(transfer_syntax)
-        if syntax.is_deflated:
-            return False  # a compressed stream: pydicom's own reading is the check
-        implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
-    except ValueError:
-        return False  # unknown transfer syntax: ingest decides
-    try:
-        for raw in data_element_generator(fp, implicit, little, defer_size=256):
-            if not isinstance(raw, RawDataElement):
-                continue
-            if raw.length != 0xFFFFFFFF and raw.value_tell + raw.length > len(data):
-                return True
-    except EOFError:
-        return True  # an undefined-length value without its delimiter
-    except _READ_ERRORS:
-        return False
-    return False
-
-
 def _read_dicomdir(data: bytes) -> list[list[str]]:
     """The Referenced File IDs (as path components) of every record of a DICOMDIR (PS3.3 F.3.2.2)."""
     ds = dcmread(BytesIO(data))
@@ -569,8 +529,6 @@ class UploadImport:
                 if expected:
                     return result(Outcome.REFUSED, Reason.UNREADABLE), None
                 return result(Outcome.SKIPPED, Reason.NOT_DICOM), None
-            if _truncated(part10):
-                return result(Outcome.REFUSED, Reason.TRUNCATED), None
             stored = store_instance(self.organisation, part10, source=Instance.Source.UPLOAD)
         except _UnreadableError:
             return result(Outcome.REFUSED, Reason.UNREADABLE), None
@@ -589,6 +547,8 @@ _DICOMDIR_ERRORS: tuple[type[Exception], ...] = (*_READ_ERRORS, _MemberUnreadabl
 
 def _reason(exc: IngestError) -> Reason:
     """By exception class: the exception's text is for logs, never for users (SECURITY.md A15)."""
+    if isinstance(exc, TruncatedError):  # cut off, or fewer pixel bytes than the image needs (as the SCP)
+        return Reason.TRUNCATED
     if isinstance(exc, MissingAttributeError):
         return Reason.MISSING_UIDS
     if isinstance(exc, ConflictError):
