@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -214,15 +215,87 @@ def test_wrong_dates_lock_for_an_hour_then_until_the_sender_unlocks(
     assert response["Location"] == "/r/sms-code"
 
 
+def _code_step(client: Client, code: str) -> tuple[int, str, bool, int, str]:
+    """What the code step tells: status, where it sends the browser, whether it sets a session, and the next
+    page (status and heading)."""
+    response = client.get("/", {"code": code})
+    follow = client.get(response["Location"])
+    heading = re.search(r"<h1[^>]*>(.*?)</h1>", follow.content.decode(), re.S)
+    return (
+        response.status_code,
+        response["Location"],
+        settings.SESSION_COOKIE_NAME in response.cookies,
+        follow.status_code,
+        heading[1].strip() if heading else "",
+    )
+
+
 @pytest.mark.django_db
-def test_the_right_code_also_works_when_the_share_is_locked_only_after_the_code_step(
-    shared: tuple[Share, str],
+def test_a_locked_share_is_not_told_apart_at_the_code_step(
+    shared: tuple[Share, str], organisation: Any, sender: Any
 ) -> None:
+    """A1: a locked code answers at the code and date step exactly as an open one; the lock shows only once a
+    date of birth is given, and that date is not even compared (a locked share cannot be probed)."""
     share, code = shared
+    _, open_code = ready_share(
+        organisation, [make_study(organisation, ANNA)], created_by=sender, delivery="url", email=""
+    )
     Share.objects.filter(pk=share.pk).update(locked_until=timezone.now() + timedelta(hours=1))
+    locked_client, open_client = _client(), _client()
+    assert _code_step(locked_client, code) == _code_step(open_client, open_code)
+    assert _code_step(locked_client, code)[1] == "/r/birth-date"
+    # Nor by asking for the lock page directly.
+    assert locked_client.get("/r/locked")["Location"] == "/r/birth-date"
+    assert locked_client.get("/r/birth-date").status_code == 200
+    for typed in ("01-01-1970", BIRTH):
+        response = locked_client.post("/r/birth-date", {"accept_terms": "on", "birth_date": typed})
+        assert response["Location"] == "/r/locked"
+    assert "try again after" in _text(locked_client.get("/r/locked"))
+    share.refresh_from_db()
+    assert share.birth_date_failures == 0  # not compared, not counted against the share
+    assert (
+        AuditEvent.objects.filter(
+            action="recipient.birth_date", outcome="denied", detail__reason="locked"
+        ).count()
+        == 1  # the second was not even taken: the lock was shown
+    )
+
+
+@pytest.mark.django_db
+def test_a_session_goes_idle_before_login_too(shared: tuple[Share, str], sms_file: Path) -> None:
+    """A27: the date and SMS steps were still accepted hours after the link was opened."""
+    _, code = shared
+    for stage_url, form in (
+        ("/r/birth-date", {"accept_terms": "on", "birth_date": BIRTH}),
+        ("/r/sms-code", {"code": "123456"}),
+    ):
+        client = _client()
+        if stage_url == "/r/sms-code":
+            to_sms_step(client, code)
+        else:
+            client.get("/", {"code": code})
+        assert client.get(stage_url).status_code == 200
+        s = client.session
+        s[session.KEY] = {
+            **s[session.KEY],
+            "seen": (timezone.now() - session.IDLE - timedelta(seconds=5)).timestamp(),
+        }
+        s.save()
+        assert client.post(stage_url, form)["Location"] == "/"
+        assert session.KEY not in client.session
+        assert client.get(stage_url)["Location"] == "/"
+    assert len(sms_codes(sms_file)) == 1  # only the live session's date step sent one
+    # Each step touches the idle timer: a recipient who keeps going is not cut off.
     client = _client()
-    assert client.get("/", {"code": code})["Location"] == "/r/birth-date"
-    assert client.get("/r/birth-date")["Location"] == "/r/locked"
+    client.get("/", {"code": code})
+    s = client.session
+    s[session.KEY] = {
+        **s[session.KEY],
+        "seen": (timezone.now() - session.IDLE + timedelta(minutes=1)).timestamp(),
+    }
+    s.save()
+    assert client.get("/r/birth-date").status_code == 200
+    assert client.session[session.KEY]["seen"] > (timezone.now() - timedelta(seconds=5)).timestamp()
 
 
 @pytest.mark.django_db

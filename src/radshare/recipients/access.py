@@ -104,6 +104,12 @@ def _lock(share: Share, hold: bool) -> None:
     outbox.queue_locked_notice(share)
 
 
+def refuse_locked(request: HttpRequest, share: Share) -> None:
+    """A date of birth given for a locked share: not compared, not counted against the share, recorded."""
+    _attempt(request, Step.BIRTH_DATE, share, False)
+    _audit(request, "recipient.birth_date", share, Outcome.DENIED, reason="locked")
+
+
 @dataclass(frozen=True)
 class Check:
     ok: bool

@@ -33,8 +33,14 @@ class Stage:
 def open_share(request: HttpRequest, share: Share) -> None:
     """A new session for this share alone (no fixation; a sender's session in this browser ends too)."""
     request.session.flush()
-    now = timezone.now().timestamp()
-    request.session[KEY] = {"share": share.pk, "stage": Stage.BIRTH_DATE, "started": now, "seen": now}
+    now = timezone.now()
+    request.session[KEY] = {
+        "share": share.pk,
+        "stage": Stage.BIRTH_DATE,
+        "started": now.timestamp(),
+        "seen": now.timestamp(),
+    }
+    request.session.set_expiry(min(IDLE, share.expires_at - now))
 
 
 def advance(request: HttpRequest, stage: str) -> None:
@@ -52,6 +58,11 @@ def session_hash(request: HttpRequest) -> str:
     return hashlib.sha256(b"radshare-recipient-session:" + key.encode()).hexdigest()
 
 
+def remember(request: HttpRequest, **facts: Any) -> None:
+    """Keep a fact about this login in the session (e.g. that the lock was shown)."""
+    request.session[KEY] = {**request.session[KEY], **facts}
+
+
 def end(request: HttpRequest) -> None:
     request.session.flush()
 
@@ -66,27 +77,45 @@ def usable(share: Share) -> bool:
     )
 
 
+def current(request: HttpRequest) -> dict[str, Any] | None:
+    """The session's recipient state at any stage, or None when it has none or timed out: 30 minutes idle from the
+    first step on, not only once logged in (docs/security.md A6, A27), and 12 hours in all. A timed-out session
+    ends here. Does not touch the idle timer (``touch`` does, once the share is known to be usable)."""
+    state = request.session.get(KEY)
+    if not isinstance(state, dict):
+        return None
+    now = timezone.now().timestamp()
+    if (
+        now - float(state["seen"]) > IDLE.total_seconds()
+        or now - float(state["started"]) > ABSOLUTE.total_seconds()
+    ):
+        end(request)
+        return None
+    return state
+
+
+def touch(request: HttpRequest, share: Share) -> None:
+    """The recipient did something: the idle timer starts again (and the cookie never outlives the share)."""
+    now = timezone.now()
+    state = dict(request.session[KEY])
+    state["seen"] = now.timestamp()
+    request.session[KEY] = state
+    request.session.set_expiry(min(IDLE, share.expires_at - now))
+
+
 def session_share(request: HttpRequest, stage: str | None = None) -> Share | None:
     """The share this session is at ``stage`` of (any stage when None), or None when the session has none, timed
     out, or the share can no longer be opened. Touches the idle timer."""
-    state = request.session.get(KEY)
-    if not isinstance(state, dict) or (stage is not None and state.get("stage") != stage):
-        return None
-    now = timezone.now()
-    if now.timestamp() - float(state["seen"]) > IDLE.total_seconds() or (
-        now.timestamp() - float(state["started"]) > ABSOLUTE.total_seconds()
-    ):
-        end(request)
+    state = current(request)
+    if state is None or (stage is not None and state.get("stage") != stage):
         return None
     share = Share.objects.select_related("organisation").filter(pk=state["share"]).first()
     if share is None or not usable(share):
         end(request)
         return None
-    if share.locked_until is not None and share.locked_until > now:
+    if share.locked_until is not None and share.locked_until > timezone.now():
         return None
-    state["seen"] = now.timestamp()
-    request.session[KEY] = state
-    request.session.set_expiry(min(IDLE, share.expires_at - now))
+    touch(request, share)
     return share
 
 

@@ -60,9 +60,12 @@ def start(request: HttpRequest) -> HttpResponse:
 
 
 def _pending(request: HttpRequest, stage: str) -> Share | HttpResponse:
-    """The session's share at ``stage`` of the login, or where to send the browser instead."""
-    state = request.session.get(session.KEY)
-    if not isinstance(state, dict):
+    """The session's share at ``stage`` of the login, or where to send the browser instead.
+
+    A locked share is not told apart at the code and date step (docs/security.md A1): its code opens the date
+    step like any other, and the lock shows only once a date of birth is submitted (``birth_date``)."""
+    state = session.current(request)
+    if state is None:
         return redirect("recipients:start")
     share = (
         Share.objects.select_related("organisation", "patient").filter(pk=int(state.get("share", 0))).first()
@@ -72,14 +75,20 @@ def _pending(request: HttpRequest, stage: str) -> Share | HttpResponse:
         return redirect("recipients:invalid")
     if share.status in NOT_READY:
         return redirect("recipients:preparing")
-    if access.locked(share):
+    if access.locked(share) and (state.get("stage") != Stage.BIRTH_DATE or state.get("lock_shown")):
         return redirect("recipients:locked")
     if state.get("stage") == Stage.IN:
         return redirect("recipients:studies")
     if state.get("stage") != stage:
         step = "birth_date" if state.get("stage") == Stage.BIRTH_DATE else "sms_code"
         return redirect(f"recipients:{step}")
+    session.touch(request, share)
     return share
+
+
+def _show_lock(request: HttpRequest) -> HttpResponse:
+    session.remember(request, lock_shown=True)
+    return redirect("recipients:locked")
 
 
 @require_http_methods(["GET", "POST"])
@@ -91,9 +100,12 @@ def birth_date(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         if access.client_throttled(request, Step.BIRTH_DATE):
             return _throttled(request)
+        if access.locked(share):  # the date is not even compared: a locked share cannot be probed
+            access.refuse_locked(request, share)
+            return _show_lock(request)
         check = access.check_birth_date(request, share, form.cleaned_data["birth_date"])
         if check.locked:
-            return redirect("recipients:locked")
+            return _show_lock(request)
         if check.ok:
             session.advance(request, Stage.SMS_CODE)
             if not access.send_sms_code(request, share):
@@ -170,8 +182,8 @@ def invalid(request: HttpRequest) -> HttpResponse:
 
 
 def _session_share_any_state(request: HttpRequest) -> Share | None:
-    state = request.session.get(session.KEY)
-    if not isinstance(state, dict):
+    state = session.current(request)
+    if state is None:
         return None
     return Share.objects.select_related("organisation").filter(pk=int(state.get("share", 0))).first()
 
@@ -181,6 +193,9 @@ def locked(request: HttpRequest) -> HttpResponse:
     share = _session_share_any_state(request)
     if share is None or not access.locked(share) or share.has_ended:
         return redirect("recipients:start")
+    state = session.current(request) or {}
+    if state.get("stage") == Stage.BIRTH_DATE and not state.get("lock_shown"):
+        return redirect("recipients:birth_date")  # not before a date of birth was given (A1)
     held = share.locked_until is not None and share.locked_until >= access.HELD
     return _page(request, "recipients/locked.html", share, held=held, until=share.locked_until)
 
