@@ -744,7 +744,7 @@ def test_no_retrieve_when_the_audit_entry_cannot_be_written(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("audit store down")
 
-    monkeypatch.setattr("radshare.audit.services.record", broken)
+    monkeypatch.setattr("radshare.recipients.session.record", broken)
     client = logged_in_client(recipient.share)
     client.raise_request_exception = False
     response = client.get(study_url(recipient.studies[0]), headers={"accept": DICOM})

@@ -461,7 +461,7 @@ def test_no_download_when_the_audit_entry_cannot_be_written(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("audit store down")
 
-    monkeypatch.setattr("radshare.audit.services.record", broken)
+    monkeypatch.setattr("radshare.recipients.session.record", broken)
     client = logged_in_client(recipient.share)
     client.raise_request_exception = False
     response = client.get("/r/download/dicom.zip", headers={"user-agent": DESKTOP})

@@ -476,3 +476,26 @@ def test_old_login_rows_are_pruned_recent_ones_kept(shared: tuple[Share, str], s
     OneTimeCode.objects.update(expires_at=timezone.now() - timedelta(days=3))
     assert prune_login_rows.call() == 3
     assert not AccessAttempt.objects.exists()
+
+
+@pytest.mark.django_db
+def test_recipient_entries_name_the_sender_they_act_for(
+    shared: tuple[Share, str], sender: Any, sms_file: Path
+) -> None:
+    """A16: each of the recipient's audit entries says on whose behalf (the sender who shared)."""
+    share, code = shared
+    client = _client()
+    log_in(client, code, sms_file)
+    assert client.get("/r/studies").status_code == 200
+    assert client.get("/r/studies/999999/").status_code == 404  # a refusal is recorded too
+    entries = AuditEvent.objects.filter(actor_type="recipient", detail__share=share.pk)
+    actions = set(entries.values_list("action", flat=True))
+    assert {
+        "recipient.code",
+        "recipient.birth_date",
+        "recipient.sms_code.send",
+        "recipient.login",
+        "recipient.study.view",
+        "recipient.studies.list",
+    } <= actions
+    assert {e.on_behalf_of_id for e in entries} == {sender.pk}

@@ -38,9 +38,11 @@ def record(
     patient: Patient | int | None = None,
     study_uids: Iterable[str] = (),
     client: str = "",
+    on_behalf_of: int | None = None,
     detail: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one audit entry. ``detail`` must hold no patient data (names, birth dates, BSN, contact details)."""
+    """Append one audit entry. ``detail`` must hold no patient data (names, birth dates, BSN, contact details).
+    ``on_behalf_of``: the sending user a recipient's access happens for (docs/security.md A16)."""
     actor_id: int | None = None
     user_agent = ""
     if request is not None:
@@ -79,6 +81,7 @@ def record(
         actor_label=actor_label[:150],
         organisation_id=org_id,
         patient_ref=patient_id,
+        on_behalf_of_id=on_behalf_of,
         study_uids=sorted(set(study_uids)),
         client_address=client[:64],
         user_agent=user_agent,

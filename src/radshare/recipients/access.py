@@ -12,6 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -19,12 +20,12 @@ from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
-from radshare.audit.services import Outcome, record
+from radshare.audit.services import Outcome
 from radshare.core.net import client_address
 from radshare.notifications import outbox
 from radshare.notifications.models import Notification
 from radshare.recipients.models import AccessAttempt, OneTimeCode
-from radshare.recipients.session import session_hash
+from radshare.recipients.session import record_recipient, session_hash
 from radshare.shares import codes
 from radshare.shares.models import Share
 
@@ -46,17 +47,8 @@ SMS_PER_WINDOW = (3, timedelta(minutes=15))
 HELD = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)  # locked until the sender unlocks
 
 
-def _audit(request: HttpRequest, action: str, share: Share | None, outcome: str, **detail: object) -> None:
-    record(
-        action,
-        outcome=outcome,
-        request=request,
-        actor_type="recipient",
-        actor_label=f"share {share.pk}" if share else "",
-        organisation=share.organisation_id if share else None,
-        patient=share.patient_id if share else None,
-        detail={"share": share.pk if share else None, **detail},
-    )
+def _audit(request: HttpRequest, action: str, share: Share | None, outcome: str, **detail: Any) -> None:
+    record_recipient(action, request, share, outcome=outcome, **detail)
 
 
 def _attempt(request: HttpRequest, step: str, share: Share | None, success: bool) -> None:

@@ -17,6 +17,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.utils import timezone
 
+from radshare.audit.services import ActorType, record
 from radshare.shares.models import Share
 
 KEY = "recipient"
@@ -144,25 +145,23 @@ def _to_start(request: HttpRequest) -> HttpResponseRedirect:
 def record_recipient(
     action: str,
     request: HttpRequest,
-    share: Share,
+    share: Share | None,
     *,
     outcome: str = "success",
     study_uids: Iterable[str] = (),
     **detail: Any,
 ) -> None:
-    """One audit entry for a recipient's action (A16): the share by its id and the login method, never the code."""
-    from radshare.audit.services import (
-        record,  # late import: audit imports organisations, which import little
-    )
-
+    """One audit entry for a recipient's action (A16): the share by its id and the login method, never the code;
+    on behalf of the sender who shared. ``share`` None: a step before any share is known (an unknown code)."""
     record(
         action,
         outcome=outcome,
         request=request,
-        actor_type="recipient",
-        actor_label=f"share {share.pk}",
-        organisation=share.organisation_id,
-        patient=share.patient_id,
+        actor_type=ActorType.RECIPIENT,
+        actor_label=f"share {share.pk}" if share else "",
+        organisation=share.organisation_id if share else None,
+        patient=share.patient_id if share else None,
+        on_behalf_of=share.created_by_id if share else None,
         study_uids=list(study_uids),
-        detail={"share": share.pk, **detail},
+        detail={"share": share.pk if share else None, **detail},
     )

@@ -18,19 +18,18 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
 
-from radshare.audit.services import Outcome, record
+from radshare.audit.services import Outcome
 from radshare.imaging import reports
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.previews import KINDS
 from radshare.imaging.render import CT_PRESETS, frame_path
 from radshare.imaging.reports.study import REPORT_READ_ERRORS, SUMMARY_TAGS
 from radshare.imaging.services import render_dir
-from radshare.recipients.session import recipient_required
+from radshare.recipients.session import recipient_required, record_recipient
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Series, Study
 
 Status = InstanceRender.Status
-ACTOR = "recipient"
 
 
 @dataclass
@@ -134,30 +133,19 @@ def viewer_reports(study: Study) -> list[ViewerReport]:
 
 def _refuse(request: HttpRequest, share: Share, action: str, requested_id: int, reason: str) -> Http404:
     # Another share's id and a missing one are refused alike, and recorded as an intrusion signal (A10).
-    record(
-        action,
-        outcome=Outcome.DENIED,
-        request=request,
-        actor_type=ACTOR,
-        actor_label=f"share {share.pk}",
-        organisation=share.organisation_id,
-        patient=share.patient_id,
-        detail={"share": share.pk, "requested_id": requested_id, "reason": reason},
-    )
+    record_recipient(action, request, share, outcome=Outcome.DENIED, requested_id=requested_id, reason=reason)
     return Http404()
 
 
-def _record(request: HttpRequest, share: Share, action: str, study: Study, **detail: Any) -> None:
-    record(
-        action,
-        request=request,
-        actor_type=ACTOR,
-        actor_label=f"share {share.pk}",
-        organisation=share.organisation_id,
-        patient=share.patient_id,
-        study_uids=[study.study_instance_uid],
-        detail={"share": share.pk, **detail},
-    )
+def _record(
+    request: HttpRequest,
+    share: Share,
+    action: str,
+    study: Study,
+    outcome: str = Outcome.SUCCESS,
+    **detail: Any,
+) -> None:
+    record_recipient(action, request, share, outcome=outcome, study_uids=[study.study_instance_uid], **detail)
 
 
 def _modalities(study: Study, stacks: list[SeriesStack]) -> str:
@@ -240,16 +228,15 @@ def report_pdf(request: HttpRequest, share: Share, instance_pk: int) -> HttpResp
     try:
         pdf = reports.read_pdf(instance)
     except reports.ReportError:
-        record(
+        _record(
+            request,
+            share,
             "recipient.report.view",
+            study,
             outcome=Outcome.FAILURE,
-            request=request,
-            actor_type=ACTOR,
-            actor_label=f"share {share.pk}",
-            organisation=share.organisation_id,
-            patient=share.patient_id,
-            study_uids=[study.study_instance_uid],
-            detail={"share": share.pk, "instance": instance.pk, "kind": "pdf", "reason": "unreadable"},
+            instance=instance.pk,
+            kind="pdf",
+            reason="unreadable",
         )
         context = {"organisation": share.organisation, "logged_in": True, "study": study}
         return render(request, "recipients/viewer_report_error.html", context)
