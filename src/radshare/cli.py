@@ -10,6 +10,9 @@ from radshare.core.config import ConfigError, load
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
+    # Everything radshare writes holds patient data or secrets: the database, stored instances, renders, the key,
+    # the demo outbox. Files 0600, folders 0700, whoever starts it (docs/security.md, "Data at rest").
+    os.umask(0o077)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radshare.settings")
     # Validate before Django imports the settings, so a bad value is one clear line, not a traceback.
     try:
