@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +17,16 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 from PIL import Image
 from pydicom.pixels import iter_pixels
 
-from radshare.imaging import services
+from radshare.imaging import render, services
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.render import PREVIEW_MAX, THUMB_MAX, RenderJob, frame_path, render_file
+from radshare.imaging.tasks import render_housekeeping, render_pending
 from radshare.studies.models import Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode
@@ -197,3 +208,124 @@ def test_request_render_enqueues_once_while_one_waits(organisation: Any) -> None
     services.request_render()
     services.request_render()
     assert DBTaskResult.objects.filter(task_path="radshare.imaging.tasks.render_pending").count() == 1
+
+
+# --- a full disk is a fault of the machine, not of the image (docs/security.md R8) --------------------------------
+
+
+def test_a_fault_of_the_machine_is_retried_and_damaged_data_is_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ct = tmp_path / "ct.dcm"
+    ct.write_bytes(encode(ct_series(PATIENT, count=1, size=32)[0]))
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(render, "_write", disk_full)
+    outcome = render_file(RenderJob(9, str(ct), str(tmp_path / "out")))
+    assert (outcome.status, outcome.reason, outcome.fault) == ("pending", "", "ENOSPC")
+
+    def undecodable(path: Path, data: bytes) -> None:
+        raise OSError("broken data stream when reading image file")  # Pillow's word for bad data: no errno
+
+    monkeypatch.setattr(render, "_write", undecodable)
+    outcome = render_file(RenderJob(9, str(ct), str(tmp_path / "out")))
+    assert (outcome.status, outcome.reason) == ("failed", "broken")
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    """The worker installs its own SIGINT/SIGTERM handlers; give pytest its own back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def _fill(fd: int) -> None:
+    while True:
+        os.write(fd, b"\0" * 4096)
+
+
+@pytest.fixture
+def full_disk(_storage_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[bool], None]]:
+    """``full_disk(True)`` fills the disk the renders are written to, ``full_disk(False)`` frees it again.
+
+    As root: a 256 KiB tmpfs mounted on the renders folder and filled up, so the kernel itself answers ENOSPC.
+    Elsewhere (CI without mount rights) the one function that writes render files fails as that disk would.
+    """
+    renders = _storage_root / "renders"
+    renders.mkdir(parents=True)
+    mount = shutil.which("mount")
+    mounted = (
+        mount is not None
+        and os.geteuid() == 0
+        and subprocess.run(
+            [mount, "-t", "tmpfs", "-o", "size=256k", "radshare-test", str(renders)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+    filler = renders / "filler"
+    write = render._write
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    def set_full(full: bool) -> None:
+        if mounted and full:
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                with pytest.raises(OSError, match="No space left on device"):
+                    _fill(fd)
+            finally:
+                os.close(fd)
+        elif mounted:
+            filler.unlink()
+        else:
+            monkeypatch.setattr(render, "_write", disk_full if full else write)
+
+    yield set_full
+    if mounted:
+        subprocess.run(["umount", "-l", str(renders)], check=False)
+
+
+@pytest.mark.django_db(transaction=True)  # the worker runs the render task on its own connection
+def test_a_full_disk_postpones_renders_and_they_are_made_once_space_returns(
+    organisation: Any,
+    full_disk: Callable[[bool], None],
+    caplog: pytest.LogCaptureFixture,
+    restore_signals: None,
+) -> None:
+    for ds in ct_series(PATIENT, count=3, size=64):
+        store_instance(organisation, encode(ds), source="upload")
+    study = Study.objects.get(patient__patient_id="R1")
+    full_disk(True)
+    with caplog.at_level(logging.WARNING, logger="radshare.imaging.services"):
+        services.render_pending_now(parallel=False)
+    renders = InstanceRender.objects.filter(instance__series__study=study)
+    assert set(renders.values_list("status", "reason", "attempts")) == {("pending", "", 1)}
+    assert all(r.retry_after and r.retry_after > timezone.now() for r in renders)
+    assert not services.renders_done(study)  # a share of it waits: never ready with images missing (R6)
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "3 of 3 renders postponed" in warning.getMessage()
+    assert "ENOSPC" in warning.getMessage()
+    assert "R1" not in warning.getMessage()
+    assert "Render" not in warning.getMessage()
+    # Until their delay has passed nothing spins: no render is claimed, none asked for.
+    assert services.render_pending_now(parallel=False) == 0
+    DBTaskResult.objects.all().delete()
+    render_housekeeping.call()
+    assert not DBTaskResult.objects.exists()
+
+    full_disk(False)  # space is back; ten seconds later the delay has passed
+    renders.update(retry_after=timezone.now() - dt.timedelta(seconds=1))
+    render_housekeeping.call()
+    assert DBTaskResult.objects.ready().filter(task_path=render_pending.module_path).count() == 1
+    call_command("worker", "--batch")
+    assert set(renders.values_list("status", "reason", "attempts", "retry_after")) == {("done", "", 0, None)}
+    assert services.renders_done(study)
+    for r in renders:
+        assert frame_path(services.render_dir(r.instance_id), 0, "full").stat().st_size == r.jpeg_size > 0

@@ -15,3 +15,18 @@ class PeriodicJob(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Worker(models.Model):
+    """A running ``radshare worker`` and its lease: it renews ``alive_until`` every few seconds; once that has
+    passed, other workers take back what it held (core/workers.py, docs/security.md R4). Times come from the
+    database's clock, so machines whose clocks disagree still agree on who is alive."""
+
+    id = models.CharField(max_length=64, primary_key=True)  # also its worker id in django-tasks-db
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    alive_until = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"worker {self.host} pid {self.pid}"

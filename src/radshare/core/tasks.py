@@ -4,7 +4,8 @@
 * ``retry``: nothing retries a failed task for us, so a task that meets a transient error re-enqueues
   itself with exponential backoff through ``run_after`` and an ``attempt`` counter.
 * ``PERIODIC`` + ``enqueue_due_periodic``: the worker enqueues periodic work itself, once per period
-  across all workers.
+  across all workers. An ``inline`` job runs in the scheduling thread instead of the queue: taking over the work
+  of dead workers must not wait behind the long task that keeps the live ones busy.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from django.db import transaction
 from django.tasks import Task, task
 from django.utils import timezone
 
+from radshare.core import workers
 from radshare.core.models import PeriodicJob
 
 logger = logging.getLogger(__name__)
@@ -62,22 +64,37 @@ class Periodic:
     name: str
     every: timedelta
     task: Callable[[], Task[..., Any]]  # resolved lazily: tasks live in the apps
+    inline: bool = False  # run by the scheduler itself (it must not wait in the queue), not enqueued
 
 
 def enqueue_due_periodic(jobs: tuple[Periodic, ...] | None = None) -> list[str]:
-    """Enqueue every periodic job that is due; safe to call from any number of workers at once."""
+    """Enqueue (or run, when inline) every periodic job that is due; safe from any number of workers at once."""
     enqueued = []
+    inline = []
     now = timezone.now()
-    for job in PERIODIC if jobs is None else jobs:
-        PeriodicJob.objects.get_or_create(name=job.name, defaults={"next_run_at": now})
+    jobs = PERIODIC if jobs is None else jobs
+    # One read says what is due: the scheduler looks every few seconds, and usually nothing is.
+    known = dict(
+        PeriodicJob.objects.filter(name__in=[j.name for j in jobs]).values_list("name", "next_run_at")
+    )
+    for job in jobs:
+        if job.name not in known:
+            PeriodicJob.objects.get_or_create(name=job.name, defaults={"next_run_at": now})
+        elif known[job.name] > now:
+            continue
         with transaction.atomic():
             # The conditional UPDATE is the claim: only one worker sees rowcount 1 for this period.
             won = PeriodicJob.objects.filter(name=job.name, next_run_at__lte=now).update(
                 next_run_at=now + job.every, last_enqueued_at=now
             )
             if won:
-                enqueue_on_commit(job.task())
+                if job.inline:
+                    inline.append(job)
+                else:
+                    enqueue_on_commit(job.task())
                 enqueued.append(job.name)
+    for job in inline:
+        job.task().call()
     return enqueued
 
 
@@ -114,6 +131,12 @@ def sweep_incoming() -> int:
     return removed
 
 
+@task()
+def release_dead_workers() -> int:
+    """Periodic (inline): what workers that stopped sending heartbeats held goes to the live ones (R4)."""
+    return workers.release_dead_workers()
+
+
 def _render_housekeeping() -> Task[..., Any]:
     from radshare.imaging.tasks import render_housekeeping
 
@@ -139,6 +162,7 @@ def _notifications_housekeeping() -> Task[..., Any]:
 
 
 PERIODIC: tuple[Periodic, ...] = (
+    Periodic("core.release_dead_workers", timedelta(seconds=15), lambda: release_dead_workers, inline=True),
     Periodic("imaging.render_housekeeping", timedelta(minutes=1), _render_housekeeping),
     Periodic("shares.expire", timedelta(minutes=1), _expire_shares),
     Periodic("notifications.housekeeping", timedelta(minutes=5), _notifications_housekeeping),

@@ -43,6 +43,10 @@ class InstanceRender(models.Model):
     jpeg_sizes = models.JSONField(default=list, blank=True)  # bytes of each frame's full-size JPEG
     jpeg_size = models.BigIntegerField(default=0)  # their sum: the JPEG download's size
     claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True, default="")  # the worker's id (core.Worker)
+    # A fault of the machine (a full disk, storage away) puts the render back with a growing delay (R8).
+    attempts = models.PositiveSmallIntegerField(default=0)
+    retry_after = models.DateTimeField(null=True, blank=True)
     rendered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -15,6 +15,7 @@ size.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -54,13 +55,15 @@ class RenderJob:
     instance_pk: int
     path: str
     out_dir: str
+    attempt: int = 0  # renders postponed by a fault of the machine so far
 
 
 @dataclass
 class RenderOutcome:
     instance_pk: int
-    status: str  # "done", "unrenderable", "failed" (InstanceRender.Status values)
+    status: str  # InstanceRender.Status: "done", "unrenderable", "failed"; "pending": try again later
     reason: str = ""  # InstanceRender.Reason value
+    fault: str = ""  # "pending": what went wrong, an errno name such as ENOSPC (no paths, no patient data)
     frames: int = 0
     rows: int = 0
     columns: int = 0
@@ -190,8 +193,22 @@ def _encode(image: Image.Image, quality: int) -> bytes:
 def _write(path: Path, data: bytes) -> None:
     # Derived files: written whole under a temporary name and renamed; a lost render is simply made again.
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
+        raise
+
+
+def _fault(job: RenderJob, exc: BaseException) -> RenderOutcome | None:
+    """A fault of the machine rather than of the data: an ``OSError`` that carries an errno (a full disk, a quota,
+    an I/O error, storage away, no permission). Decoders report damaged data otherwise (``ValueError``,
+    ``RuntimeError``, or an ``OSError`` without errno from Pillow). The render is tried again later and the image
+    is never called broken for it (docs/security.md R8)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return RenderOutcome(job.instance_pk, "pending", fault=errno.errorcode.get(exc.errno, str(exc.errno)))
+    return None
 
 
 def _render_frame(
@@ -219,20 +236,21 @@ def _render_frame(
 
 
 def render_file(job: RenderJob) -> RenderOutcome:
-    """Render every frame of one stored DICOM file; never raises (a failure is an outcome with a reason)."""
+    """Render every frame of one stored DICOM file; never raises (a failure is an outcome with a reason, a fault
+    of the machine a "pending" outcome with its errno name)."""
     outcome = RenderOutcome(job.instance_pk, "done")
     try:
         ds = dcmread(job.path)
     except FileNotFoundError:
         return RenderOutcome(job.instance_pk, "failed", "file_missing")
-    except Exception:  # noqa: BLE001 - any unreadable file is a 'broken' outcome, never a crashed task
-        return RenderOutcome(job.instance_pk, "failed", "broken")
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is an outcome, never a crashed task
+        return _fault(job, exc) or RenderOutcome(job.instance_pk, "failed", "broken")
     if not any(k in ds for k in PIXEL_KEYWORDS):
         return RenderOutcome(job.instance_pk, "unrenderable", "no_pixel_data")
     out_dir = Path(job.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     is_ct = str(ds.get("Modality", "")).upper() == "CT"
     try:
+        out_dir.mkdir(parents=True, exist_ok=True)
         for index, arr in enumerate(iter_pixels(ds)):
             _render_frame(ds, arr, index, out_dir, is_ct, outcome)
     except NotImplementedError:
@@ -242,8 +260,8 @@ def render_file(job: RenderJob) -> RenderOutcome:
         # "... exceptions were raised by all available plugins" (the data itself is broken).
         unsupported = "missing dependencies" in str(exc) or "no pixel data decoders" in str(exc).lower()
         return RenderOutcome(job.instance_pk, "failed", "unsupported" if unsupported else "broken")
-    except Exception:  # noqa: BLE001 - broken pixel data takes many forms (ValueError, struct errors, ...)
-        return RenderOutcome(job.instance_pk, "failed", "broken")
+    except Exception as exc:  # noqa: BLE001 - broken pixel data takes many forms (ValueError, struct errors, ...)
+        return _fault(job, exc) or RenderOutcome(job.instance_pk, "failed", "broken")
     outcome.frames = len(outcome.jpeg_sizes)
     if outcome.frames == 0:
         return RenderOutcome(job.instance_pk, "failed", "broken")

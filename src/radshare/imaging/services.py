@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from datetime import timedelta
 from multiprocessing import get_context
@@ -14,10 +17,13 @@ from pathlib import Path
 from threading import Lock
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Count, Q, Sum
+from django.dispatch import Signal
 from django.utils import timezone
 
+from radshare.core.tasks import backoff
+from radshare.core.workers import current_worker_id
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.render import RenderJob, RenderOutcome, init_worker, render_file
 from radshare.studies.models import Series, Study
@@ -28,6 +34,9 @@ logger = logging.getLogger(__name__)
 BATCH = 32
 STALE_CLAIM = timedelta(minutes=10)
 Status = InstanceRender.Status
+
+# Sent with ``study_ids`` after each batch of renders is recorded (shares listen: SharesConfig.ready).
+renders_recorded = Signal()
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = Lock()
@@ -74,9 +83,9 @@ def _sigint_blocked() -> Iterator[None]:
 
 
 def shutdown_pool() -> None:
-    """Stop the render processes now: a render cut short is claimed again later (its claim goes stale). Waiting
-    for them could outlast the stop grace of `radshare serve`, which then kills the worker and leaves its render
-    processes orphaned mid-start, printing tracebacks."""
+    """Stop the render processes now: a render cut short is claimed again later (its claim is given back once this
+    worker's lease ends: core/workers.py). Waiting for them could outlast the stop grace of `radshare serve`, which
+    then kills the worker and leaves its render processes orphaned mid-start, printing tracebacks."""
     global _pool
     with _pool_lock:
         if _pool is not None:
@@ -90,26 +99,48 @@ def shutdown_pool() -> None:
             _pool = None
 
 
+def due() -> Q:
+    """Pending renders that may be tried now (one postponed by a fault of the machine waits for its turn)."""
+    return Q(status=Status.PENDING) & (Q(retry_after__isnull=True) | Q(retry_after__lte=timezone.now()))
+
+
 def claim_pending(limit: int = BATCH) -> list[RenderJob]:
-    """Mark up to ``limit`` pending renders as being rendered by us; any number of workers may call this."""
+    """Mark up to ``limit`` due renders as being rendered by this worker; any number of workers may call this."""
     now = timezone.now()
     with transaction.atomic():
         rows = list(
             InstanceRender.objects.select_for_update(skip_locked=True)
-            .filter(status=Status.PENDING)
+            .filter(due())
             .order_by("id")
-            .values_list("id", "instance_id", "instance__storage_key")[:limit]
+            .values_list("id", "instance_id", "instance__storage_key", "attempts")[:limit]
         )
         if not rows:
             return []
         InstanceRender.objects.filter(id__in=[r[0] for r in rows], status=Status.PENDING).update(
-            status=Status.RENDERING, claimed_at=now
+            status=Status.RENDERING, claimed_at=now, claimed_by=current_worker_id()
         )
     store = get_store()
-    return [RenderJob(pk, str(store.path(key)), str(render_dir(pk))) for _, pk, key in rows]
+    return [
+        RenderJob(pk, str(store.path(key)), str(render_dir(pk)), attempts) for _, pk, key, attempts in rows
+    ]
 
 
-def record_outcome(outcome: RenderOutcome) -> None:
+def postpone(instance_pks: list[int], attempt: int) -> None:
+    """Back to pending, tried again after a growing delay (10 s, 20 s, ... an hour), so a full disk does not
+    keep the CPU busy; the image is not called broken for it (docs/security.md R8)."""
+    InstanceRender.objects.filter(instance_id__in=instance_pks, status=Status.RENDERING).update(
+        status=Status.PENDING,
+        claimed_at=None,
+        claimed_by="",
+        attempts=attempt + 1,
+        retry_after=timezone.now() + backoff(attempt),
+    )
+
+
+def record_outcome(outcome: RenderOutcome, attempt: int = 0) -> None:
+    if outcome.status == Status.PENDING:
+        postpone([outcome.instance_pk], attempt)
+        return
     InstanceRender.objects.filter(instance_id=outcome.instance_pk).update(
         status=outcome.status,
         reason=outcome.reason,
@@ -122,30 +153,104 @@ def record_outcome(outcome: RenderOutcome) -> None:
         jpeg_sizes=outcome.jpeg_sizes,
         jpeg_size=sum(outcome.jpeg_sizes),
         rendered_at=timezone.now(),
+        claimed_by="",
+        attempts=0,
+        retry_after=None,
     )
     if outcome.status == Status.FAILED:
         logger.warning("instance %s could not be rendered: %s", outcome.instance_pk, outcome.reason)
 
 
-def render_pending_now(*, parallel: bool = True) -> int:
-    """Render everything pending, batch by batch; returns how many instances were handled."""
-    handled = 0
-    while jobs := claim_pending():
+def _render_batch(jobs: list[RenderJob], parallel: bool) -> int:
+    """Render one claimed batch and record each outcome. Whatever is left unrecorded (a render process that died,
+    the database away) is postponed, never left claimed; faults are logged once per batch."""
+    recorded: set[int] = set()
+    rendered: set[int] = set()  # recorded and not postponed
+    faults: Counter[str] = Counter()
+    attempts = {job.instance_pk: job.attempt for job in jobs}
+    left: list[RenderJob] = []
+    try:
         if parallel:
             with _sigint_blocked():  # map() submits now, which may spawn the pool's processes
-                outcomes = pool().map(render_file, jobs)
+                outcomes: Iterable[RenderOutcome] = pool().map(render_file, jobs)
         else:
             outcomes = map(render_file, jobs)
         for outcome in outcomes:
-            record_outcome(outcome)
-            handled += 1
+            record_outcome(outcome, attempts[outcome.instance_pk])
+            recorded.add(outcome.instance_pk)
+            if outcome.fault:
+                faults[outcome.fault] += 1
+            else:
+                rendered.add(outcome.instance_pk)
+    except BrokenProcessPool:
+        shutdown_pool()  # a render process was killed (out of memory, a crashing decoder): start afresh
+        faults["render process died"] += 1
+    finally:
+        left = [job for job in jobs if job.instance_pk not in recorded]
+        if left:
+            with contextlib.suppress(DatabaseError):  # then this worker gives them back on its next run
+                postpone([job.instance_pk for job in left], max(job.attempt for job in left))
+    if rendered:
+        _announce(rendered)
+    if faults:
+        postponed = len(left) + sum(n for fault, n in faults.items() if fault != "render process died")
+        logger.warning(
+            "%d of %d renders postponed by a fault of the machine (%s); next try in %d s or more",
+            postponed,
+            len(jobs),
+            ", ".join(sorted(faults)),
+            int(backoff(min(job.attempt for job in jobs)).total_seconds()),
+        )
+    return len(recorded)
+
+
+def _announce(instance_pks: set[int]) -> None:
+    """Tell the apps above which studies got renders, so a share waiting for them is ready at once (not at its
+    next look, up to a minute later)."""
+    study_ids = set(
+        InstanceRender.objects.filter(instance_id__in=instance_pks).values_list(
+            "instance__series__study_id", flat=True
+        )
+    )
+    for receiver, result in renders_recorded.send_robust(sender=InstanceRender, study_ids=study_ids):
+        if isinstance(result, Exception):  # the share's own polling still finds it ready
+            logger.error("a receiver of renders_recorded failed (%r)", receiver, exc_info=result)
+
+
+def render_pending_now(*, parallel: bool = True) -> int:
+    """Render everything due, batch by batch; returns how many instances were handled."""
+    give_back_own_claims()
+    handled = 0
+    while jobs := claim_pending():
+        handled += _render_batch(jobs, parallel)
     return handled
 
 
+def give_back_own_claims() -> int:
+    """Claims this worker still holds from a render run that ended early (the database was away): a worker runs one
+    task at a time, so none of them is being rendered now."""
+    worker_id = current_worker_id()
+    if not worker_id:
+        return 0
+    return InstanceRender.objects.filter(status=Status.RENDERING, claimed_by=worker_id).update(
+        status=Status.PENDING, claimed_at=None, claimed_by=""
+    )
+
+
+def release_claims_of(sender: object, worker_ids: Sequence[str], **kwargs: object) -> int:
+    """Receiver of ``core.workers.worker_died``: renders those workers held are pending again, and rendered."""
+    released = InstanceRender.objects.filter(status=Status.RENDERING, claimed_by__in=worker_ids).update(
+        status=Status.PENDING, claimed_at=None, claimed_by=""
+    )
+    if released:
+        request_render()
+    return released
+
+
 def release_stale_claims() -> int:
-    """Claims of a worker that died are given back (periodic)."""
+    """Periodic fallback for claims made outside a worker (no worker id, so no heartbeat to judge them by)."""
     return InstanceRender.objects.filter(
-        status=Status.RENDERING, claimed_at__lt=timezone.now() - STALE_CLAIM
+        status=Status.RENDERING, claimed_by="", claimed_at__lt=timezone.now() - STALE_CLAIM
     ).update(status=Status.PENDING, claimed_at=None)
 
 

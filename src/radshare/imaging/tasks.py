@@ -22,8 +22,9 @@ def render_pending(attempt: int = 0) -> int:
 
 @task()
 def render_housekeeping() -> int:
-    """Periodic: give back claims of dead workers, and make sure nothing pending waits without a task."""
+    """Periodic: give back stale claims made outside a worker, and make sure nothing due waits without a task
+    (a render postponed by a full disk is asked for again once its delay has passed)."""
     released = services.release_stale_claims()
-    if InstanceRender.objects.filter(status=InstanceRender.Status.PENDING).exists():
+    if InstanceRender.objects.filter(services.due()).exists():
         services.request_render()
     return released

@@ -100,6 +100,7 @@ class ShareStudy(models.Model):
     retrieve_expected = models.PositiveIntegerField(null=True, blank=True)
     retrieve_received = models.PositiveIntegerField(default=0)
     retrieve_claimed_at = models.DateTimeField(null=True, blank=True)  # one retriever at a time (R4)
+    retrieve_claimed_by = models.CharField(max_length=64, blank=True, default="")  # its worker (core.Worker)
 
     class Meta:
         constraints = [

@@ -8,8 +8,9 @@ instance is rendered, which for studies already here takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -25,6 +26,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from radshare.audit.services import Outcome, record
+from radshare.core.workers import current_worker_id
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.services import renders_done, request_render
 from radshare.notifications import outbox
@@ -293,6 +295,19 @@ def prepare(share_pk: int) -> str:
         return share.status
 
 
+def prepare_waiting(sender: object, study_ids: Iterable[int], **kwargs: object) -> int:
+    """Receiver of ``imaging.services.renders_recorded``: shares waiting for these studies are prepared now, so
+    one is ready as soon as its last render is (its task's polling, up to a minute apart, stays as the fallback).
+    Returns how many became ready."""
+    waiting = (
+        Share.objects.filter(status=Share.Status.PREPARING, share_studies__study_id__in=list(study_ids))
+        .order_by()
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    return sum(prepare(pk) == Share.Status.READY for pk in list(waiting))
+
+
 RETRIEVE_CLAIM = timedelta(minutes=15)
 
 
@@ -317,10 +332,19 @@ def retrieve_missing(share_pk: int) -> str:
         if node is None or not node.is_active:
             return _fail_retrieve(share, "pacs_node_missing")
         now = timezone.now()
+        worker = current_worker_id()
+        # A claim names its worker and is given back when that worker stops sending heartbeats (R4); only a claim
+        # made outside a worker is judged by its age. Our own claim is a leftover of a run that ended early (the
+        # database was away): a worker runs one task at a time.
+        unclaimed = Q(retrieve_claimed_at__isnull=True) | Q(
+            retrieve_claimed_by="", retrieve_claimed_at__lt=now - RETRIEVE_CLAIM
+        )
+        if worker:
+            unclaimed |= Q(retrieve_claimed_by=worker)
         claimed = (
             ShareStudy.objects.filter(pk=ss.pk)
-            .filter(Q(retrieve_claimed_at__isnull=True) | Q(retrieve_claimed_at__lt=now - RETRIEVE_CLAIM))
-            .update(retrieve_claimed_at=now)
+            .filter(unclaimed)
+            .update(retrieve_claimed_at=now, retrieve_claimed_by=worker)
         )
         if not claimed:
             return Share.Status.RETRIEVING  # another worker is on it
@@ -336,9 +360,14 @@ def retrieve_missing(share_pk: int) -> str:
             if study is None:
                 raise PacsError("the PACS sent no images of this study", temporary=False)
         except PacsError as exc:
-            ShareStudy.objects.filter(pk=ss.pk).update(retrieve_claimed_at=None)
+            ShareStudy.objects.filter(pk=ss.pk).update(retrieve_claimed_at=None, retrieve_claimed_by="")
             audit("pacs.retrieve", share, actor, Outcome.FAILURE, node=node.pk, reason=exc.reason)
             return _fail_retrieve(share, exc.reason)
+        except BaseException:
+            # Nothing waits on a claim whose worker lives on but no longer retrieves (the task is retried).
+            with contextlib.suppress(DatabaseError):
+                ShareStudy.objects.filter(pk=ss.pk).update(retrieve_claimed_at=None, retrieve_claimed_by="")
+            raise
         ShareStudy.objects.filter(pk=ss.pk).update(
             study=study,
             number_of_instances=study.number_of_instances,
@@ -346,6 +375,7 @@ def retrieve_missing(share_pk: int) -> str:
             retrieve_received=result.received + result.already_here,
             retrieve_expected=result.expected,
             retrieve_claimed_at=None,
+            retrieve_claimed_by="",
         )
         audit(
             "pacs.retrieve",
@@ -357,6 +387,14 @@ def retrieve_missing(share_pk: int) -> str:
         )
     request_render()
     return prepare(share_pk)
+
+
+def release_retrieves_of(sender: object, worker_ids: Sequence[str], **kwargs: object) -> int:
+    """Receiver of ``core.workers.worker_died``: retrieves those workers held may be taken up again. The
+    preparation task they were running goes back to the queue with them and takes it up."""
+    return ShareStudy.objects.filter(retrieve_claimed_by__in=worker_ids).update(
+        retrieve_claimed_at=None, retrieve_claimed_by=""
+    )
 
 
 def poll_delay(attempt: int) -> timedelta:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import argparse
 import logging
 import threading
 from argparse import ArgumentParser
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand
@@ -11,9 +13,13 @@ from django.utils.crypto import get_random_string
 from django_tasks_db.management.commands.db_worker import Worker
 
 from radshare.core.tasks import enqueue_due_periodic
+from radshare.core.workers import LEASE, Heartbeat
 from radshare.imaging.services import shutdown_pool
 
 logger = logging.getLogger("radshare.worker")
+
+# How often the scheduler looks for due periodic jobs; the shortest period (taking over dead workers) is 15 s.
+PERIODIC_POLL = 5.0
 
 
 def run_periodic(stop: threading.Event, interval: float) -> None:
@@ -29,6 +35,13 @@ def run_periodic(stop: threading.Event, interval: float) -> None:
         stop.wait(interval)
 
 
+def seconds(value: str) -> float:
+    number = float(value)
+    if not 1 <= number <= 3600:
+        raise argparse.ArgumentTypeError("must be between 1 and 3600 seconds")
+    return number
+
+
 class Command(BaseCommand):
     help = "Run a task worker (django-tasks-db); any number may run on any number of machines."
 
@@ -36,11 +49,25 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, default=0.5, help="seconds between polls when idle")
         parser.add_argument("--batch", action="store_true", help="run what is queued, then exit")
         parser.add_argument("--no-periodic", action="store_true", help="do not enqueue periodic jobs")
+        parser.add_argument(
+            "--heartbeat-timeout",
+            type=seconds,
+            default=LEASE.total_seconds(),
+            help="seconds without a heartbeat from this worker after which the others take over its work "
+            "(default %(default)s; it sends one every sixth of that)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()
+        worker_id = get_random_string(32)
+        heartbeat = Heartbeat(worker_id, timedelta(seconds=options["heartbeat_timeout"]))
+        heartbeat.register()  # before the first claim: every claim names a registered worker
+        beating = threading.Thread(target=heartbeat.run, args=(stop,), name="heartbeat", daemon=True)
+        beating.start()
         if not options["no_periodic"] and not options["batch"]:
-            threading.Thread(target=run_periodic, args=(stop, 30.0), name="periodic", daemon=True).start()
+            threading.Thread(
+                target=run_periodic, args=(stop, PERIODIC_POLL), name="periodic", daemon=True
+            ).start()
         worker = Worker(
             queue_names=["*"],
             interval=options["interval"],
@@ -48,7 +75,7 @@ class Command(BaseCommand):
             backend_name="default",
             startup_delay=not options["batch"],
             max_tasks=None,
-            worker_id=get_random_string(32),
+            worker_id=worker_id,
             excluded_queue_names=[],
         )
         worker.configure_signals()
@@ -58,3 +85,5 @@ class Command(BaseCommand):
         finally:
             stop.set()
             shutdown_pool()
+            beating.join(timeout=5)
+            heartbeat.retire()
