@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import secrets
+import shutil
 import stat
 import subprocess
 import sys
@@ -10,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from radshare.core import config
 from radshare.core.config import ConfigError, load
 from tests.cli_runner import radshare_env, run_radshare
 
@@ -440,3 +445,57 @@ def test_public_items_mask_gateway_credentials(tmp_path: Path) -> None:
 def test_public_items_mask_http_gateway_credentials(tmp_path: Path, url: str, shown: str) -> None:
     cfg = load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_SMS_URL": url})
     assert dict(cfg.public_items())["RADSHARE_SMS_URL"] == shown
+
+
+def test_no_tracked_file_lives_under_var() -> None:
+    """The data folder is the installation's own: a key or database in git would be every clone's."""
+    root = Path(__file__).resolve().parents[2]
+    git = shutil.which("git")
+    if git is None or not (root / ".git").exists():
+        pytest.fail("this test needs the git work tree and git")
+    tracked = subprocess.run(
+        [git, "ls-files", "--", "var"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert tracked == []
+
+
+def test_a_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    load({"RADSHARE_DATA_DIR": str(tmp_path)})
+    key_file = tmp_path / "secret_key"
+    key_file.chmod(0o640)
+    problems = problems_of({"RADSHARE_DATA_DIR": str(tmp_path)})
+    assert len(problems) == 1
+    assert "readable by others" in problems[0]
+    assert key_file.read_text(encoding="ascii").strip() not in problems[0]
+    # The command line: one clear line and exit 2.
+    done = run_radshare("config", env=radshare_env(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "readable by others" in done.stderr
+
+
+def test_a_published_key_is_refused_and_the_demo_makes_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published = secrets.token_urlsafe(48)
+    monkeypatch.setattr(
+        config, "LEAKED_SECRET_KEYS", frozenset({hashlib.sha256(published.encode()).hexdigest()})
+    )
+    key_file = tmp_path / "secret_key"
+    key_file.write_text(published + "\n", encoding="ascii")
+    key_file.chmod(0o600)
+    problems = problems_of({"RADSHARE_DATA_DIR": str(tmp_path)})
+    assert problems == [
+        f"RADSHARE_SECRET_KEY: the key file {key_file} holds a key that was published once; delete it"
+    ]
+    env_problems = problems_of({"RADSHARE_DATA_DIR": str(tmp_path / "x"), "RADSHARE_SECRET_KEY": published})
+    assert env_problems == ["RADSHARE_SECRET_KEY: this key was published once; generate a new one"]
+    demo = load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_DEMO": "1"})
+    assert demo.secret_key != published
+    assert key_file.read_text(encoding="ascii").strip() == demo.secret_key
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_the_once_committed_key_is_on_the_list() -> None:
+    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in config.LEAKED_SECRET_KEYS)
+    assert len(config.LEAKED_SECRET_KEYS) >= 1

@@ -7,11 +7,13 @@ operator sees every problem in one run, one line each.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -38,6 +40,12 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_SECRET_LENGTH = 32
+# SHA-256 of keys that were once public (a key file committed to the repository by mistake): never used again.
+LEAKED_SECRET_KEYS = frozenset({"511e77b521d3ac2d3c303556b96fede9ec27e273580c65667b51dc246d673036"})
+
+
+def _leaked(key: str) -> bool:
+    return hashlib.sha256(key.strip().encode()).hexdigest() in LEAKED_SECRET_KEYS
 
 
 class ConfigError(Exception):
@@ -602,6 +610,8 @@ def _secret_key(values: dict[str, Any], env: Mapping[str, str], problems: list[s
                 f"{PREFIX}SECRET_KEY: looks like a placeholder; use at least {MIN_SECRET_LENGTH} random characters "
                 "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
+        if _leaked(key):
+            problems.append(f"{PREFIX}SECRET_KEY: this key was published once; generate a new one")
         values["SECRET_KEY"] = key
         return "environment"
     if not (values.get("DEMO") or is_sqlite):
@@ -612,8 +622,18 @@ def _secret_key(values: dict[str, Any], env: Mapping[str, str], problems: list[s
         values["SECRET_KEY"] = ""
         return "missing"
     path = Path(values["DATA_DIR"]) / "secret_key"
+    if path.exists() and values.get("DEMO") and create and _leaked(path.read_text(encoding="ascii")):
+        path.unlink()  # demo data only: a fresh key is generated below (share codes made with the old one end)
     if path.exists():
-        values["SECRET_KEY"] = path.read_text(encoding="ascii").strip()
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            problems.append(
+                f"{PREFIX}SECRET_KEY: the key file {path} is readable by others; `chmod 600 {path}` "
+                "(and check who could read it: if anyone, generate a new key)"
+            )
+        key = path.read_text(encoding="ascii").strip()
+        if _leaked(key):
+            problems.append(f"{PREFIX}SECRET_KEY: the key file {path} holds a key that was published once; delete it")
+        values["SECRET_KEY"] = key
     elif create:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)
