@@ -169,6 +169,9 @@ def test_database_unavailable_is_a_503_page_with_retry_after(monkeypatch: pytest
     assert response["Retry-After"] == "5"
     assert "Busy for a moment" in response.content.decode()
     assert "connection" not in response.content.decode()
+    dutch = Client(raise_request_exception=False).get("/", HTTP_ACCEPT_LANGUAGE="nl")
+    assert dutch.status_code == 503
+    assert "Even druk" in dutch.content.decode()
 
 
 @pytest.mark.parametrize(
