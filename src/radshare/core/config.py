@@ -632,7 +632,9 @@ def _secret_key(values: dict[str, Any], env: Mapping[str, str], problems: list[s
             )
         key = path.read_text(encoding="ascii").strip()
         if _leaked(key):
-            problems.append(f"{PREFIX}SECRET_KEY: the key file {path} holds a key that was published once; delete it")
+            problems.append(
+                f"{PREFIX}SECRET_KEY: the key file {path} holds a key that was published once; delete it"
+            )
         values["SECRET_KEY"] = key
     elif create:
         path.parent.mkdir(parents=True, exist_ok=True)
