@@ -3,7 +3,7 @@
 A fresh installation gets a generated CT study (512x512, 16 bit, uncompressed), rendered and shared, and a logged-in
 recipient session. The reference is ``cat`` of the stored instance files to /dev/null in the same run (both from the
 page cache: the files are read once before). The ZIP is read in 1 MiB pieces by a streaming HTTP client while the
-web process's resident memory is sampled. DESIGN.md budget: disk speed, flat memory.
+web process's resident memory is sampled. docs/architecture.md "Performance budget": disk speed, flat memory.
 
 Usage: python bench/download.py [--count 600] [--runs 3]
 """

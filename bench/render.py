@@ -2,7 +2,8 @@
 
 Both make the same outputs per 512x512 CT image (full-size JPEG, thumbnail, and the three CT window presets;
 at 512 px the preview is the full-size JPEG) in one process, so the figures are images/s per core.
-DESIGN.md budget: radshare >= 0.8x the bare loop. Also measured: JPEG 2000 lossless, which is decode-bound.
+docs/architecture.md "Performance budget": radshare >= 0.8x the bare loop. Also measured: JPEG 2000 lossless,
+which is decode-bound.
 
 Usage: python bench/render.py [--count 200]
 """

@@ -4,7 +4,7 @@ One DCMTK ``storescu`` association sends the same generated 512x512 CT files to:
   * DCMTK ``storescp`` (writes files, no fsync),
   * a bare pynetdicom SCP writing the received bytes (no fsync) and one that fsyncs each file,
   * ``radshare scp`` (fsync + rename + index + commit before answering; SQLite WAL, synchronous=FULL).
-DESIGN.md budget: radshare >= 0.8x the bare SCP with the same durability (fsync per file).
+docs/architecture.md "Performance budget": radshare >= 0.8x the bare SCP with the same durability (fsync per file).
 
 Usage: python bench/scp_store.py [--count 400]
 """

@@ -165,7 +165,7 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "ERROR"},
         "pynetdicom": {"level": "WARNING"},
-        # At INFO/DEBUG these log study UIDs and query URLs with patient names and ids (SECURITY.md A21).
+        # At INFO/DEBUG these log study UIDs and query URLs with patient names and ids (docs/security.md A21).
         "dicomweb_client": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
     },

@@ -1,4 +1,4 @@
-"""URL groups (DESIGN.md "URLs and zoning"): recipient pages at / and /r/, portal at /portal/, REST API at
+"""URL groups (docs/architecture.md "URLs and zoning"): recipient pages at / and /r/, portal at /portal/, REST API at
 /api/v1/, admin at /admin/."""
 
 from django.contrib import admin

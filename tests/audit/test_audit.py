@@ -1,4 +1,4 @@
-"""The audit trail: append-only, and what a portal entry holds (SECURITY.md A16, A17)."""
+"""The audit trail: append-only, and what a portal entry holds (docs/security.md A16, A17)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Debian's Chromium driven by Playwright (DESIGN.md gotchas), and logging in to the portal."""
+"""Debian's Chromium driven by Playwright (docs/architecture.md "Gotchas"), and logging in to the portal."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A real Orthanc (Debian's package, with its DICOMweb plugin) as the hospital PACS in tests.
 
-Locked down as DESIGN.md "Peers in tests and benchmarks" says: HTTP on loopback only (``RemoteAccessAllowed``
+Locked down as docs/architecture.md "Peers in tests and benchmarks" says: HTTP on loopback only (``RemoteAccessAllowed``
 false), its own storage folder and free ports, DICOM callers admitted only as configured modalities from their
 configured host (``DicomCheckModalityHost``; every ``DicomAlwaysAllow*`` off), ``TCP_NODELAY=1``. Test data is
 loaded through the REST API (``POST /instances``), never by C-STORE from an unknown caller.

@@ -1,4 +1,4 @@
-"""Organisation API keys (SECURITY.md A11): random, shown once, stored hashed, scoped, revocable, last use kept;
+"""Organisation API keys (docs/security.md A11): random, shown once, stored hashed, scoped, revocable, last use kept;
 the service, the operator command ``radshare apikey`` and the portal page for organisation admins."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Share-scoped, read-only DICOMweb (SPEC B6.4; SECURITY.md A6, A10, A13, A16, R5; DESIGN.md "Downloads"):
+"""Share-scoped, read-only DICOMweb (docs/requirements.md B6.4; docs/security.md A6, A10, A13, A16, R5;
+docs/architecture.md "Downloads"):
 dicomweb-client against a live server with the recipient's session cookie, QIDO-RS matching, WADO-RS bytes equal
 to the stored files, metadata without bulk data, frames, Accept negotiation, scoping to the share, the off switch,
 401 without a session, the daily limit and the audit trail."""
@@ -532,7 +533,7 @@ def test_each_query_is_one_audit_entry_with_keys_not_values(dated: tuple[Client,
 def test_retrieve_streams_the_stored_files_at_each_level(recipient: Recipient, on: None) -> None:
     ct, cr = recipient.studies
     response = recipient.client.get(study_url(ct), headers={"accept": DICOM})
-    assert response.is_async  # an async generator: ASGI streams it (DESIGN.md gotcha)
+    assert response.is_async  # an async generator: ASGI streams it (docs/architecture.md "Gotchas")
     data = body(response)
     assert response["Content-Length"] == str(len(data))
     assert response["Content-Type"].startswith(f"{DICOM}; boundary=")

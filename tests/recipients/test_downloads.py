@@ -1,4 +1,5 @@
-"""Downloads (SPEC S4.6-S4.8, B6.3, B6.5; SECURITY.md A10, A14, A16, A18, R5): the dialog, the DICOM media ZIP
+"""Downloads (docs/requirements.md S4.6-S4.8, B6.3, B6.5; docs/security.md A10, A14, A16, A18, R5): the
+dialog, the DICOM media ZIP
 and the JPEG ZIP read back, Content-Length, Range resumption, the daily limit (also under concurrent requests),
 phones and tablets, and scoping to the session's share."""
 

@@ -1,5 +1,5 @@
 """The recipient's way in through HTTP: link or typed code, terms + date of birth, the SMS code from the file
-backend, lockouts, throttling and the session's limits (SECURITY.md A1-A8)."""
+backend, lockouts, throttling and the session's limits (docs/security.md A1-A8)."""
 
 from __future__ import annotations
 

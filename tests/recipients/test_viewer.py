@@ -1,5 +1,5 @@
 """The recipient's viewer: a study of the share as stacks of pre-rendered images, its reports beside them, and
-every look-up scoped to the share (SECURITY.md A10, A13, A16, A20)."""
+every look-up scoped to the share (docs/security.md A10, A13, A16, A20)."""
 
 from __future__ import annotations
 
@@ -301,7 +301,7 @@ def test_one_audit_entry_per_study_opened_none_per_image(recipient: Recipient) -
 
 
 def test_queries_do_not_grow_with_images_or_series(recipient: Recipient) -> None:
-    """The page is built from indexed rows (DESIGN.md performance budget): a fixed number of queries."""
+    """The page is built from indexed rows (docs/architecture.md "Performance budget"): a fixed number of queries."""
     ct = recipient.studies[0]
     with CaptureQueriesContext(connection) as small:
         open_viewer(recipient.client, ct)

@@ -211,7 +211,7 @@ def test_study_page_shows_the_study_and_its_series(studies: Studies, sender: Sen
     assert [s.modality for s in response.context["series_list"]] == ["CT", "SR"]
 
 
-# --- organisation isolation (SECURITY.md A10) -----------------------------------------------------
+# --- organisation isolation (docs/security.md A10) -----------------------------------------------------
 
 
 @pytest.fixture

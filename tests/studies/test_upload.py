@@ -1,4 +1,5 @@
-"""Upload in the sender portal (SPEC B1.4, S1.5): files, ZIPs and DICOMDIR folders, through the real ingest path.
+"""Upload in the sender portal (docs/requirements.md B1.4, S1.5): files, ZIPs and DICOMDIR folders, through
+the real ingest path.
 
 Requests are built as browsers send them (multipart, relative paths as the folder picker gives them), files are
 small synthetic images, and every test checks the rows and the files on disk, not only the page.

@@ -1,4 +1,4 @@
-"""API authentication: ``Authorization: Bearer <organisation API key>`` (SECURITY.md A11)."""
+"""API authentication: ``Authorization: Bearer <organisation API key>`` (docs/security.md A11)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """API endpoints. Thin: validate (the schemas), call the same services as the portal, audit, answer.
 
-Every query is scoped to the key's organisation (SECURITY.md A10): another organisation's patient simply has no
+Every query is scoped to the key's organisation (docs/security.md A10): another organisation's patient simply has no
 studies here (an empty list, never a hint that the patient exists elsewhere).
 """
 

@@ -1,7 +1,7 @@
 """The audit trail (NEN 7513): one append-only row per meaningful access to patient data or auth decision.
 
 Rows reference patients and studies by internal id and UID, never by name, so they can outlive the images
-(SECURITY.md A17). Rows cannot be changed or deleted through the ORM.
+(docs/security.md A17). Rows cannot be changed or deleted through the ORM.
 """
 
 from __future__ import annotations

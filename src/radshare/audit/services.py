@@ -1,6 +1,6 @@
 """The one door into the audit trail: ``record(...)``.
 
-It fails closed (SECURITY.md A18): if the entry cannot be written, the exception propagates and the caller's
+It fails closed (docs/security.md A18): if the entry cannot be written, the exception propagates and the caller's
 data request fails with it.
 """
 
@@ -95,7 +95,7 @@ def record_not_found(
     action: str, request: HttpRequest, organisation: Organisation, requested_id: int
 ) -> AuditEvent:
     """A refused look-up by id: another organisation's object and a missing one are refused alike (404) and both
-    recorded, as an intrusion signal (SECURITY.md A10), without naming any patient."""
+    recorded, as an intrusion signal (docs/security.md A10), without naming any patient."""
     return record(
         action,
         outcome=Outcome.DENIED,

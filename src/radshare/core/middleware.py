@@ -14,7 +14,7 @@ from radshare.core.net import is_trusted_proxy
 
 logger = logging.getLogger("radshare.access")
 
-# URL groups for RADSHARE_ROLE (DESIGN.md "URLs and zoning").
+# URL groups for RADSHARE_ROLE (docs/architecture.md "URLs and zoning").
 INTERNAL_PREFIXES = ("/portal/", "/api/", "/admin/", "/dev/")
 ALWAYS = ("/healthz", "/readyz", "/static/", "/i18n/")
 
@@ -78,7 +78,7 @@ class RoleMiddleware:
 
 
 class NoStoreMiddleware:
-    """Pages behind a login hold patient data: never cached (SECURITY.md A13)."""
+    """Pages behind a login hold patient data: never cached (docs/security.md A13)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -91,7 +91,7 @@ class NoStoreMiddleware:
 
 
 class CsrfViewMiddleware(csrf.CsrfViewMiddleware):
-    """Django's CSRF protection, made to work with ``Referrer-Policy: no-referrer`` (SECURITY.md A2, A13).
+    """Django's CSRF protection, made to work with ``Referrer-Policy: no-referrer`` (docs/security.md A2, A13).
 
     Under that policy browsers send ``Origin: null`` on same-origin form posts (and no Referer), which Django's
     origin check refuses. For ``Origin: null`` we accept the request only when the browser itself vouches that it

@@ -7,7 +7,8 @@ from django.db import models
 
 class PeriodicJob(models.Model):
     """When a periodic task is next due. Workers claim a run with one conditional UPDATE, so exactly one
-    of any number of workers enqueues it per period (DESIGN.md: nothing in django.tasks runs periodic work)."""
+    of any number of workers enqueues it per period (docs/architecture.md: nothing in django.tasks runs
+    periodic work)."""
 
     name = models.CharField(max_length=100, primary_key=True)
     next_run_at = models.DateTimeField()

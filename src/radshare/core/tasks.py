@@ -1,6 +1,6 @@
 """Task plumbing on top of ``django.tasks`` (backend django-tasks-db).
 
-* ``enqueue_on_commit``: tasks see committed rows only (STYLE.md habit 3).
+* ``enqueue_on_commit``: tasks see committed rows only (docs/architecture.md "How to add a feature").
 * ``retry``: nothing retries a failed task for us, so a task that meets a transient error re-enqueues
   itself with exponential backoff through ``run_after`` and an ``attempt`` counter.
 * ``PERIODIC`` + ``enqueue_due_periodic``: the worker enqueues periodic work itself, once per period

@@ -1,4 +1,4 @@
-"""Health endpoints, the start page and our error pages (never a stack trace, SECURITY.md A15)."""
+"""Health endpoints, the start page and our error pages (never a stack trace, docs/security.md A15)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Renders in the sender portal: per-series thumbnails on the study page, and the render files themselves.
 
-Every file is looked up through the sender's organisation (an instance id alone is never enough, SECURITY.md
+Every file is looked up through the sender's organisation (an instance id alone is never enough, docs/security.md
 A10); the path on disk is made from internal ids only.
 """
 

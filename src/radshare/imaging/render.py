@@ -269,8 +269,9 @@ def render_file(job: RenderJob) -> RenderOutcome:
 
 
 def init_worker() -> None:
-    """Pool initializer: rendering yields the CPU to the SCP and the web server (DESIGN.md budget), and pydicom
-    neither validates nor warns while reading (its warnings quote values, which may be patient data)."""
+    """Pool initializer: rendering yields the CPU to the SCP and the web server (docs/architecture.md
+    "Performance budget"), and pydicom neither validates nor warns while reading (its warnings quote values,
+    which may be patient data)."""
     import warnings
 
     import pydicom.config

@@ -1,4 +1,4 @@
-"""Background rendering (DESIGN.md "Ingest path": renders are made at ingest, so sharing is quick)."""
+"""Background rendering (docs/architecture.md "Ingest path": renders are made at ingest, so sharing is quick)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Delivering e-mail and SMS, the way ``RADSHARE_EMAIL_URL`` and ``RADSHARE_SMS_URL`` say.
 
-Each failure is a ``DeliveryError`` that says whether trying again later may help; the outbox (SECURITY.md R3)
+Each failure is a ``DeliveryError`` that says whether trying again later may help; the outbox (docs/security.md R3)
 decides what to do with it. Its reason is shown to senders and written to the log, so it never holds an address,
-a phone number, a code or any other part of a message (SECURITY.md A21), nor what a server answered (a refusal
+a phone number, a code or any other part of a message (docs/security.md A21), nor what a server answered (a refusal
 often quotes the address).
 """
 
@@ -207,7 +207,7 @@ def send_sms(message: SmsMessage, url: str | None = None) -> None:
     """Send one SMS by ``url`` (default ``RADSHARE_SMS_URL``); raise ``DeliveryError`` when it fails."""
     parts = urlsplit(settings.RADSHARE.sms_url if url is None else url)
     if parts.scheme == "console":
-        # A development aid: the code is meant to be read here. Never through logging (SECURITY.md A21).
+        # A development aid: the code is meant to be read here. Never through logging (docs/security.md A21).
         text = " ".join(message.text.splitlines())
         sys.stdout.write(
             f"SMS to {message.to} from {settings.RADSHARE.sms_sender} [{message.reference}]: {text}\n"

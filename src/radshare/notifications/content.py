@@ -1,7 +1,8 @@
 """What a recipient receives: the e-mail with the link, the SMS with the login code, and the texts the letter shares;
 and the notice a sender gets when wrong passwords block logins to their account.
 
-SPEC S2.5/S2.7, SECURITY.md A20: these texts name the organisation, give the link and the steps, and (e-mail only)
+docs/requirements.md S2.5/S2.7, docs/security.md A20: these texts name the organisation, give the link and
+the steps, and (e-mail only)
 the last 3 digits of the patient's BSN. Nothing else about the patient or the studies goes into them; that is why
 the builders below are given the share and read only its organisation, language, recipient type, expiry and those
 3 digits.
@@ -25,7 +26,7 @@ from radshare.organisations.services import LockScope
 from radshare.shares.codes import format_code, share_url
 from radshare.shares.models import Share
 
-SMS_CODE_VALID_MINUTES = 5  # SECURITY.md A4; named in the steps
+SMS_CODE_VALID_MINUTES = 5  # docs/security.md A4; named in the steps
 SMS_MAX_CHARS = 160  # one GSM-7 segment
 
 Medium = Literal["email", "letter"]
@@ -218,7 +219,7 @@ def _share_texts(share: Share, code: str, medium: Medium) -> ShareTexts:
 
 
 def _bsn_texts(share: Share, organisation: str) -> tuple[str, str]:
-    """The BSN line and the check it allows; e-mail only (SPEC S2.5)."""
+    """The BSN line and the check it allows; e-mail only (docs/requirements.md S2.5)."""
     digits = share.patient.bsn_last3 if share.patient is not None else ""
     if not digits:
         return gettext("Last 3 digits of the patient's BSN (citizen service number): unknown"), ""

@@ -1,6 +1,7 @@
-"""The letter (SPEC S2.5): an A4 PDF with the link, its QR code, the code and the steps.
+"""The letter (docs/requirements.md S2.5): an A4 PDF with the link, its QR code, the code and the steps.
 
-Made on request and never stored (DESIGN.md "Codes"). Unlike the e-mail it holds no BSN digits: a letter can be
+Made on request and never stored (docs/architecture.md "Codes"). Unlike the e-mail it holds no BSN digits: a
+letter can be
 printed and handed over, so it says nothing about the patient at all. Helvetica and Courier are the PDF standard
 fonts (no font files to ship); they cover Windows-1252, so other characters in an organisation's name are
 simplified or replaced rather than drawn as empty boxes.

@@ -1,4 +1,4 @@
-"""The notification outbox (SECURITY.md R3): a row per message, written in the transaction that causes it.
+"""The notification outbox (docs/security.md R3): a row per message, written in the transaction that causes it.
 
 A task delivers each row at least once; the row's Message-ID is stable across attempts so a mail system can drop a
 duplicate. Nothing personal is stored here: the address is looked up when the message is sent (the share's e-mail

@@ -1,4 +1,4 @@
-"""Writing to the outbox and delivering from it (SECURITY.md R3, A4).
+"""Writing to the outbox and delivering from it (docs/security.md R3, A4).
 
 ``queue_*`` functions add a row inside the caller's transaction and enqueue its delivery once that commits, so a
 notification exists exactly when its cause does. ``deliver`` sends one row: it claims the row first (a conditional
@@ -116,7 +116,7 @@ def queue_opened_notice(share: Share) -> Notification | None:
 
 
 def queue_locked_notice(share: Share) -> Notification | None:
-    """SECURITY.md A3: the sender is told each time wrong attempts lock the share."""
+    """docs/security.md A3: the sender is told each time wrong attempts lock the share."""
     return _queue_sender_notice(share, Notification.Kind.LOCKED)
 
 

@@ -1,4 +1,4 @@
-"""Delivering the outbox in the background (SECURITY.md R3)."""
+"""Delivering the outbox in the background (docs/security.md R3)."""
 
 from __future__ import annotations
 

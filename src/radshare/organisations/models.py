@@ -86,8 +86,9 @@ class PacsNode(models.Model):
     description = models.CharField(_("description"), max_length=200, blank=True)
     is_active = models.BooleanField(_("active"), default=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Query/retrieve (SPEC S1.2): by DIMSE (host + port: C-FIND, then C-MOVE to radshare's AE or C-GET) and/or by
-    # DICOMweb (QIDO-RS, WADO-RS). A node with a port or a DICOMweb URL is searched unless ``queried`` is off.
+    # Query/retrieve (docs/requirements.md S1.2): by DIMSE (host + port: C-FIND, then C-MOVE to radshare's AE
+    # or C-GET) and/or by DICOMweb (QIDO-RS, WADO-RS). A node with a port or a DICOMweb URL is searched
+    # unless ``queried`` is off.
     queried = models.BooleanField(_("search this node"), default=True)
     retrieve = models.CharField(
         _("retrieve by"), max_length=4, choices=[("move", "C-MOVE"), ("get", "C-GET")], default="move"
@@ -133,7 +134,7 @@ class PacsNode(models.Model):
 
 
 class ApiKey(models.Model):
-    """An organisation's key for the REST API (SECURITY.md A11).
+    """An organisation's key for the REST API (docs/security.md A11).
 
     Only ``prefix`` (shown, to recognise a key) and a keyed hash of the whole key are stored; the key itself is
     shown once, when it is made.

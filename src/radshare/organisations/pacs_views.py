@@ -1,4 +1,4 @@
-"""Portal pages for organisation admins: the PACS nodes (SPEC S1.2), with a "test connection" button.
+"""Portal pages for organisation admins: the PACS nodes (docs/requirements.md S1.2), with a "test connection" button.
 
 A node admits the PACS to radshare's storage SCP (calling AE title and host) and, with a port and/or a DICOMweb URL,
 is searched and retrieved from. Every change and every test is audited; another organisation's node is a 404.

@@ -368,7 +368,7 @@ def add_pacs_node(
     return node
 
 
-# --- API keys (SECURITY.md A11) -------------------------------------------------------------------------------
+# --- API keys (docs/security.md A11) -------------------------------------------------------------------------------
 # A key reads "rs_<8 hex>_<43 url-safe characters>": the first part is the stored, shown prefix (to look the key up
 # and recognise it in lists); the rest is 32 random bytes (256 bits) that exist only with whoever holds the key.
 API_KEY_PREFIX = "rs_"

@@ -1,4 +1,4 @@
-"""Every staff authentication decision goes to the audit trail (SECURITY.md A16)."""
+"""Every staff authentication decision goes to the audit trail (docs/security.md A16)."""
 
 from __future__ import annotations
 

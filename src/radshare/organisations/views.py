@@ -1,4 +1,4 @@
-"""Portal pages for organisation admins: the organisation's API keys (SECURITY.md A11)."""
+"""Portal pages for organisation admins: the organisation's API keys (docs/security.md A11)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What the PACS client's two transports (DIMSE and DICOMweb) share: the interface types, the translation of a
 ``StudyQuery`` into DICOM matching keys, and the reading of a study-level answer into a ``PacsStudy``.
 
-Nothing here (nor in the transports) logs or raises with patient data (SECURITY.md A21): a ``PacsError`` reason
+Nothing here (nor in the transports) logs or raises with patient data (docs/security.md A21): a ``PacsError`` reason
 names the failure, never a patient, id or UID.
 """
 

@@ -1,14 +1,14 @@
-"""Query and retrieve studies from an organisation's PACS (SPEC S1.2, "integration level 3").
+"""Query and retrieve studies from an organisation's PACS (docs/requirements.md S1.2, "integration level 3").
 
 A ``PacsNode`` with a host and port is spoken to by DIMSE (C-ECHO, C-FIND; retrieve by C-MOVE to radshare's own
 AE title, or C-GET, as ``node.retrieve`` says); a node with only a DICOMweb URL by QIDO-RS and WADO-RS.
 
-Every retrieved instance is stored in ``node.organisation`` (SECURITY.md A10: the node decides where data goes,
+Every retrieved instance is stored in ``node.organisation`` (docs/security.md A10: the node decides where data goes,
 never the caller). Instances the organisation holds already (same SOP Instance UID) are not fetched again.
 
 Failures raise ``PacsError`` with a short English ``reason`` (no patient data: no names, ids or UIDs) and
 ``temporary`` (retrying later may help). Invalid queries raise ``ValueError``. Nothing here writes the audit
-trail: the caller knows who asked and records the query/retrieve (SECURITY.md A16), and must call these
+trail: the caller knows who asked and records the query/retrieve (docs/security.md A16), and must call these
 functions outside a database transaction (a C-MOVE's images are committed by the storage SCP's own connections).
 """
 
@@ -50,7 +50,7 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def _request_render() -> None:
-    """Queue the previews of what was stored, as the storage SCP does after an association (DESIGN.md)."""
+    """Queue the previews of what was stored, as the storage SCP does after an association (docs/architecture.md)."""
     from radshare.imaging.services import request_render
 
     try:

@@ -79,7 +79,8 @@ WARNING = 0xB000  # sub-operations complete, one or more failures or warnings (C
 OUT_OF_RESOURCES = 0xA700
 
 # Transfer syntaxes offered for each SOP class in a C-GET, one presentation context each, so that the PACS can
-# send every instance in the transfer syntax it holds it in instead of transcoding (DESIGN.md: original bytes).
+# send every instance in the transfer syntax it holds it in instead of transcoding (docs/architecture.md:
+# original bytes).
 GET_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,

@@ -1,6 +1,7 @@
-"""The recipient's three locks: the link's code, the patient's date of birth, and an SMS code (SECURITY.md A1-A5).
+"""The recipient's three locks: the link's code, the patient's date of birth, and an SMS code (docs/security.md A1-A5).
 
-Every try is counted per share (lockouts, DESIGN.md "Lockouts") and per client address across all shares (A5).
+Every try is counted per share (lockouts, docs/architecture.md "Lockouts") and per client address across all
+shares (A5).
 Comparisons run in constant time; nothing here logs or stores a code, a date of birth or a phone number.
 """
 

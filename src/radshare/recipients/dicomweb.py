@@ -1,5 +1,6 @@
-"""Share-scoped, read-only DICOMweb for the logged-in recipient (SPEC B6.4; SECURITY.md A6, A10, A13, A16, R5;
-DESIGN.md "Downloads"), so that a standard viewer or dicomweb-client can open a share.
+"""Share-scoped, read-only DICOMweb for the logged-in recipient (docs/requirements.md B6.4; docs/security.md
+A6, A10, A13, A16, R5;
+docs/architecture.md "Downloads"), so that a standard viewer or dicomweb-client can open a share.
 
 Under ``/r/dicomweb/`` (the recipient's URL space; the paths hold Study, Series and SOP Instance UIDs, as DICOMweb
 requires, and nothing else):
@@ -21,7 +22,7 @@ Everything is scoped to the session's share: a UID of another share, of another 
 an unknown one are the same 404 (A10), and the refusal is audited. Off (404 for every path) unless
 ``RADSHARE_RECIPIENT_DICOMWEB``; without a recipient session a 401 (clients are programs: no redirect).
 
-Counting (DESIGN.md "Downloads", R5), in the same transaction as the audit entry (A18):
+Counting (docs/architecture.md "Downloads", R5), in the same transaction as the audit entry (A18):
 * every whole-study retrieve (``GET studies/{study}``) counts as one download;
 * series, instance and frame retrieves count once per study, share and calendar day: the first of the day
   counts, later ones of that study that day do not (a viewer fetches a study instance by instance). A study

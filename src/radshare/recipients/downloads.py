@@ -1,4 +1,5 @@
-"""Downloads (SPEC S4.6-S4.8, B6.3, B6.5; SECURITY.md A10, A13-A16, A18, R5; DESIGN.md "Downloads").
+"""Downloads (docs/requirements.md S4.6-S4.8, B6.3, B6.5; docs/security.md A10, A13-A16, A18, R5;
+docs/architecture.md "Downloads").
 
 ``choose`` is the download dialog (a page; no script needed): DICOM or JPEG, their sizes, downloads left today.
 ``download_all`` and ``download_study`` stream the ZIP built in ``media``: exact Content-Length, a server-chosen
@@ -9,7 +10,8 @@ the same ZIP (ETag), the same day, and at most one copy of its bytes plus a marg
 other range counts as a new download (and is refused at the limit). The count, the grant and the "started" audit
 entry are written in one transaction before the first byte (A18).
 
-Streaming under ASGI needs an async iterator (DESIGN.md gotcha): the ZIP's parts are pulled from a worker thread
+Streaming under ASGI needs an async iterator (docs/architecture.md "Gotchas"): the ZIP's parts are pulled
+from a worker thread
 with ``sync_to_async(thread_sensitive=False)``, about 1 MiB at a time, so memory stays flat at any size.
 """
 

@@ -12,7 +12,7 @@ from radshare.shares.models import Share
 
 
 class AccessAttempt(models.Model):
-    """One try at a step of the login; counted per share (lockouts) and per client address (SECURITY.md A5)."""
+    """One try at a step of the login; counted per share (lockouts) and per client address (docs/security.md A5)."""
 
     class Step(models.TextChoices):
         CODE = "code", "share code"

@@ -1,4 +1,5 @@
-"""The recipient's session (SECURITY.md A6, DESIGN.md "Sessions"): bound to one share, with idle and absolute
+"""The recipient's session (docs/security.md A6, docs/architecture.md "Sessions"): bound to one share, with
+idle and absolute
 timeouts that never reach beyond the share's end. Expiry, revocation and locks are checked on every request (A7).
 
 The session holds only the share id, the login stage and two timestamps: never the code, a date or a number.

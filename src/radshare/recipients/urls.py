@@ -1,4 +1,4 @@
-"""Recipient pages (DESIGN.md "URLs and zoning"): the start page at / and everything else under /r/.
+"""Recipient pages (docs/architecture.md "URLs and zoning"): the start page at / and everything else under /r/.
 
 No URL here holds patient data; ids are scoped to the session's share (another share's id is a 404).
 """

@@ -1,9 +1,11 @@
-"""The image viewer (SPEC S4.5, S4.12): one study of the recipient's share, each series a stack of the previews
+"""The image viewer (docs/requirements.md S4.5, S4.12): one study of the recipient's share, each series a
+stack of the previews
 rendered at ingest, and the study's reports beside the images.
 
-Every look-up goes through the session's share (SECURITY.md A10): a study, render or report of another share is a
+Every look-up goes through the session's share (docs/security.md A10): a study, render or report of another share is a
 404, and a refused study or report is audited. Image URLs hold internal ids only (A20). Opening a study is one
-audit entry; images are neither audited nor counted as downloads (DESIGN.md "Audit granularity", "Downloads").
+audit entry; images are neither audited nor counted as downloads (docs/architecture.md "Audit granularity",
+"Downloads").
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def study_view(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
 @require_safe
 @recipient_required
 def image(request: HttpRequest, share: Share, render_pk: int, frame: int, kind: str) -> FileResponse:
-    """One pre-rendered JPEG of an image in the share. Not audited, not a download (DESIGN.md)."""
+    """One pre-rendered JPEG of an image in the share. Not audited, not a download (docs/architecture.md)."""
     if kind not in KINDS:
         raise Http404
     found = (

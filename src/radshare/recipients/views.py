@@ -1,4 +1,5 @@
-"""The recipient's way in (SPEC S4.1-S4.4): the code, then terms + date of birth, then an SMS code, then the
+"""The recipient's way in (docs/requirements.md S4.1-S4.4): the code, then terms + date of birth, then an SMS
+code, then the
 studies. Each step has its own page with one ``<h1>``; the code leaves the URL at once (A2)."""
 
 from __future__ import annotations

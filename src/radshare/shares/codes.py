@@ -1,4 +1,4 @@
-"""Share codes (SECURITY.md A1, DESIGN.md "Codes").
+"""Share codes (docs/security.md A1, docs/architecture.md "Codes").
 
 12 characters of Crockford's base32 (60 bits from the CSPRNG), shown as ``XXXX-XXXX-XXXX``. People type the code
 from a letter, so reading it back is forgiving: any case, with or without dashes or spaces, and the look-alike

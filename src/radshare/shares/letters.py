@@ -1,4 +1,5 @@
-"""The letter as an HTTP answer, for the portal and the API alike: made on request, never stored (DESIGN.md)."""
+"""The letter as an HTTP answer, for the portal and the API alike: made on request, never stored
+(docs/architecture.md)."""
 
 from __future__ import annotations
 

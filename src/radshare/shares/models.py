@@ -1,6 +1,7 @@
 """A share: one patient's studies, made available to one recipient through a code, for a limited time.
 
-Status is one field (DESIGN.md "Share status"); a lock lives beside it. When a share ends (expired or revoked) its
+Status is one field (docs/architecture.md "Share status"); a lock lives beside it. When a share ends (expired
+or revoked) its
 code, encrypted code, e-mail address and phone number are wiped and the row stays as a tombstone.
 """
 
@@ -51,7 +52,9 @@ class Share(models.Model):
     code_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)  # None once ended
     code_encrypted = models.TextField(blank=True)  # for re-sending; wiped when the share ends
     consent_confirmed = models.BooleanField(default=False)
-    confirmed_birth_date = models.DateField(null=True, blank=True)  # when the index had none (DESIGN.md)
+    confirmed_birth_date = models.DateField(
+        null=True, blank=True
+    )  # when the index had none (docs/architecture.md)
     reason = models.CharField(max_length=500, blank=True)  # the sender's note, kept in the audit trail too
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PREPARING, db_index=True)
     status_reason = models.CharField(max_length=200, blank=True)
@@ -62,7 +65,7 @@ class Share(models.Model):
     revoked_by = models.ForeignKey(Sender, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     ended_at = models.DateTimeField(null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
-    # Recipient lockouts (DESIGN.md "Lockouts"): wrong dates since the last lock, and locks so far.
+    # Recipient lockouts (docs/architecture.md "Lockouts"): wrong dates since the last lock, and locks so far.
     birth_date_failures = models.PositiveSmallIntegerField(default=0)
     birth_date_locks = models.PositiveSmallIntegerField(default=0)
     sms_code_failures = models.PositiveSmallIntegerField(

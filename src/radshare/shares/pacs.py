@@ -1,6 +1,6 @@
 """Finding the studies a sender picked in the organisation's PACS nodes (deep links, PACS search, the API).
 
-Each query is audited with who asked (SECURITY.md A16); a node that does not answer is reported, not fatal.
+Each query is audited with who asked (docs/security.md A16); a node that does not answer is reported, not fatal.
 """
 
 from __future__ import annotations

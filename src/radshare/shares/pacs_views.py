@@ -1,4 +1,5 @@
-"""Searching the organisation's PACS from the portal (SPEC S1.2, "integration level 3"): C-FIND or QIDO-RS, results
+"""Searching the organisation's PACS from the portal (docs/requirements.md S1.2, "integration level 3"):
+C-FIND or QIDO-RS, results
 like the local study browser, studies already in radshare marked; the selection opens the share dialog."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Authentication phone numbers (SPEC S2.6): validated, stored in E.164, with a warning when SMS may not arrive.
+"""Authentication phone numbers (docs/requirements.md S2.6): validated, stored in E.164, with a warning when
+SMS may not arrive.
 
 A Dutch number needs no country code (+31 is assumed); a foreign number must carry one (``+`` or ``00``).
 """
@@ -60,5 +61,5 @@ def normalize_phone(raw: str) -> Phone:
 
 
 def mask_phone(e164: str) -> str:
-    """What a recipient sees of the registered number: only its last 2 digits (SECURITY.md A8)."""
+    """What a recipient sees of the registered number: only its last 2 digits (docs/security.md A8)."""
     return "•" * max(len(e164) - 2, 0) + e164[-2:]

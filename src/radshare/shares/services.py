@@ -1,4 +1,4 @@
-"""Creating and preparing shares: the rules the share dialog and the API both call (SPEC S2, S3).
+"""Creating and preparing shares: the rules the share dialog and the API both call (docs/requirements.md S2, S3).
 
 ``create_share`` checks everything a sender can get wrong (one patient, consent, contact details, a missing birth
 date) and raises ``ShareError`` with a code and a message in the user's language; nothing is stored then. A new
@@ -262,7 +262,7 @@ def prepare(share_pk: int) -> str:
     """One preparation step; idempotent. Returns the share's status afterwards (``retrieving`` means studies are
     still to come from a PACS: ``retrieve_missing`` fetches them)."""
     with transaction.atomic():
-        # The row lock keeps two workers from preparing the same share at once (SECURITY.md R4).
+        # The row lock keeps two workers from preparing the same share at once (docs/security.md R4).
         share = Share.objects.select_for_update().filter(pk=share_pk).first()
         if share is None:
             return "missing"
@@ -406,7 +406,8 @@ PREPARATION_LIMIT = timedelta(hours=24)
 
 
 def give_up_if_too_long(share_pk: int) -> bool:
-    """A share still not ready a day after creation fails with a reason the sender can read (SPEC S3.1)."""
+    """A share still not ready a day after creation fails with a reason the sender can read
+    (docs/requirements.md S3.1)."""
     cutoff = timezone.now() - PREPARATION_LIMIT
     return bool(
         Share.objects.filter(pk=share_pk, status=Share.Status.PREPARING, created_at__lt=cutoff).update(
@@ -453,7 +454,8 @@ def _locked(share: Share) -> Share:
 
 
 def _end(share: Share, status: str) -> None:
-    """Leave the tombstone of DESIGN.md: no code, no contact details; what was shared, to whom and when stays."""
+    """Leave the tombstone of docs/architecture.md: no code, no contact details; what was shared, to whom and
+    when stays."""
     now = timezone.now()
     share.status, share.ended_at = status, now
     share.code_hash, share.code_encrypted = None, ""
@@ -521,7 +523,7 @@ def resend(share: Share, actor: Actor, email: str = "") -> Notification:
 
 
 def unlock(share: Share, actor: Actor) -> Share:
-    """Lift a lockout after wrong dates of birth or SMS codes (DESIGN.md "Lockouts")."""
+    """Lift a lockout after wrong dates of birth or SMS codes (docs/architecture.md "Lockouts")."""
     with transaction.atomic():
         share = _locked(share)
         if share.locked_until is None:

@@ -1,4 +1,5 @@
-"""Share preparation in the background (SPEC S3): ready within seconds when the studies are rendered already."""
+"""Share preparation in the background (docs/requirements.md S3): ready within seconds when the studies are
+rendered already."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Sender portal: the share dialog (SPEC S2), the shares overview and a share's page (B5.2, B5.3, B6.6).
+"""Sender portal: the share dialog (docs/requirements.md S2), the shares overview and a share's page (B5.2, B5.3, B6.6).
 
 Every query is scoped to the sender's organisation; another organisation's share is a 404, and the refusal is
-audited (SECURITY.md A10). Every state change is a POST with CSRF; the services audit what they do.
+audited (docs/security.md A10). Every state change is a POST with CSRF; the services audit what they do.
 """
 
 from __future__ import annotations

@@ -10,5 +10,5 @@ class StudiesConfig(AppConfig):
         import pydicom.config
 
         # Tolerant on what comes in: never refuse or warn about a malformed value while reading. pydicom's
-        # validation warnings quote the offending value, which may be a name or a birth date (SECURITY.md A21).
+        # validation warnings quote the offending value, which may be a name or a birth date (docs/security.md A21).
         pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE

@@ -22,7 +22,7 @@ class Patient(models.Model):
     patient_name = models.CharField(max_length=324, blank=True)
     patient_birth_date = models.DateField(null=True, blank=True)
     patient_sex = models.CharField(max_length=16, blank=True)
-    # SECURITY.md A23: of the BSN only the last 3 digits (for the e-mail) and a keyed hash (for search).
+    # docs/security.md A23: of the BSN only the last 3 digits (for the e-mail) and a keyed hash (for search).
     bsn_last3 = models.CharField(max_length=3, blank=True)
     bsn_hash = models.CharField(max_length=64, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)

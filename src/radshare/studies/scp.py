@@ -172,7 +172,7 @@ class StorageSCP:
             self._request_render()
         try:
             if admission is not None and (admission.stored or admission.duplicate or admission.refused):
-                # One entry per association, not per image (DESIGN.md "Audit granularity").
+                # One entry per association, not per image (docs/architecture.md "Audit granularity").
                 record(
                     "dicom.store",
                     outcome=Outcome.FAILURE if admission.refused else Outcome.SUCCESS,

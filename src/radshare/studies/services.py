@@ -128,7 +128,7 @@ def _date(ds: Dataset, keyword: str) -> dt.date | None:
 
 
 def bsn_hash(bsn: str) -> str:
-    """Keyed hash of a BSN for search (SECURITY.md A23); the secret key is the HMAC key."""
+    """Keyed hash of a BSN for search (docs/security.md A23); the secret key is the HMAC key."""
     return hmac.new(settings.SECRET_KEY.encode(), f"bsn:{bsn}".encode(), hashlib.sha256).hexdigest()
 
 
@@ -179,7 +179,7 @@ INDEXED_KEYWORDS = (
 
 def parse_header(data: bytes | memoryview) -> Dataset:
     """Check the encoding of the whole file, then read everything up to the pixel data; never decode pixels
-    (DESIGN.md "Ingest path"). Raises ``NotDicomError`` (``TruncatedError`` when the data ends too early)."""
+    (docs/architecture.md "Ingest path"). Raises ``NotDicomError`` (``TruncatedError`` when the data ends too early)."""
     try:
         check_encoding(data)
     except EncodingError as exc:
@@ -405,7 +405,7 @@ def store_instance(
     source: str,
     node: PacsNode | None = None,
 ) -> StoreResult:
-    """Store one DICOM Part 10 file (file meta + data set) durably and index it (SECURITY.md R1).
+    """Store one DICOM Part 10 file (file meta + data set) durably and index it (docs/security.md R1).
 
     The file is fsynced and renamed into place, then its rows are committed; only then does this return.
     The same SOP Instance UID again (per organisation) is acknowledged and not stored twice.
@@ -493,5 +493,5 @@ def search_studies(organisation: Organisation, criteria: StudySearch) -> QuerySe
 
 
 def get_study(organisation: Organisation, study_pk: int) -> Study:
-    """One study, only if it belongs to ``organisation`` (an id alone is never enough, SECURITY.md A10)."""
+    """One study, only if it belongs to ``organisation`` (an id alone is never enough, docs/security.md A10)."""
     return Study.objects.select_related("patient").get(organisation=organisation, pk=study_pk)

@@ -1,4 +1,4 @@
-"""Durable storage of received DICOM files (SECURITY.md R1).
+"""Durable storage of received DICOM files (docs/security.md R1).
 
 A file is written to ``incoming/``, fsynced, renamed into ``instances/`` and its folder fsynced: after
 ``put`` returns, the bytes survive a crash, and a crash before that leaves only a temp file (swept by a

@@ -1,4 +1,4 @@
-"""Upload in the sender portal (SPEC B1.4): DICOM files, ZIPs, and CD/DVD/USB exports with a DICOMDIR.
+"""Upload in the sender portal (docs/requirements.md B1.4): DICOM files, ZIPs, and CD/DVD/USB exports with a DICOMDIR.
 
 The request body is parsed into one unlinked temp file (``UploadSpool``): one descriptor and flat memory for a
 DVD of thousands of files, and the size limit is enforced while reading, before anything is stored. Then every
@@ -546,7 +546,7 @@ _DICOMDIR_ERRORS: tuple[type[Exception], ...] = (*_READ_ERRORS, _MemberUnreadabl
 
 
 def _reason(exc: IngestError) -> Reason:
-    """By exception class: the exception's text is for logs, never for users (SECURITY.md A15)."""
+    """By exception class: the exception's text is for logs, never for users (docs/security.md A15)."""
     if isinstance(exc, TruncatedError):  # cut off, or fewer pixel bytes than the image needs (as the SCP)
         return Reason.TRUNCATED
     if isinstance(exc, MissingAttributeError):

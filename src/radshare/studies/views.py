@@ -138,11 +138,11 @@ def study_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
     )
 
 
-# --- upload (SPEC B1.4) ----------------------------------------------------------------------------
+# --- upload (docs/requirements.md B1.4) ----------------------------------------------------------------------------
 
 csrf_protect = decorator_from_middleware(CsrfViewMiddleware)  # radshare's CSRF check, as a decorator
 
-# The reasons shown to the user, by code (never the exception's text, SECURITY.md A15).
+# The reasons shown to the user, by code (never the exception's text, docs/security.md A15).
 REASON_TEXTS: dict[FileReason, Promise] = {
     FileReason.UNREADABLE: _("Not a readable DICOM file (damaged or incomplete)."),
     FileReason.TRUNCATED: _(
@@ -364,8 +364,9 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 
 def _streaming(request: HttpRequest, lines: Generator[bytes]) -> Iterator[bytes] | AsyncIterator[bytes]:
-    """Under ASGI a plain iterator would be read whole before sending (DESIGN.md gotcha): hand it over as an
-    async generator that pulls each line in the request's own sync thread (database work included)."""
+    """Under ASGI a plain iterator would be read whole before sending (docs/architecture.md "Gotchas"): hand
+    it over as an async generator that pulls each line in the request's own sync thread (database work
+    included)."""
     if not isinstance(request, ASGIRequest):
         return lines
 

@@ -1,4 +1,4 @@
-// Recipient image viewer (SPEC S4.5). Each series is a stack of pre-rendered previews listed in #viewer-data:
+// Recipient image viewer (docs/requirements.md S4.5). Each series is a stack of pre-rendered previews listed in #viewer-data:
 // the wheel, keys, slider, buttons and swipes move through it; buttons, pinch and ctrl+wheel zoom; drag pans.
 // Images come with Cache-Control: no-store, so the page holds its own prefetched copies (Image objects) around
 // the current image. Texts come translated in data- attributes; none are written here.
