@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -56,7 +57,7 @@ def render_processes() -> int:
     """RADSHARE_RENDER_PROCESSES, or one core fewer than the machine has (measured: with 2 cores, one render
     process keeps up with the SCP and leaves its throughput untouched; two cost it ~20%)."""
     configured = settings.RADSHARE.render_processes
-    return int(configured) if configured else max(1, (os.cpu_count() or 2) - 1)
+    return configured or max(1, (os.cpu_count() or 2) - 1)
 
 
 def pool() -> ProcessPoolExecutor:
@@ -76,9 +77,15 @@ def _sigint_blocked() -> Iterator[None]:
     process starts up (before ``init_worker`` ignores SIGINT) would otherwise kill it with a traceback.
     The worker's main thread still receives the signal and stops the worker in order."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # Also ignored (in the main thread, where Python allows it): an ignored signal stays ignored across exec, and
+    # Python keeps it so at start-up. The mask alone still let one through while a child was importing.
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
         yield
     finally:
+        if main:
+            signal.signal(signal.SIGINT, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+import time
 from argparse import ArgumentParser
 from datetime import timedelta
+from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand
@@ -20,6 +22,20 @@ logger = logging.getLogger("radshare.worker")
 
 # How often the scheduler looks for due periodic jobs; the shortest period (taking over dead workers) is 15 s.
 PERIODIC_POLL = 5.0
+# Signals this close together are one stop: Ctrl-C reaches the whole process group of `radshare serve`, which
+# then also sends its own SIGTERM. The task queue's worker takes a second signal as "abort the current task".
+SAME_STOP_SECONDS = 2.0
+
+
+class _Worker(Worker):
+    _stop_at: float | None = None
+
+    def shutdown(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if self._stop_at is not None and now - self._stop_at < SAME_STOP_SECONDS:
+            return
+        self._stop_at = self._stop_at or now
+        super().shutdown(signum, frame)
 
 
 def run_periodic(stop: threading.Event, interval: float) -> None:
@@ -68,7 +84,7 @@ class Command(BaseCommand):
             threading.Thread(
                 target=run_periodic, args=(stop, PERIODIC_POLL), name="periodic", daemon=True
             ).start()
-        worker = Worker(
+        worker = _Worker(
             queue_names=["*"],
             interval=options["interval"],
             batch=options["batch"],
