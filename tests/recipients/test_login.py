@@ -204,7 +204,7 @@ def test_wrong_dates_lock_for_an_hour_then_until_the_sender_unlocks(
             assert client.get("/r/birth-date")["Location"] == "/r/locked"
             Share.objects.filter(pk=share.pk).update(locked_until=timezone.now() - timedelta(seconds=1))
         else:
-            assert share.locked_until >= access.HELD
+            assert share.locked_until >= Share.HELD
             assert "Only Hospital A can unlock it" in page
     assert (
         Notification.objects.filter(share=share, kind="locked").count() == 3
@@ -368,7 +368,7 @@ def test_five_wrong_tries_per_code_and_ten_per_share_then_locked(
     assert response["Location"] == "/r/locked"
     share.refresh_from_db()
     assert share.locked_until is not None
-    assert share.locked_until >= access.HELD
+    assert share.locked_until >= Share.HELD
 
 
 @pytest.mark.django_db

@@ -36,7 +36,6 @@ from radshare.shares.services import (
     Actor,
     ShareError,
     create_share,
-    is_locked,
     preparation_progress,
     resend,
     retrieval_progress,
@@ -261,7 +260,7 @@ def _share_out(share: Share) -> ShareOut:
         instances_prepared=prepared,
         instances_retrieved=retrieved,
         instances_expected=expected,
-        locked=is_locked(share),
+        locked=share.is_locked(),
         notification=_notification_out(notification) if notification else None,
     )
 

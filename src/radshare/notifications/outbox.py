@@ -38,7 +38,6 @@ MAX_ATTEMPTS = 10  # with the backoff below: about 2 hours of trying before the 
 BASE_DELAY = timedelta(seconds=15)
 MAX_DELAY = timedelta(minutes=30)
 STALE_CLAIM = timedelta(minutes=10)
-LIVE = (Share.Status.READY, Share.Status.NOTIFIED, Share.Status.OPENED, Share.Status.DOWNLOADED)
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -167,7 +166,7 @@ class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
 
 def _share_email(n: Notification) -> backends.EmailMessage:
     share = n.share
-    if share is None or share.status not in LIVE or not share.email:
+    if share is None or share.status not in Share.OPENABLE or not share.email:
         raise _Skip("share not live")
     code = codes.decrypt_code(share.code_encrypted)
     if code is None:

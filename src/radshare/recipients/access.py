@@ -45,7 +45,6 @@ SMS_CODE_VALID = timedelta(minutes=5)
 SMS_CODE_TRIES = 5  # per code
 SMS_CODE_TRIES_PER_SHARE = 10  # all codes together; a new code does not reset it (A4)
 SMS_PER_WINDOW = (3, timedelta(minutes=15))
-HELD = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)  # locked until the sender unlocks
 
 
 def _audit(request: HttpRequest, action: str, share: Share | None, outcome: str, **detail: Any) -> None:
@@ -75,7 +74,7 @@ def find_share(request: HttpRequest, typed: str) -> Share | None:
     code = codes.normalize_code(typed)
     digest = codes.code_hash(code or "0" * codes.LENGTH)
     share = Share.objects.select_related("organisation").filter(code_hash=digest).first() if code else None
-    usable = share is not None and not share.has_ended and share.expires_at > timezone.now()
+    usable = share is not None and share.is_live()
     _attempt(request, Step.CODE, share if usable else None, usable)
     _audit(
         request,
@@ -86,13 +85,9 @@ def find_share(request: HttpRequest, typed: str) -> Share | None:
     return share if usable else None
 
 
-def locked(share: Share) -> bool:
-    return share.locked_until is not None and share.locked_until > timezone.now()
-
-
 def _lock(share: Share, hold: bool) -> None:
     """Lock after too many wrong tries; the sender is told each time (A3)."""
-    share.locked_until = HELD if hold else timezone.now() + BIRTH_DATE_LOCK
+    share.locked_until = Share.HELD if hold else timezone.now() + BIRTH_DATE_LOCK
     share.save(update_fields=["locked_until", "birth_date_failures", "birth_date_locks", "sms_code_failures"])
     outbox.queue_locked_notice(share)
 

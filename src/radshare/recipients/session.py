@@ -69,16 +69,6 @@ def end(request: HttpRequest) -> None:
     request.session.flush()
 
 
-def usable(share: Share) -> bool:
-    """Live (not ended, not past its expiry) and ready to be opened."""
-    return (
-        not share.has_ended
-        and share.expires_at > timezone.now()
-        and share.status
-        in (Share.Status.READY, Share.Status.NOTIFIED, Share.Status.OPENED, Share.Status.DOWNLOADED)
-    )
-
-
 def current(request: HttpRequest) -> dict[str, Any] | None:
     """The session's recipient state at any stage, or None when it has none or timed out: 30 minutes idle from the
     first step on, not only once logged in (docs/security.md A6, A27), and 12 hours in all. A timed-out session
@@ -112,10 +102,10 @@ def session_share(request: HttpRequest, stage: str | None = None) -> Share | Non
     if state is None or (stage is not None and state.get("stage") != stage):
         return None
     share = Share.objects.select_related("organisation").filter(pk=state["share"]).first()
-    if share is None or not usable(share):
+    if share is None or not share.is_openable():
         end(request)
         return None
-    if share.locked_until is not None and share.locked_until > timezone.now():
+    if share.is_locked():
         return None
     touch(request, share)
     return share

@@ -11,7 +11,6 @@ from django.contrib import messages
 from django.db.models import Count, Prefetch, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
@@ -71,12 +70,12 @@ def _pending(request: HttpRequest, stage: str) -> Share | HttpResponse:
     share = (
         Share.objects.select_related("organisation", "patient").filter(pk=int(state.get("share", 0))).first()
     )
-    if share is None or share.has_ended or share.expires_at <= timezone.now():
+    if share is None or not share.is_live():
         session.end(request)
         return redirect("recipients:invalid")
     if share.status in NOT_READY:
         return redirect("recipients:preparing")
-    if access.locked(share) and (state.get("stage") != Stage.BIRTH_DATE or state.get("lock_shown")):
+    if share.is_locked() and (state.get("stage") != Stage.BIRTH_DATE or state.get("lock_shown")):
         return redirect("recipients:locked")
     if state.get("stage") == Stage.IN:
         return redirect("recipients:studies")
@@ -101,7 +100,7 @@ def birth_date(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         if access.client_throttled(request, Step.BIRTH_DATE):
             return _throttled(request)
-        if access.locked(share):  # the date is not even compared: a locked share cannot be probed
+        if share.is_locked():  # the date is not even compared: a locked share cannot be probed
             access.refuse_locked(request, share)
             return _show_lock(request)
         check = access.check_birth_date(request, share, form.cleaned_data["birth_date"])
@@ -192,12 +191,12 @@ def _session_share_any_state(request: HttpRequest) -> Share | None:
 @require_safe
 def locked(request: HttpRequest) -> HttpResponse:
     share = _session_share_any_state(request)
-    if share is None or not access.locked(share) or share.has_ended:
+    if share is None or not share.is_locked() or share.has_ended:
         return redirect("recipients:start")
     state = session.current(request) or {}
     if state.get("stage") == Stage.BIRTH_DATE and not state.get("lock_shown"):
         return redirect("recipients:birth_date")  # not before a date of birth was given (A1)
-    held = share.locked_until is not None and share.locked_until >= access.HELD
+    held = share.is_held
     return _page(request, "recipients/locked.html", share, held=held, until=share.locked_until)
 
 

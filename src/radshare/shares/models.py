@@ -7,6 +7,8 @@ code, encrypted code, e-mail address and phone number are wiped and the row stay
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -15,7 +17,15 @@ from radshare.organisations.models import ApiKey, Organisation, Sender
 from radshare.studies.models import Patient, Study
 
 
+class ShareQuerySet(models.QuerySet["Share"]):
+    def live(self, now: dt.datetime | None = None) -> ShareQuerySet:
+        """Shares not ended (expired or revoked) and not past their end: ``Share.is_live()`` as a query."""
+        return self.exclude(status__in=Share.ENDED).filter(expires_at__gt=now or timezone.now())
+
+
 class Share(models.Model):
+    """The rules of a share's life live here (docs/architecture.md "Share status"): callers ask, never re-derive."""
+
     class Status(models.TextChoices):
         RETRIEVING = "retrieving", _("retrieving")
         PREPARING = "preparing", _("preparing")
@@ -75,6 +85,12 @@ class Share(models.Model):
     opened_at = models.DateTimeField(null=True, blank=True)
 
     ENDED = (Status.EXPIRED, Status.REVOKED)
+    # Ready for its recipient: the link opens, the e-mail may go out, a re-send makes sense.
+    OPENABLE = (Status.READY, Status.NOTIFIED, Status.OPENED, Status.DOWNLOADED)
+    # ``locked_until`` at HELD: locked until the sender unlocks (docs/architecture.md "Lockouts").
+    HELD = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+
+    objects = ShareQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -86,6 +102,22 @@ class Share(models.Model):
     @property
     def has_ended(self) -> bool:
         return self.status in self.ENDED
+
+    def is_live(self, now: dt.datetime | None = None) -> bool:
+        """Not ended and not past its end (requests check this themselves: the expiry job may not have run yet)."""
+        return not self.has_ended and self.expires_at > (now or timezone.now())
+
+    def is_openable(self, now: dt.datetime | None = None) -> bool:
+        """Live and ready: its recipient may log in."""
+        return self.is_live(now) and self.status in self.OPENABLE
+
+    def is_locked(self, now: dt.datetime | None = None) -> bool:
+        return self.locked_until is not None and self.locked_until > (now or timezone.now())
+
+    @property
+    def is_held(self) -> bool:
+        """Locked until the sender unlocks (no end time)."""
+        return self.locked_until is not None and self.locked_until >= self.HELD
 
 
 class ShareStudy(models.Model):

@@ -480,7 +480,7 @@ def expire_due(now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
     ended = 0
     due = (
-        Share.objects.filter(expires_at__lte=now).exclude(status__in=Share.ENDED).values_list("pk", flat=True)
+        Share.objects.exclude(status__in=Share.ENDED).filter(expires_at__lte=now).values_list("pk", flat=True)
     )
     for pk in list(due):
         with transaction.atomic():
@@ -493,9 +493,6 @@ def expire_due(now: dt.datetime | None = None) -> int:
     return ended
 
 
-NOTIFIED_STATUSES = (Share.Status.READY, Share.Status.NOTIFIED, Share.Status.OPENED, Share.Status.DOWNLOADED)
-
-
 def resend(share: Share, actor: Actor, email: str = "") -> Notification:
     """Send the e-mail with the link again, to a corrected address when one is given (B5.3)."""
     with transaction.atomic():
@@ -504,7 +501,7 @@ def resend(share: Share, actor: Actor, email: str = "") -> Notification:
             raise ShareConflictError(
                 "not_email", _("This share is not delivered by e-mail: print the letter or show the link.")
             )
-        if share.status not in NOTIFIED_STATUSES:
+        if share.status not in Share.OPENABLE:
             raise ShareConflictError(
                 "not_ready", _("The e-mail goes out by itself as soon as the studies are ready.")
             )
@@ -564,10 +561,6 @@ def mark_opened(share: Share) -> bool:
             share.refresh_from_db()
             outbox.queue_opened_notice(share)
     return bool(first)
-
-
-def is_locked(share: Share) -> bool:
-    return share.locked_until is not None and share.locked_until > timezone.now()
 
 
 def preparation_progress(share: Share) -> tuple[int, int]:

@@ -27,7 +27,6 @@ from radshare.audit.models import AuditEvent
 from radshare.audit.services import record, record_not_found
 from radshare.notifications.outbox import link_notification
 from radshare.organisations.models import Organisation, Sender
-from radshare.recipients.access import HELD
 from radshare.shares import services
 from radshare.shares.codes import share_url
 from radshare.shares.forms import ResendForm, ShareFilterForm, ShareForm
@@ -297,14 +296,13 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
             "progress": (total, prepared),
             "retrieval": services.retrieval_progress(share),
             "notification": link_notification(share),
-            "locked": services.is_locked(share),
-            "lock_held": share.locked_until is not None and share.locked_until >= HELD,
+            "locked": share.is_locked(),
+            "lock_held": share.is_held,
             "trail": trail,
             "resend_form": ResendForm(initial={"email": share.email}),
             "share_again_url": again,
             "status_reason_text": STATUS_REASONS.get(share.status_reason, share.status_reason),
-            "can_resend": share.delivery == Share.Delivery.EMAIL
-            and share.status in services.NOTIFIED_STATUSES,
+            "can_resend": share.delivery == Share.Delivery.EMAIL and share.status in Share.OPENABLE,
         },
     )
 
