@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -43,9 +44,7 @@ def free_port() -> int:
 def config_with(**overrides: Any) -> Config:
     """The current configuration with some values replaced (keys are setting names, any case)."""
     current: Config = django_settings.RADSHARE
-    values = dict(current.values)
-    values.update({k.upper(): v for k, v in overrides.items()})
-    return Config(values=values, secret_key_source=current.secret_key_source)
+    return dataclasses.replace(current, **{k.lower(): v for k, v in overrides.items()})
 
 
 @pytest.fixture(autouse=True)

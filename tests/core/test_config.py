@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -10,6 +11,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,22 @@ def test_a_bad_value_creates_no_secret_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load({"RADSHARE_DATA_DIR": str(tmp_path), "RADSHARE_DICOM_PORT": "abc"})
     assert not (tmp_path / "secret_key").exists()
+
+
+def test_config_has_one_typed_field_per_setting(tmp_path: Path) -> None:
+    """``Config``'s fields name the settings of ``SETTINGS`` in the same order, and each loaded value has its
+    field's type: mypy checks every ``settings.RADSHARE.<name>`` against those types."""
+    names = [f.name for f in dataclasses.fields(config.Config) if f.name != "secret_key_source"]
+    assert names == [s.name.lower() for s in config.SETTINGS]
+    cfg = load({"RADSHARE_DATA_DIR": str(tmp_path)})
+    hints = typing.get_type_hints(config.Config)
+    for name in names:
+        value = getattr(cfg, name)
+        assert isinstance(value, typing.get_origin(hints[name]) or hints[name]), name
+        if isinstance(value, tuple):
+            assert all(isinstance(item, str) for item in value), name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.dicom_port = 104  # type: ignore[misc]
 
 
 def test_good_values_are_parsed(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Every setting is declared once in ``SETTINGS`` (name, default, parser, help); the README's table and
 ``radshare config`` are both made from it. ``load()`` collects *all* bad values before failing, so an
-operator sees every problem in one run, one line each.
+operator sees every problem in one run, one line each, and returns a ``Config``: a frozen dataclass with one
+typed field per setting, so mypy checks every ``settings.RADSHARE.<name>`` (a test keeps fields and
+``SETTINGS`` in step).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 import secrets
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
@@ -473,23 +475,53 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Config:
-    values: Mapping[str, Any]
-    secret_key_source: str = "environment"  # noqa: S105 - where the key came from, not a key
-    problems: list[str] = field(default_factory=list)
+    """The validated settings, one typed field per entry of ``SETTINGS`` (same names, lower case, same order).
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name.upper()]
-        except KeyError:
-            raise AttributeError(name) from None
+    ``load()`` makes it; ``settings.RADSHARE`` holds it. Frozen: a test changes it with ``dataclasses.replace``.
+    """
+
+    data_dir: str
+    database_url: str
+    database_pool_size: int
+    secret_key: str
+    demo: bool
+    role: str
+    base_url: str
+    allowed_hosts: tuple[str, ...]
+    http_bind: str
+    http_port: int
+    trusted_proxies: tuple[str, ...]
+    dicom_ae_title: str
+    dicom_bind: str
+    dicom_port: int
+    dicom_max_associations: int
+    dicom_accept_any: bool
+    email_url: str
+    email_from: str
+    sms_url: str
+    sms_sender: str
+    sms_body: str
+    storage_url: str
+    share_validity_days: int
+    downloads_per_day: int
+    download_on_mobile: bool
+    render_processes: int
+    upload_max_mb: int
+    bsn_issuer: str
+    recipient_dicomweb: bool
+    unshared_retention_days: int
+    audit_retention_years: int
+    log_level: str
+    # Not a setting: where ``secret_key`` came from (the environment or a key file), for ``radshare config``.
+    secret_key_source: str
 
     def public_items(self) -> list[tuple[str, str]]:
         """Effective settings for display, secrets masked."""
         rows = []
         for setting in SETTINGS:
-            value = self.values[setting.name]
+            value = getattr(self, setting.name.lower())
             if setting.secret:
                 shown = f"(set, from {self.secret_key_source})"
             elif isinstance(value, bool):
@@ -680,7 +712,7 @@ def load(env: Mapping[str, str] | None = None, *, create_secret: bool = True) ->
     source = _secret_key(values, env, problems, create=create_secret and not problems)
     if problems:
         raise ConfigError(problems)
-    return Config(values=values, secret_key_source=source)
+    return Config(**{name.lower(): value for name, value in values.items()}, secret_key_source=source)
 
 
 # A request waits this long for a pooled connection before it is answered 503 (docs/security.md R7).

@@ -98,7 +98,7 @@ class Level:
 
 
 def enabled() -> bool:
-    return bool(settings.RADSHARE.recipient_dicomweb)
+    return settings.RADSHARE.recipient_dicomweb
 
 
 # --- responses ------------------------------------------------------------------------------------------------

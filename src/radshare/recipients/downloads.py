@@ -80,7 +80,7 @@ def refused_on_device(request: HttpRequest) -> bool:
 
 
 def daily_limit() -> int:
-    return int(settings.RADSHARE.downloads_per_day)
+    return settings.RADSHARE.downloads_per_day
 
 
 def downloads_left(share: Share) -> int:

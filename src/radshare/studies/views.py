@@ -185,7 +185,7 @@ OUTCOME_TEXTS: dict[FileOutcome, Promise] = {
 
 
 def _upload_limit_mb() -> int:
-    return int(settings.RADSHARE.upload_max_mb)
+    return settings.RADSHARE.upload_max_mb
 
 
 def _report_context(organisation: Organisation, report: UploadReport) -> dict[str, Any]:

@@ -165,7 +165,7 @@ def attach_pdf_report(study: Study, pdf: bytes, *, title: str) -> AttachedReport
 
 
 def upload_limit_bytes() -> int:
-    return int(settings.RADSHARE.upload_max_mb) * 1024 * 1024
+    return settings.RADSHARE.upload_max_mb * 1024 * 1024
 
 
 def read_pdf(instance: Instance) -> bytes:
