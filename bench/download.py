@@ -30,13 +30,13 @@ from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 from django.utils import timezone
 from pydicom.uid import generate_uid
+from radshare.core.storage import get_storage, instance_key
 from radshare.imaging.services import render_pending_now
 from radshare.organisations.services import create_organisation
 from radshare.recipients import session
 from radshare.shares.services import create_share, prepare
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import store_instance
-from radshare.studies.storage import get_store
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 
 count = {count}
@@ -56,7 +56,9 @@ store = SessionStore()
 now = timezone.now().timestamp()
 store[session.KEY] = {{"share": new.share.pk, "stage": session.Stage.IN, "started": now, "seen": now}}
 store.save()
-files = [str(get_store().path(k)) for k in Instance.objects.values_list("storage_key", flat=True)]
+storage = get_storage()  # the reference reads the files themselves (file:// storage)
+keys = Instance.objects.values_list("storage_key", flat=True)
+files = [str(storage.local_path(instance_key(k))) for k in keys]
 print(json.dumps({{"cookie": f"{{settings.SESSION_COOKIE_NAME}}={{store.session_key}}", "files": files}}))
 """
 

@@ -49,14 +49,30 @@ def config_with(**overrides: Any) -> Config:
 
 @pytest.fixture(autouse=True)
 def _storage_root(settings: Any, tmp_path: Path) -> Iterator[Path]:
-    """Each test stores its files in its own folder, and starts with an empty ingest id cache."""
+    """Each test stores its files in its own folder (its own ``RADSHARE_STORAGE_URL``), and starts with an empty
+    ingest id cache."""
     from radshare.studies import services
 
     root = tmp_path / "storage"
-    settings.RADSHARE_STORAGE_ROOT = root
+    settings.RADSHARE = config_with(storage_url=f"file://{root}")
     services._ids.clear()
     yield root
     services._ids.clear()
+
+
+@pytest.fixture
+def storage_root(_storage_root: Path) -> Path:
+    """The folder this test's storage writes to, for tests of the files themselves (their layout, a damaged one)."""
+    return _storage_root
+
+
+def storage_dir() -> Path:
+    """The folder of the storage in use (tests always use a ``file://`` one): where a test looks at files."""
+    from radshare.core.storage import FileSystemStorage, get_storage
+
+    storage = get_storage()
+    assert isinstance(storage, FileSystemStorage)
+    return storage.root
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,6 @@ DEBUG = False
 BASE_URL = RADSHARE.base_url
 _base = urlsplit(BASE_URL)
 HTTPS = _base.scheme == "https"
-RADSHARE_STORAGE_ROOT = Path(urlsplit(RADSHARE.storage_url).path)
 
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", _base.hostname or "localhost", *RADSHARE.allowed_hosts]
 

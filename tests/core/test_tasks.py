@@ -146,8 +146,8 @@ def _age(path: Path, age: timedelta) -> None:
     os.utime(path, (then, then))
 
 
-def test_sweep_incoming_removes_only_stale_partial_files(settings: object) -> None:
-    root = Path(settings.RADSHARE_STORAGE_ROOT)  # type: ignore[attr-defined]
+def test_sweep_incoming_removes_only_stale_partial_files(storage_root: Path) -> None:
+    root = storage_root
     incoming = root / "incoming"
     incoming.mkdir(parents=True)
     stale = incoming / "crashed.part"
@@ -191,8 +191,8 @@ def test_prune_task_results_deletes_only_old_finished_rows() -> None:
 
 
 @pytest.mark.django_db(transaction=True)  # the worker manages its own connection and transactions
-def test_worker_batch_runs_queued_tasks(restore_signals: None, settings: object) -> None:
-    incoming = Path(settings.RADSHARE_STORAGE_ROOT) / "incoming"  # type: ignore[attr-defined]
+def test_worker_batch_runs_queued_tasks(restore_signals: None, storage_root: Path) -> None:
+    incoming = storage_root / "incoming"
     incoming.mkdir(parents=True)
     crashed = incoming / "crashed.part"
     crashed.write_bytes(b"DICM")

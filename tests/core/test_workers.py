@@ -27,6 +27,7 @@ from django_tasks_db.models import DBTaskResult
 
 from radshare.core import workers
 from radshare.core.models import Worker
+from radshare.core.storage import get_storage, instance_key
 from radshare.core.tasks import PERIODIC
 from radshare.core.workers import Heartbeat, release_dead_workers
 from radshare.imaging import services as imaging
@@ -34,7 +35,6 @@ from radshare.imaging.models import InstanceRender
 from radshare.imaging.tasks import render_pending
 from radshare.shares.models import Share, ShareStudy
 from radshare.shares.tasks import prepare_share
-from radshare.studies.storage import get_store
 from tests.cli_runner import radshare_env
 from tests.shares.helpers import ANNA, make_share, make_study
 
@@ -182,7 +182,7 @@ def start_worker(tmp_path: Path, settings: Any) -> Iterator[Callable[..., subpro
     env = radshare_env(
         tmp_path / "data",
         database_url=_database_url(),
-        storage_url=f"file://{settings.RADSHARE_STORAGE_ROOT}",
+        storage_url=settings.RADSHARE.storage_url,
         secret_key=settings.SECRET_KEY,
         render_processes="1",
         log_level="INFO",
@@ -217,7 +217,7 @@ def test_a_killed_worker_s_share_is_taken_over_within_a_minute(
     # so the first worker is reliably in the middle of the share's preparation when it is killed.
     first = InstanceRender.objects.filter(instance__series__study=study).order_by("pk").first()
     assert first is not None
-    stored = get_store().path(first.instance.storage_key)
+    stored = get_storage().local_path(instance_key(first.instance.storage_key))
     kept = stored.with_name("kept")
     stored.rename(kept)
     os.mkfifo(stored)

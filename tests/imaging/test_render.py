@@ -23,9 +23,10 @@ from django_tasks_db.models import DBTaskResult
 from PIL import Image
 from pydicom.pixels import iter_pixels
 
+from radshare.core.storage import FileSystemStorage, Storage, get_storage, render_key
 from radshare.imaging import render, services
 from radshare.imaging.models import InstanceRender
-from radshare.imaging.render import PREVIEW_MAX, THUMB_MAX, RenderJob, frame_path, render_file
+from radshare.imaging.render import PREVIEW_MAX, THUMB_MAX, RenderJob, render_file
 from radshare.imaging.tasks import render_housekeeping, render_pending
 from radshare.studies.models import Study
 from radshare.studies.services import store_instance
@@ -34,6 +35,7 @@ from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode
 SAMPLES = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent  # type: ignore[arg-type]
 SAMPLE_FILES = sorted(p for p in SAMPLES.rglob("*.dcm"))
 PATIENT = FakePatient("R1", "Render^Test", dt.date(1975, 6, 1))
+SOURCE = "instances/source.dcm"
 
 
 def _decodable_frames(path: Path) -> list[tuple[int, int]] | None:
@@ -47,16 +49,31 @@ def _decodable_frames(path: Path) -> list[tuple[int, int]] | None:
         return None
 
 
-def _size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:
-        assert im.format == "JPEG"
-        return im.height, im.width
+def _job(storage_dir: Path, data: bytes | Path, instance_pk: int = 1) -> RenderJob:
+    """A render job for ``data``, stored in a storage of its own in ``storage_dir``."""
+    storage = FileSystemStorage(storage_dir)
+    storage.put(SOURCE, data if isinstance(data, bytes) else data.read_bytes())
+    return RenderJob(instance_pk, SOURCE, storage)
+
+
+def _image(storage: Storage, instance_pk: int, frame: int, kind: str) -> Image.Image:
+    with storage.open(render_key(instance_pk, frame, kind)) as f:
+        image = Image.open(f)
+        image.load()
+    assert image.format == "JPEG"
+    return image
+
+
+def _size(storage: Storage, frame: int, kind: str) -> tuple[int, int]:
+    image = _image(storage, 1, frame, kind)
+    return image.height, image.width
 
 
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
 def test_every_pydicom_sample_gets_renders_or_a_reason(path: Path, tmp_path: Path) -> None:
     expected = _decodable_frames(path)
-    outcome = render_file(RenderJob(1, str(path), str(tmp_path)))
+    job = _job(tmp_path, path)
+    outcome = render_file(job)
     if expected is None:
         assert outcome.status in {"unrenderable", "failed"}
         assert outcome.reason in {"no_pixel_data", "unsupported", "broken"}
@@ -66,35 +83,32 @@ def test_every_pydicom_sample_gets_renders_or_a_reason(path: Path, tmp_path: Pat
     assert outcome.frames == len(expected)
     assert len(outcome.jpeg_sizes) == len(expected)
     for index, (rows, cols) in enumerate(expected):
-        full = frame_path(tmp_path, index, "full")
-        assert _size(full) == (rows, cols)
-        assert full.stat().st_size == outcome.jpeg_sizes[index]
-        p_rows, p_cols = _size(frame_path(tmp_path, index, "preview"))
+        assert _size(job.storage, index, "full") == (rows, cols)
+        assert job.storage.size(render_key(1, index, "full")) == outcome.jpeg_sizes[index]
+        p_rows, p_cols = _size(job.storage, index, "preview")
         assert max(p_rows, p_cols) == min(max(rows, cols), PREVIEW_MAX)
-        t_rows, t_cols = _size(frame_path(tmp_path, index, "thumb"))
+        t_rows, t_cols = _size(job.storage, index, "thumb")
         assert max(t_rows, t_cols) == min(max(rows, cols), THUMB_MAX)
 
 
 def test_no_pixel_data_is_a_placeholder_with_its_reason(tmp_path: Path) -> None:
-    sr = pydicom.data.get_testdata_file("reportsi.dcm")
-    outcome = render_file(RenderJob(7, str(sr), str(tmp_path)))
+    sr = Path(pydicom.data.get_testdata_file("reportsi.dcm"))  # type: ignore[arg-type]
+    job = _job(tmp_path, sr, instance_pk=7)
+    outcome = render_file(job)
     assert (outcome.status, outcome.reason, outcome.frames) == ("unrenderable", "no_pixel_data", 0)
-    assert not list(tmp_path.iterdir())
+    assert list(job.storage.iterate()) == [SOURCE]
 
 
 def test_missing_file_is_reported_not_raised(tmp_path: Path) -> None:
-    outcome = render_file(RenderJob(8, str(tmp_path / "gone.dcm"), str(tmp_path / "out")))
+    outcome = render_file(RenderJob(8, "instances/gone.dcm", FileSystemStorage(tmp_path)))
     assert (outcome.status, outcome.reason) == ("failed", "file_missing")
 
 
 def _render_dataset(ds: pydicom.Dataset, tmp_path: Path, name: str) -> np.ndarray:
-    src = tmp_path / f"{name}.dcm"
-    src.write_bytes(encode(ds))
-    out = tmp_path / name
-    outcome = render_file(RenderJob(1, str(src), str(out)))
+    job = _job(tmp_path / name, encode(ds))
+    outcome = render_file(job)
     assert outcome.status == "done"
-    with Image.open(frame_path(out, 0, "full")) as im:
-        return np.asarray(im.convert("L"), dtype=np.int16)
+    return np.asarray(_image(job.storage, 1, 0, "full").convert("L"), dtype=np.int16)
 
 
 def test_monochrome1_renders_inverted(tmp_path: Path) -> None:
@@ -110,13 +124,10 @@ def test_monochrome1_renders_inverted(tmp_path: Path) -> None:
 def test_ct_window_40_400_shows_soft_tissue_mid_grey(tmp_path: Path) -> None:
     ds = ct_series(PATIENT, count=1, size=128)[0]
     assert (ds.WindowCenter, ds.WindowWidth) == (40, 400)
-    out = tmp_path / "ct"
-    src = tmp_path / "ct.dcm"
-    src.write_bytes(encode(ds))
-    outcome = render_file(RenderJob(1, str(src), str(out)))
+    job = _job(tmp_path, encode(ds))
+    outcome = render_file(job)
     assert outcome.presets == ["soft", "lung", "bone"]
-    with Image.open(frame_path(out, 0, "full")) as im:
-        grey = np.asarray(im, dtype=np.int16)
+    grey = np.asarray(_image(job.storage, 1, 0, "full"), dtype=np.int16)
     # The phantom's body is 40 HU between radius ~15% and ~55% of the body radius: sample a ring at 35%.
     centre = 64
     body = grey[centre, centre + 16 : centre + 20]
@@ -125,20 +136,19 @@ def test_ct_window_40_400_shows_soft_tissue_mid_grey(tmp_path: Path) -> None:
     assert abs(float(body.mean()) - 128) <= 4  # 40 HU in a 40/400 window is the middle of the range
     assert air.max() <= 3  # -1000 HU is below the window: black
     assert bone_ring >= 250  # 700 HU is above it: white
-    with Image.open(frame_path(out, 0, "lung")) as im:
-        lung = np.asarray(im, dtype=np.int16)
+    lung = np.asarray(_image(job.storage, 1, 0, "lung"), dtype=np.int16)
     # In the lung window (-600/1500) soft tissue is bright and the -700 HU hole is darker grey, not black.
     assert lung[centre, centre + 17] > 180
     assert 60 < lung[centre, centre] < 140
 
 
 def test_multiframe_renders_every_frame(tmp_path: Path) -> None:
-    path = pydicom.data.get_testdata_file("SC_rgb_rle_2frame.dcm")
-    outcome = render_file(RenderJob(1, str(path), str(tmp_path)))
+    path = Path(pydicom.data.get_testdata_file("SC_rgb_rle_2frame.dcm"))  # type: ignore[arg-type]
+    job = _job(tmp_path, path)
+    outcome = render_file(job)
     assert outcome.frames == 2
-    assert frame_path(tmp_path, 1, "full").exists()
-    with Image.open(frame_path(tmp_path, 0, "full")) as im:
-        assert im.mode == "RGB"
+    assert job.storage.exists(render_key(1, 1, "full"))
+    assert _image(job.storage, 1, 0, "full").mode == "RGB"
 
 
 # --- the task around it ---------------------------------------------------------------------------
@@ -176,7 +186,7 @@ def test_render_task_records_outcomes_and_study_knows_when_done(organisation: An
     assert jpeg_bytes == sum(r.jpeg_size for r in renders) > 0
     for r in renders:
         assert r.jpeg_size == sum(
-            frame_path(services.render_dir(r.instance_id), i, "full").stat().st_size for i in range(r.frames)
+            get_storage().size(render_key(r.instance_id, i, "full")) for i in range(r.frames)
         )
 
 
@@ -216,21 +226,20 @@ def test_request_render_enqueues_once_while_one_waits(organisation: Any) -> None
 def test_a_fault_of_the_machine_is_retried_and_damaged_data_is_broken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ct = tmp_path / "ct.dcm"
-    ct.write_bytes(encode(ct_series(PATIENT, count=1, size=32)[0]))
+    job = _job(tmp_path, encode(ct_series(PATIENT, count=1, size=32)[0]), instance_pk=9)
 
-    def disk_full(path: Path, data: bytes) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def disk_full(storage: Storage, key: str, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", key)
 
     monkeypatch.setattr(render, "_write", disk_full)
-    outcome = render_file(RenderJob(9, str(ct), str(tmp_path / "out")))
+    outcome = render_file(job)
     assert (outcome.status, outcome.reason, outcome.fault) == ("pending", "", "ENOSPC")
 
-    def undecodable(path: Path, data: bytes) -> None:
+    def undecodable(storage: Storage, key: str, data: bytes) -> None:
         raise OSError("broken data stream when reading image file")  # Pillow's word for bad data: no errno
 
     monkeypatch.setattr(render, "_write", undecodable)
-    outcome = render_file(RenderJob(9, str(ct), str(tmp_path / "out")))
+    outcome = render_file(job)
     assert (outcome.status, outcome.reason) == ("failed", "broken")
 
 
@@ -271,8 +280,8 @@ def full_disk(_storage_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     filler = renders / "filler"
     write = render._write
 
-    def disk_full(path: Path, data: bytes) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    def disk_full(storage: Storage, key: str, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
 
     def set_full(full: bool) -> None:
         if mounted and full:
@@ -328,4 +337,4 @@ def test_a_full_disk_postpones_renders_and_they_are_made_once_space_returns(
     assert set(renders.values_list("status", "reason", "attempts", "retry_after")) == {("done", "", 0, None)}
     assert services.renders_done(study)
     for r in renders:
-        assert frame_path(services.render_dir(r.instance_id), 0, "full").stat().st_size == r.jpeg_size > 0
+        assert get_storage().size(render_key(r.instance_id, 0, "full")) == r.jpeg_size > 0

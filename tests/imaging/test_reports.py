@@ -27,13 +27,13 @@ from pydicom.uid import (
 )
 
 from radshare.audit.models import AuditEvent
+from radshare.core.storage import FileSystemStorage, get_storage, instance_key
 from radshare.imaging import reports
 from radshare.imaging.reports import pdf_bytes, render_sr
 from radshare.organisations.models import Organisation, Sender
 from radshare.organisations.services import create_sender
 from radshare.studies.models import Instance, Patient, Series, Study
 from radshare.studies.services import store_instance
-from radshare.studies.storage import LocalInstanceStore, get_store
 from radshare.studies.synthetic import FakePatient, encode
 from tests.studies.factories import make_study
 
@@ -171,7 +171,8 @@ def pdf_dataset(patient: FakePatient, study_uid: str, pdf: bytes, *, with_length
 
 
 def stored(instance: Instance) -> Dataset:
-    return dcmread(get_store().path(instance.storage_key))
+    with get_storage().open(instance_key(instance.storage_key)) as f:
+        return dcmread(f)
 
 
 def english(user: Sender | None = None, language: str = "en") -> Client:
@@ -496,7 +497,7 @@ def test_unreadable_report_gets_a_placeholder(study: Study, sender: Sender) -> N
         study.organisation, encode(pdf_dataset(ANNA, study.study_instance_uid, make_pdf())), source="scp"
     )
     for pk in (sr.instance_pk, pdf.instance_pk):
-        get_store().path(Instance.objects.get(pk=pk).storage_key).write_bytes(b"damaged")
+        get_storage().put(instance_key(Instance.objects.get(pk=pk).storage_key), b"damaged")
     client = english(sender)
     page = client.get(f"/portal/studies/{study.pk}/")
     assert page.status_code == 200
@@ -652,7 +653,7 @@ def test_attach_when_storage_fails(study: Study, sender: Sender, monkeypatch: py
     def full(*args: Any, **kwargs: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(LocalInstanceStore, "put", full)
+    monkeypatch.setattr(FileSystemStorage, "put_durable", full)
     response = attach(english(sender), study.pk, make_pdf())
     assert response.status_code == 503
     assert "The report could not be stored. Try again later" in response.content.decode()

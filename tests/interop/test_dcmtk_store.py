@@ -21,7 +21,6 @@ from typing import Any
 
 import pydicom
 import pytest
-from django.conf import settings
 from django.db.models import Sum
 from pydicom.data import get_testdata_file
 from pydicom.errors import InvalidDicomError
@@ -30,7 +29,7 @@ from radshare.audit.models import AuditEvent
 from radshare.organisations.services import add_pacs_node
 from radshare.studies.models import Instance, Patient, Series, Study
 from radshare.studies.synthetic import FakePatient, ct_series, encode
-from tests.conftest import require_program
+from tests.conftest import require_program, storage_dir
 
 pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
 
@@ -77,11 +76,11 @@ def settle(scp: Any) -> None:
 
 
 def storage_files() -> list[Path]:
-    return sorted((Path(settings.RADSHARE_STORAGE_ROOT) / "instances").rglob("*.dcm"))
+    return sorted((storage_dir() / "instances").rglob("*.dcm"))
 
 
 def leftovers() -> list[Path]:
-    return sorted((Path(settings.RADSHARE_STORAGE_ROOT) / "incoming").glob("*"))
+    return sorted((storage_dir() / "incoming").glob("*"))
 
 
 def dataset_bytes(part10: bytes) -> bytes:
@@ -122,9 +121,9 @@ def assert_study_complete(study: Study, files: Sequence[Path]) -> None:
     assert Series.objects.get(study=study).number_of_instances == len(files)
     on_disk = storage_files()
     assert len(on_disk) == len(files)
-    assert {
-        p.relative_to(Path(settings.RADSHARE_STORAGE_ROOT) / "instances").as_posix() for p in on_disk
-    } == set(instances.values_list("storage_key", flat=True))
+    assert {p.relative_to(storage_dir() / "instances").as_posix() for p in on_disk} == set(
+        instances.values_list("storage_key", flat=True)
+    )
     assert (
         study.size
         == instances.aggregate(total=Sum("size"))["total"]
@@ -167,7 +166,7 @@ def test_storescu_sends_a_100_instance_study(scp: Any, organisation: Any, tmp_pa
     }
     # Stored as received: the data set bytes are the file's own (storescu sends them in the file's syntax).
     sent = {sop_uid(f): dataset_bytes(f.read_bytes()) for f in files}
-    root = Path(settings.RADSHARE_STORAGE_ROOT) / "instances"
+    root = storage_dir() / "instances"
     for instance in Instance.objects.all():
         stored = (root / instance.storage_key).read_bytes()
         assert dataset_bytes(stored) == sent[instance.sop_instance_uid]
@@ -296,7 +295,7 @@ def test_storescu_sends_pydicom_samples_in_their_own_transfer_syntax(
         assert study.size == in_study.aggregate(total=Sum("size"))["total"]
 
     # Stored as received: same transfer syntax, and the data set bytes are those storescu sent.
-    root = Path(settings.RADSHARE_STORAGE_ROOT) / "instances"
+    root = storage_dir() / "instances"
     wire = {path: as_sent(path, tmp_path) for path in sent}
     for uid, instance in instances.items():
         source = first[uid]

@@ -30,7 +30,6 @@ from typing import Any
 
 import pydicom
 import pytest
-from django.conf import settings
 
 from radshare.organisations.models import PacsNode
 from radshare.organisations.services import add_pacs_node
@@ -38,7 +37,7 @@ from radshare.pacs import PacsError, PacsStudy, RetrieveResult, StudyQuery, echo
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import FakePatient, ct_series, encode
-from tests.conftest import free_port, require_program
+from tests.conftest import free_port, require_program, storage_dir
 from tests.interop.conftest import CT_DATE, OTHER_DATE, PATIENT
 from tests.interop.orthanc import Orthanc
 
@@ -72,7 +71,7 @@ def dataset_bytes(part10: bytes) -> bytes:
 
 def stored_bytes(sop_uid: str) -> bytes:
     instance = Instance.objects.get(sop_instance_uid=sop_uid)
-    data = (Path(settings.RADSHARE_STORAGE_ROOT) / "instances" / instance.storage_key).read_bytes()
+    data = (storage_dir() / "instances" / instance.storage_key).read_bytes()
     assert hashlib.sha256(data).hexdigest() == instance.sha256
     return data
 

@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 
 from radshare.audit.models import AuditEvent
+from radshare.core.storage import get_storage, instance_key
 from radshare.imaging import services as imaging
 from radshare.organisations.services import create_api_key
 from radshare.shares.models import Share
@@ -51,10 +52,10 @@ def _assert_as_in_orthanc(orthanc: Orthanc, study_uid: str) -> None:
     instances = list(Instance.objects.filter(series__study=study))
     name = next(n for n, s in orthanc.studies.items() if s.study_uid == study_uid)
     assert sorted(i.sop_instance_uid for i in instances) == sorted(orthanc.studies[name].sop_uids)
-    from radshare.studies.storage import get_store
-
+    storage = get_storage()
     for instance in instances:
-        ours = dataset_bytes(get_store().path(instance.storage_key).read_bytes())
+        with storage.open(instance_key(instance.storage_key)) as f:
+            ours = dataset_bytes(f.read())
         theirs = dataset_bytes(orthanc.files[instance.sop_instance_uid])
         assert hashlib.sha256(ours).hexdigest() == hashlib.sha256(theirs).hexdigest()
 

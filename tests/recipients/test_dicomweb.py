@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from io import BytesIO
 from typing import Any
 
 import pytest
@@ -27,12 +28,12 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
 from radshare.audit.models import AuditEvent
+from radshare.core.storage import FileSystemStorage, get_storage, instance_key
 from radshare.recipients import dicomweb, downloads, session
 from radshare.recipients.models import DownloadDay
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Series, Study
 from radshare.studies.services import store_instance
-from radshare.studies.storage import get_store
 from radshare.studies.synthetic import cr_image, ct_series, encode
 from tests.recipients.conftest import Recipient, logged_in_client, ready_share
 from tests.shares.helpers import ANNA, PIET, make_study
@@ -87,7 +88,12 @@ def multipart(content_type: str, data: bytes) -> list[tuple[dict[str, str], byte
 
 
 def stored_bytes(instances: list[Instance]) -> list[bytes]:
-    return [get_store().path(i.storage_key).read_bytes() for i in instances]
+    storage = get_storage()
+    originals = []
+    for instance in instances:
+        with storage.open(instance_key(instance.storage_key)) as f:
+            originals.append(f.read())
+    return originals
 
 
 def instances_of(study: Study) -> list[Instance]:
@@ -186,7 +192,7 @@ def test_dicomweb_client_reads_exactly_the_share(
     assert len(client.search_for_instances()) == 3
 
     datasets = client.retrieve_study(ct.study_instance_uid)
-    originals = [dcmread(get_store().path(i.storage_key)) for i in instances_of(ct)]
+    originals = [dcmread(BytesIO(data)) for data in stored_bytes(instances_of(ct))]
     assert [d.SOPInstanceUID for d in datasets] == [o.SOPInstanceUID for o in originals]
     assert [d.PixelData for d in datasets] == [o.PixelData for o in originals]
 
@@ -551,12 +557,12 @@ def test_multipart_reader_packs_small_files_and_says_its_length(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dicomweb, "CHUNK", 10)
+    storage = FileSystemStorage(tmp_path)
     files = []
     for n, content in enumerate([b"a" * 25, b"", b"bc", b"d" * 7]):
-        path = tmp_path / f"{n}.dcm"
-        path.write_bytes(content)
-        files.append(dicomweb._Part(path, len(content), "1.2.840.10008.1.2.1"))
-    reader = dicomweb.MultipartReader(files, "b0undary")
+        storage.put(f"instances/{n}.dcm", content)
+        files.append(dicomweb._Part(f"instances/{n}.dcm", len(content), "1.2.840.10008.1.2.1"))
+    reader = dicomweb.MultipartReader(storage, files, "b0undary")
     pieces = list(iter(reader.read, b""))
     data = b"".join(pieces)
     assert len(data) == reader.length
@@ -759,7 +765,7 @@ def test_no_retrieve_when_the_audit_entry_cannot_be_written(
 @pytest.mark.django_db
 def test_a_missing_stored_file_is_a_clear_error_and_not_counted(recipient: Recipient, on: None) -> None:
     ct = recipient.studies[0]
-    get_store().path(instances_of(ct)[0].storage_key).unlink()
+    get_storage().delete(instance_key(instances_of(ct)[0].storage_key))
     response, data = get(recipient.client, study_url(ct))
     assert response.status_code == 500
     assert json.loads(data) == {"error": "a stored file could not be read"}

@@ -23,6 +23,7 @@ from PIL import Image
 from pydicom.fileset import FileSet
 
 from radshare.audit.models import AuditEvent
+from radshare.core.storage import get_storage, instance_key
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.reports import attach_pdf_report
 from radshare.recipients import downloads, media, session
@@ -30,7 +31,6 @@ from radshare.recipients.models import DownloadDay
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import store_instance
-from radshare.studies.storage import get_store
 from radshare.studies.synthetic import encode
 from tests.imaging.test_reports import sr_dataset
 from tests.recipients.conftest import Recipient, logged_in_client, ready_share
@@ -191,13 +191,13 @@ def test_dicom_zip_is_portable_media_with_every_instance(with_reports: Recipient
             assert all(re.fullmatch(r"[A-Z0-9_]{1,8}", part) for part in name.split("/")), name
 
     # Every instance of the share (the PDF report, which has no render, too) through the DICOMDIR, byte for byte.
-    stored = {
-        i.sop_instance_uid: get_store().path(i.storage_key) for i in _all_instances(with_reports.studies)
-    }
+    storage = get_storage()
+    stored = {i.sop_instance_uid: instance_key(i.storage_key) for i in _all_instances(with_reports.studies)}
     fileset = FileSet(tmp_path / "DICOMDIR")
     assert sorted(i.SOPInstanceUID for i in fileset) == sorted(stored)
     for instance in fileset:
-        assert Path(instance.path).read_bytes() == stored[instance.SOPInstanceUID].read_bytes()
+        with storage.open(stored[instance.SOPInstanceUID]) as original:
+            assert Path(instance.path).read_bytes() == original.read()
     assert {i.DirectoryRecordType for i in fileset} == {"IMAGE", "ENCAP DOC", "SR DOCUMENT"}
     sr_record = next(i for i in fileset if i.DirectoryRecordType == "SR DOCUMENT")
     assert "ContentSequence" not in sr_record.node._record  # the report's text stays out of the DICOMDIR
@@ -476,7 +476,7 @@ def test_no_download_when_the_audit_entry_cannot_be_written(
 @pytest.mark.django_db
 def test_a_missing_stored_file_gives_a_clear_page_not_a_broken_zip(recipient: Recipient) -> None:
     instance = _all_instances(recipient.studies)[0]
-    get_store().path(instance.storage_key).unlink()
+    get_storage().delete(instance_key(instance.storage_key))
     response, data = get(recipient.client, "/r/download/dicom.zip")
     assert response.status_code == 500
     assert "could not be read" in text(response, data)

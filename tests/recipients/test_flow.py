@@ -14,9 +14,9 @@ from django.test import Client
 from PIL import Image
 from pydicom.fileset import FileSet
 
+from radshare.core.storage import get_storage, instance_key
 from radshare.shares.models import Share
 from radshare.studies.models import Instance
-from radshare.studies.storage import get_store
 from tests.recipients.conftest import log_in, ready_share
 from tests.recipients.test_downloads import body, unzip
 from tests.shares.helpers import ANNA, make_study
@@ -66,10 +66,10 @@ def test_code_birth_date_sms_list_viewer_and_both_zips(
     stored = {i.sop_instance_uid: i for i in Instance.objects.filter(series__study__in=studies)}
     fileset = FileSet(tmp_path / "dicom" / "DICOMDIR")
     assert sorted(i.SOPInstanceUID for i in fileset) == sorted(stored)
-    store = get_store()
+    storage = get_storage()
     for record in fileset:
-        original = store.path(stored[record.SOPInstanceUID].storage_key).read_bytes()
-        assert Path(record.path).read_bytes() == original
+        with storage.open(instance_key(stored[record.SOPInstanceUID].storage_key)) as original:
+            assert Path(record.path).read_bytes() == original.read()
     links = Links()
     links.feed((tmp_path / "dicom" / "INDEX.HTM").read_text(encoding="utf-8"))
     names = set(archive.namelist())

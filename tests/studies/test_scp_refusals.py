@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db.backends.signals import connection_created
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
@@ -34,6 +33,7 @@ from radshare.audit.models import AuditEvent
 from radshare.organisations.services import add_pacs_node
 from radshare.studies.models import Instance, Patient, Series, Study
 from radshare.studies.synthetic import FakePatient, ct_series, encode
+from tests.conftest import storage_dir
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,7 +85,7 @@ def release(scp: Any, assoc: Any) -> None:
 
 
 def stored_files() -> list[Path]:
-    return sorted(Path(settings.RADSHARE_STORAGE_ROOT).rglob("*.*"))
+    return sorted(storage_dir().rglob("*.*"))
 
 
 def store_audit() -> dict[str, Any]:
@@ -224,7 +224,7 @@ def test_disk_failure_is_out_of_resources_and_the_next_store_works(
     scp: Any, associate: Any, organisation: Any
 ) -> None:
     add_pacs_node(organisation, CALLING)
-    root = Path(settings.RADSHARE_STORAGE_ROOT)
+    root = storage_dir()
     # A file where the storage folder should be: mkdir fails with ENOTDIR for root too (chmod would not).
     root.parent.mkdir(parents=True, exist_ok=True)
     root.write_bytes(b"")
@@ -449,7 +449,7 @@ def test_broken_or_incomplete_data_set_is_refused_with_one_plain_log_line(
         assert not any(value in record.getMessage() for value in PATIENT_DATA), record.getMessage()
     assert not Instance.objects.exists()
     assert not Patient.objects.exists()
-    assert [p for p in Path(settings.RADSHARE_STORAGE_ROOT).rglob("*") if p.is_file()] == []
+    assert [p for p in storage_dir().rglob("*") if p.is_file()] == []
 
     (valid,) = ct_series(PATIENT, count=1, size=16)
     assert store(assoc, valid) == SUCCESS

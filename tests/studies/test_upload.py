@@ -133,11 +133,6 @@ def folder_files(root: Path, prefix: str) -> list[tuple[str, bytes]]:
 
 
 @pytest.fixture
-def storage_root(settings: Any) -> Path:
-    return Path(settings.RADSHARE_STORAGE_ROOT)
-
-
-@pytest.fixture
 def alice(sender: Sender) -> Client:
     return client_for(sender)
 
@@ -388,9 +383,8 @@ def test_oversize_upload_refused_and_nothing_stored(
     assert [(e.outcome, e.detail["reason"]) for e in events] == [("failure", "too_large")] * 2
 
 
-def test_oversize_by_content_length_keeps_no_byte(settings: Any, tmp_path: Path) -> None:
+def test_oversize_by_content_length_keeps_no_byte() -> None:
     """A body announcing more than the limit: its fields are still read (the CSRF token), no file byte is kept."""
-    settings.RADSHARE_STORAGE_ROOT = tmp_path
     body, _content_type = multipart([("a.dcm", b"x" * 1000)], {"csrfmiddlewaretoken": "token"})
     spool = UploadSpool(1024 * 1024)
     try:

@@ -14,16 +14,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.tasks import Task, task
 from django.utils import timezone
 
 from radshare.core import workers
 from radshare.core.models import PeriodicJob
+from radshare.core.storage import get_storage
 
 logger = logging.getLogger(__name__)
 
@@ -116,19 +115,8 @@ def prune_task_results() -> int:
 
 @task()
 def sweep_incoming() -> int:
-    """Remove half-written files a crash left in the incoming folder (never a committed instance).
-
-    Only the store's own temp files (``*.part``): anything else there is not ours to delete.
-    """
-    incoming = Path(settings.RADSHARE_STORAGE_ROOT) / "incoming"
-    cutoff = timezone.now().timestamp() - STALE_INCOMING.total_seconds()
-    removed = 0
-    if incoming.is_dir():
-        for path in incoming.glob("*.part"):
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                removed += 1
-    return removed
+    """Remove half-written files a crash left in the storage's temporary area (never a committed instance)."""
+    return get_storage().sweep_temporary(STALE_INCOMING)
 
 
 @task()

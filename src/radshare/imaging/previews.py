@@ -1,7 +1,7 @@
 """Renders in the sender portal: per-series thumbnails on the study page, and the render files themselves.
 
 Every file is looked up through the sender's organisation (an instance id alone is never enough, docs/security.md
-A10); the path on disk is made from internal ids only.
+A10); its storage key is made from internal ids only.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from django.http import FileResponse, Http404, HttpRequest
 from django.views.decorators.http import require_safe
 
+from radshare.core.storage import get_storage, render_key
 from radshare.imaging.models import InstanceRender
-from radshare.imaging.render import CT_PRESETS, frame_path
-from radshare.imaging.services import render_dir, series_render_state
+from radshare.imaging.render import CT_PRESETS
+from radshare.imaging.services import series_render_state
 from radshare.organisations.models import Organisation
 from radshare.studies.models import Series, Study
 from radshare.studies.views import sender_required
@@ -78,9 +79,8 @@ def render_file(
     )
     if render is None or frame >= render.frames or (kind in CT_PRESETS and kind not in render.presets):
         raise Http404
-    path = frame_path(render_dir(instance_pk), frame, kind)
     try:
-        handle = path.open("rb")
+        handle = get_storage().open(render_key(instance_pk, frame, kind))
     except FileNotFoundError:
         raise Http404 from None
     return FileResponse(handle, content_type="image/jpeg")

@@ -6,10 +6,10 @@ inverted for MONOCHROME1. Colour: RGB as is, YBR converted to RGB by pydicom, PA
 tables (PS3.3 C.7.6.3.1.5), deeper than 8 bits scaled down. Compressed transfer syntaxes are decoded by pydicom's
 plugins (pylibjpeg: JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000; pydicom itself: RLE).
 
-Everything here is pure (file in, files out, a summary back), so it runs in worker processes without the
-database. Per frame it writes ``NNNN-full.jpg`` (full size, for the JPEG download), ``NNNN-preview.jpg`` (at
-most 1024 px), ``NNNN-thumb.jpg`` (at most 160 px) and, for CT, ``NNNN-<preset>.jpg`` window presets at preview
-size.
+Everything here is pure (a stored file in, render files out through the storage, a summary back), so it runs in
+worker processes without the database. Per frame it writes ``NNNN-full.jpg`` (full size, for the JPEG download),
+``NNNN-preview.jpg`` (at most 1024 px), ``NNNN-thumb.jpg`` (at most 160 px) and, for CT, ``NNNN-<preset>.jpg``
+window presets at preview size, under the keys ``radshare.core.storage.layout.render_key`` makes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import os
 import signal
 from dataclasses import dataclass, field
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,8 @@ from pydicom.pixels import (  # type: ignore[attr-defined]  # re-exported, but n
     apply_voi_lut,
     iter_pixels,
 )
+
+from radshare.core.storage import Storage, render_key
 
 PREVIEW_MAX = 1024
 THUMB_MAX = 160
@@ -53,8 +54,8 @@ PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 @dataclass(frozen=True)
 class RenderJob:
     instance_pk: int
-    path: str
-    out_dir: str
+    source: str  # the key of the stored instance
+    storage: Storage  # read from and written to by the render process (picklable)
     attempt: int = 0  # renders postponed by a fault of the machine so far
 
 
@@ -71,10 +72,6 @@ class RenderOutcome:
     preview_columns: int = 0
     presets: list[str] = field(default_factory=list)
     jpeg_sizes: list[int] = field(default_factory=list)
-
-
-def frame_path(out_dir: str | Path, frame: int, kind: str) -> Path:
-    return Path(out_dir) / f"{frame:04d}-{kind}.jpg"
 
 
 def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -190,15 +187,9 @@ def _encode(image: Image.Image, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def _write(path: Path, data: bytes) -> None:
-    # Derived files: written whole under a temporary name and renamed; a lost render is simply made again.
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
-        raise
+def _write(storage: Storage, key: str, data: bytes) -> None:
+    # Derived files: whole or absent, not flushed to disk; a lost render is simply made again.
+    storage.put(key, data)
 
 
 def _fault(job: RenderJob, exc: BaseException) -> RenderOutcome | None:
@@ -212,25 +203,26 @@ def _fault(job: RenderJob, exc: BaseException) -> RenderOutcome | None:
 
 
 def _render_frame(
-    ds: Dataset, arr: np.ndarray, index: int, out_dir: Path, is_ct: bool, outcome: RenderOutcome
+    ds: Dataset, arr: np.ndarray, index: int, job: RenderJob, is_ct: bool, outcome: RenderOutcome
 ) -> None:
+    def write(kind: str, data: bytes) -> None:
+        _write(job.storage, render_key(job.instance_pk, index, kind), data)
+
     grey, values = to_display(ds, arr, index)
     image = Image.fromarray(grey)
     full = _encode(image, FULL_QUALITY)
-    _write(frame_path(out_dir, index, "full"), full)
+    write("full", full)
     outcome.jpeg_sizes.append(len(full))
     preview = _fit(image, PREVIEW_MAX)
-    _write(
-        frame_path(out_dir, index, "preview"), full if preview is image else _encode(preview, PREVIEW_QUALITY)
-    )
-    _write(frame_path(out_dir, index, "thumb"), _encode(_fit(preview, THUMB_MAX), THUMB_QUALITY))
+    write("preview", full if preview is image else _encode(preview, PREVIEW_QUALITY))
+    write("thumb", _encode(_fit(preview, THUMB_MAX), THUMB_QUALITY))
     if index == 0:
         outcome.rows, outcome.columns = image.height, image.width
         outcome.preview_rows, outcome.preview_columns = preview.height, preview.width
     if is_ct and values is not None and grey.ndim == 2:
         for name, (center, width) in CT_PRESETS.items():
             preset = _fit(Image.fromarray(window(values, center, width)), PREVIEW_MAX)
-            _write(frame_path(out_dir, index, name), _encode(preset, PREVIEW_QUALITY))
+            write(name, _encode(preset, PREVIEW_QUALITY))
             if index == 0:
                 outcome.presets.append(name)
 
@@ -240,19 +232,18 @@ def render_file(job: RenderJob) -> RenderOutcome:
     of the machine a "pending" outcome with its errno name)."""
     outcome = RenderOutcome(job.instance_pk, "done")
     try:
-        ds = dcmread(job.path)
+        with job.storage.open(job.source) as stored:
+            ds = dcmread(stored)
     except FileNotFoundError:
         return RenderOutcome(job.instance_pk, "failed", "file_missing")
     except Exception as exc:  # noqa: BLE001 - an unreadable file is an outcome, never a crashed task
         return _fault(job, exc) or RenderOutcome(job.instance_pk, "failed", "broken")
     if not any(k in ds for k in PIXEL_KEYWORDS):
         return RenderOutcome(job.instance_pk, "unrenderable", "no_pixel_data")
-    out_dir = Path(job.out_dir)
     is_ct = str(ds.get("Modality", "")).upper() == "CT"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         for index, arr in enumerate(iter_pixels(ds)):
-            _render_frame(ds, arr, index, out_dir, is_ct, outcome)
+            _render_frame(ds, arr, index, job, is_ct, outcome)
     except NotImplementedError:
         return RenderOutcome(job.instance_pk, "failed", "unsupported")
     except RuntimeError as exc:

@@ -14,7 +14,6 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from datetime import timedelta
 from multiprocessing import get_context
-from pathlib import Path
 from threading import Lock
 
 from django.conf import settings
@@ -23,12 +22,12 @@ from django.db.models import Count, Q, Sum
 from django.dispatch import Signal
 from django.utils import timezone
 
+from radshare.core.storage import get_storage, instance_key
 from radshare.core.tasks import backoff
 from radshare.core.workers import current_worker_id
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.render import RenderJob, RenderOutcome, init_worker, render_file
 from radshare.studies.models import Series, Study
-from radshare.studies.storage import get_store
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +40,6 @@ renders_recorded = Signal()
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = Lock()
-
-
-def render_dir(instance_pk: int) -> Path:
-    """Where an instance's renders live: from its internal id only."""
-    return (
-        Path(settings.RADSHARE_STORAGE_ROOT)
-        / "renders"
-        / f"{instance_pk // 1000 % 1000:03d}"
-        / str(instance_pk)
-    )
 
 
 def render_processes() -> int:
@@ -126,10 +115,8 @@ def claim_pending(limit: int = BATCH) -> list[RenderJob]:
         InstanceRender.objects.filter(id__in=[r[0] for r in rows], status=Status.PENDING).update(
             status=Status.RENDERING, claimed_at=now, claimed_by=current_worker_id()
         )
-    store = get_store()
-    return [
-        RenderJob(pk, str(store.path(key)), str(render_dir(pk)), attempts) for _, pk, key, attempts in rows
-    ]
+    storage = get_storage()
+    return [RenderJob(pk, instance_key(key), storage, attempts) for _, pk, key, attempts in rows]
 
 
 def postpone(instance_pks: list[int], attempt: int) -> None:

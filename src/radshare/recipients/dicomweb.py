@@ -44,7 +44,6 @@ import struct
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import wraps
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from asgiref.sync import sync_to_async
@@ -65,13 +64,13 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import Outcome
+from radshare.core.storage import Storage, get_storage, instance_key
 from radshare.recipients import downloads
 from radshare.recipients.models import DownloadDay
 from radshare.recipients.session import Stage, record_recipient, session_share
 from radshare.shares.models import Share
 from radshare.shares.services import mark_downloaded
 from radshare.studies.models import Instance, Series, Study
-from radshare.studies.storage import get_store
 
 logger = logging.getLogger(__name__)
 
@@ -643,9 +642,10 @@ def _without_bulk(ds: Dataset) -> None:
             del ds[element.tag]
 
 
-def instance_metadata(file: Path) -> dict[str, Any]:
+def instance_metadata(storage: Storage, key: str) -> dict[str, Any]:
     """One instance's DICOM JSON from its stored file's header; the stored transfer syntax as (0008,3002)."""
-    ds = dcmread(file, stop_before_pixels=True)
+    with storage.open(key) as stored:
+        ds = dcmread(stored, stop_before_pixels=True)
     _without_bulk(ds)
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax:
@@ -660,9 +660,9 @@ def _metadata(request: HttpRequest, share: Share, level: str, uids: tuple[str, .
     study, instances = located
     if not accepts_json(request.headers.get("accept", "")):
         return _error(406, f"only {DICOM_JSON} is offered")
-    store = get_store()
+    storage = get_storage()
     try:
-        data = [instance_metadata(store.path(i.storage_key)) for i in instances]
+        data = [instance_metadata(storage, instance_key(i.storage_key)) for i in instances]
     except (OSError, InvalidDicomError, ValueError, TypeError, KeyError, AttributeError):
         logger.error("share %s: a stored file of a DICOMweb metadata request could not be read", share.pk)
         return _error(500, "a stored file could not be read")
@@ -762,7 +762,7 @@ def count_retrieve(
 
 @dataclass(frozen=True)
 class _Part:
-    file: Path
+    key: str
     size: int
     syntax: str
 
@@ -771,7 +771,8 @@ class MultipartReader:
     """``multipart/related; type="application/dicom"`` of stored files, read in pieces of about CHUNK bytes from a
     worker thread; one file open at a time."""
 
-    def __init__(self, parts: list[_Part], boundary: str) -> None:
+    def __init__(self, storage: Storage, parts: list[_Part], boundary: str) -> None:
+        self.storage = storage
         self.parts = parts
         self.boundary = boundary
         self._pieces = self._generate()
@@ -794,7 +795,7 @@ class MultipartReader:
     def _generate(self) -> Iterator[bytes]:
         for part in self.parts:
             yield self.header(part)
-            with part.file.open("rb") as handle:
+            with self.storage.open(part.key) as handle:
                 self._open = handle
                 left = part.size
                 while left:
@@ -845,12 +846,12 @@ def _prepare_retrieve(
         return _error(
             406, 'offered: multipart/related; type="application/dicom" (transfer-syntax=* or as stored)'
         )
-    store = get_store()
+    storage = get_storage()
     try:
         parts = [
-            _Part(file, file.stat().st_size, i.transfer_syntax_uid)
+            _Part(key, storage.size(key), i.transfer_syntax_uid)
             for i in instances
-            for file in [store.path(i.storage_key)]
+            for key in [instance_key(i.storage_key)]
         ]
     except OSError:
         logger.error("share %s: a stored file of a DICOMweb retrieve is missing", share.pk)
@@ -866,7 +867,7 @@ def _prepare_retrieve(
         return _error(500, "a stored file could not be read")
     if not count_retrieve(request, share, study, level, len(parts), sum(p.size for p in parts)):
         return _error(429, "daily download limit reached", Retry_After=str(_seconds_to_midnight()))
-    return _Retrieve(share, MultipartReader(parts, f"radshare-{secrets.token_hex(16)}"))
+    return _Retrieve(share, MultipartReader(storage, parts, f"radshare-{secrets.token_hex(16)}"))
 
 
 async def _stream(retrieve: _Retrieve) -> AsyncIterator[bytes]:
@@ -941,10 +942,10 @@ def _cut(
     return frames
 
 
-def read_frames(file: Path, count: int, wanted: list[int]) -> tuple[str, list[bytes]]:
+def read_frames(storage: Storage, key: str, count: int, wanted: list[int]) -> tuple[str, list[bytes]]:
     """The wanted frames (1-based) as stored, and the transfer syntax they are in. Only the header and those frames
     are read for little-endian files; others (deflated, big endian) are read whole."""
-    with file.open("rb") as handle:
+    with storage.open(key) as handle:
         ds = dcmread(handle, stop_before_pixels=True)
         syntax = UID(ds.file_meta.TransferSyntaxUID)
         if syntax.is_little_endian and not syntax.is_deflated:
@@ -962,7 +963,8 @@ def read_frames(file: Path, count: int, wanted: list[int]) -> tuple[str, list[by
             handle.seek(value)
             encapsulated = length == 0xFFFFFFFF
             return str(syntax), _cut(ds, handle, encapsulated, count, wanted, value)
-    full = dcmread(file)
+        handle.seek(0)
+        full = dcmread(handle)
     if "PixelData" not in full:
         raise FrameError("no pixel data")
     pixels = full.PixelData
@@ -1001,7 +1003,7 @@ def _prepare_frames(request: HttpRequest, uids: tuple[str, ...], frame_list: str
         )
     try:
         sent_syntax, frames = read_frames(
-            get_store().path(instance.storage_key), instance.number_of_frames, wanted
+            get_storage(), instance_key(instance.storage_key), instance.number_of_frames, wanted
         )
     except (OSError, InvalidDicomError, FrameError, ValueError, TypeError, KeyError, AttributeError) as exc:
         logger.error("share %s: frames of a stored file could not be read: %s", share.pk, type(exc).__name__)

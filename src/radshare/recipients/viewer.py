@@ -21,12 +21,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
 
 from radshare.audit.services import Outcome
+from radshare.core.storage import get_storage, render_key
 from radshare.imaging import reports
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.previews import KINDS
-from radshare.imaging.render import CT_PRESETS, frame_path
+from radshare.imaging.render import CT_PRESETS
 from radshare.imaging.reports.study import REPORT_READ_ERRORS, SUMMARY_TAGS
-from radshare.imaging.services import render_dir
 from radshare.recipients.session import recipient_required, record_recipient
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Series, Study
@@ -201,7 +201,7 @@ def image(request: HttpRequest, share: Share, render_pk: int, frame: int, kind: 
     if frame >= frames or (kind in CT_PRESETS and kind not in presets):
         raise Http404
     try:
-        handle = frame_path(render_dir(instance_pk), frame, kind).open("rb")
+        handle = get_storage().open(render_key(instance_pk, frame, kind))
     except FileNotFoundError:
         raise Http404 from None
     response = FileResponse(handle, content_type="image/jpeg")

@@ -20,11 +20,11 @@ from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from radshare.audit.services import ActorType, Outcome, record
+from radshare.core.storage import Storage, get_storage, instance_key, new_instance_name
 from radshare.imaging.models import InstanceRender
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies.encoding import EncodingError, check_encoding
 from radshare.studies.models import Instance, Patient, Series, Study
-from radshare.studies.storage import StoredFile, get_store
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,13 @@ class ConflictError(IngestError):
 
 class OutOfResourcesError(IngestError):
     status = 0xA700  # Refused: out of resources
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    key: str  # Instance.storage_key: the name under instances/ (radshare.core.storage.layout)
+    size: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -398,6 +405,17 @@ def _duplicate(
     return StoreResult(StoreOutcome.DUPLICATE, instance_pk, study_uid, patient_pk)
 
 
+def _put(storage: Storage, data: bytes | memoryview, sha256: str, *, name_hint: str) -> StoredFile:
+    """Write the received bytes durably under a fresh name (docs/architecture.md "Ingest path")."""
+    name = new_instance_name(name_hint)
+    try:
+        size = storage.put_durable(instance_key(name), data)
+    except OSError as exc:
+        logger.error("cannot write instance file: %s", exc.strerror)
+        raise OutOfResourcesError("the file could not be written (storage full or unavailable)") from exc
+    return StoredFile(key=name, size=size, sha256=sha256)
+
+
 def store_instance(
     organisation: Organisation,
     data: bytes | memoryview,
@@ -419,31 +437,27 @@ def store_instance(
     sha256 = hashlib.sha256(data).hexdigest()
     if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
         return dup
-    store = get_store()
-    try:
-        stored = store.put(data, sha256=sha256, name_hint=f"{organisation.pk}:{sop_uid}")
-    except OSError as exc:
-        logger.error("cannot write instance file: %s", exc.strerror)
-        raise OutOfResourcesError("the file could not be written (storage full or unavailable)") from exc
+    storage = get_storage()
+    stored = _put(storage, data, sha256, name_hint=f"{organisation.pk}:{sop_uid}")
     try:
         with transaction.atomic():
             return _index(organisation, ds, stored, transfer_syntax, source, node)
     except IntegrityError:
-        store.delete(stored.key)
+        storage.delete(instance_key(stored.key))
         # A concurrent association stored the same SOP Instance UID first: theirs stays, ours goes.
         if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
             return dup
         # Otherwise a cached id went stale (its row was removed): forget the cache and index afresh.
         _ids.clear()
-        stored = store.put(data, sha256=sha256, name_hint=f"{organisation.pk}:{sop_uid}")
+        stored = _put(storage, data, sha256, name_hint=f"{organisation.pk}:{sop_uid}")
         try:
             with transaction.atomic():
                 return _index(organisation, ds, stored, transfer_syntax, source, node)
         except BaseException:
-            store.delete(stored.key)
+            storage.delete(instance_key(stored.key))
             raise
     except BaseException:
-        store.delete(stored.key)
+        storage.delete(instance_key(stored.key))
         raise
 
 

@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections import Counter
@@ -21,7 +20,6 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from io import BytesIO
-from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 from django.conf import settings
@@ -40,6 +38,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from radshare.core.storage import get_storage
 from radshare.imaging.services import request_render as _request_render
 from radshare.organisations.models import Organisation
 from radshare.studies.models import Instance, Study
@@ -138,13 +137,11 @@ class SpooledFile:
 
 
 class UploadSpool:
-    """The uploaded files back to back in one unlinked temp file, beside the instance store (not in /tmp, which
-    may be memory). Nothing of it outlives ``close()`` or a crash."""
+    """The uploaded files back to back in one anonymous file in the storage's temporary area (beside the data, not
+    in /tmp, which may be memory). Nothing of it outlives ``close()`` or a crash."""
 
     def __init__(self, limit_bytes: int) -> None:
-        directory = Path(settings.RADSHARE_STORAGE_ROOT) / "incoming"
-        directory.mkdir(parents=True, exist_ok=True)
-        self._file: BinaryIO = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
+        self._file: BinaryIO = get_storage().temporary()  # closed by close()
         self.limit_bytes = limit_bytes
         self.files: list[SpooledFile] = []
         self.total = 0  # bytes of file content received, kept or not

@@ -6,12 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from radshare.core.storage import get_storage, instance_key
 from radshare.imaging.reports.pdf import PATIENT_STUDY_KEYWORDS, encapsulate_pdf, pdf_bytes
 from radshare.imaging.reports.sr import (
     SrDocument,
@@ -33,7 +33,6 @@ from radshare.imaging.reports.values import (
 from radshare.organisations.models import Organisation
 from radshare.studies.models import Instance, Series, Study
 from radshare.studies.services import StoreResult, store_instance
-from radshare.studies.storage import get_store
 from radshare.studies.synthetic import encode
 
 logger = logging.getLogger(__name__)
@@ -71,14 +70,11 @@ class ReportSummary:
     readable: bool = True
 
 
-def instance_path(instance: Instance) -> Path:
-    return get_store().path(instance.storage_key)
-
-
 def read_instance(instance: Instance, *, specific_tags: list[str] | None = None) -> Dataset:
     """The stored file of ``instance``; ``ReportError`` when it cannot be read."""
     try:
-        return dcmread(instance_path(instance), specific_tags=specific_tags)
+        with get_storage().open(instance_key(instance.storage_key)) as stored:
+            return dcmread(stored, specific_tags=specific_tags)
     except READ_ERRORS as exc:
         logger.warning("report instance %s unreadable: %s", instance.pk, type(exc).__name__)
         raise ReportError("the stored file cannot be read") from exc

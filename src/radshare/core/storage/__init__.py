@@ -1,0 +1,47 @@
+"""Storage of instances and renders behind one interface, chosen by ``RADSHARE_STORAGE_URL``.
+
+``get_storage()`` is the door; ``layout`` names the keys; ``base.Storage`` is what every backend implements
+(``filesystem`` today; object storage is planned and would be one more module here).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from radshare.core.storage.base import Data, ObjectStat, Storage, check_key
+from radshare.core.storage.filesystem import FileSystemStorage
+from radshare.core.storage.layout import instance_key, new_instance_name, render_folder, render_key
+
+__all__ = [
+    "Data",
+    "FileSystemStorage",
+    "ObjectStat",
+    "Storage",
+    "check_key",
+    "get_storage",
+    "instance_key",
+    "new_instance_name",
+    "render_folder",
+    "render_key",
+    "storage_for_url",
+]
+
+
+def get_storage() -> Storage:
+    """The storage ``settings.RADSHARE.storage_url`` names."""
+    return storage_for_url(settings.RADSHARE.storage_url)
+
+
+@lru_cache(maxsize=8)
+def storage_for_url(url: str) -> Storage:
+    """The storage a ``RADSHARE_STORAGE_URL`` names: ``file:///dir`` (the configuration refuses any other scheme
+    already; this is the last line)."""
+    parts = urlsplit(url)
+    if parts.scheme == "file" and parts.path:
+        return FileSystemStorage(Path(parts.path))
+    raise ImproperlyConfigured("RADSHARE_STORAGE_URL: only file:///absolute/dir is supported")
