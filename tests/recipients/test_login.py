@@ -499,3 +499,19 @@ def test_recipient_entries_name_the_sender_they_act_for(
         "recipient.studies.list",
     } <= actions
     assert {e.on_behalf_of_id for e in entries} == {sender.pk}
+
+
+@pytest.mark.django_db
+def test_a_sender_logging_in_ends_a_recipients_session_in_the_same_browser(
+    shared: tuple[Share, str], sender: Any, sms_file: Path
+) -> None:
+    _, code = shared
+    client = _client()
+    log_in(client, code, sms_file)
+    assert client.get("/r/studies").status_code == 200
+    response = client.post(
+        "/portal/login/", {"username": "alice", "password": "correct horse battery staple"}
+    )
+    assert response.status_code == 302
+    assert session.KEY not in client.session
+    assert client.get("/r/studies")["Location"] == "/"

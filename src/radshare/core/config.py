@@ -398,7 +398,8 @@ SETTINGS: tuple[Setting, ...] = (
         "TRUSTED_PROXIES",
         "",
         _proxies,
-        "Comma-separated proxy addresses/networks whose `X-Forwarded-For` is believed.",
+        "Comma-separated proxy addresses/networks whose `X-Forwarded-For` (client address) and "
+        "`X-Forwarded-Proto` (https) are believed; from anyone else they are ignored.",
     ),
     Setting("DICOM_AE_TITLE", "RADSHARE", _ae_title, "AE title of radshare's storage SCP."),
     Setting(

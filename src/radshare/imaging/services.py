@@ -262,10 +262,6 @@ def request_render() -> None:
         render_pending.enqueue()
 
 
-def request_render_on_commit() -> None:
-    transaction.on_commit(request_render)
-
-
 def renders_done(study: Study) -> bool:
     """True when every instance of the study is rendered, or known not to be an image."""
     return not InstanceRender.objects.filter(

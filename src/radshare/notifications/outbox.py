@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import Outcome, record
+from radshare.core.tasks import enqueue_on_commit
 from radshare.notifications import backends, content
 from radshare.notifications.models import Notification
 from radshare.organisations.models import Sender
@@ -56,9 +57,7 @@ def _enqueue_on_commit(notification: Notification, run_after: datetime | None = 
 
     # An SMS code is awaited by a person at a login page: never behind e-mail.
     priority = 100 if notification.channel == Notification.Channel.SMS else 0
-    task = deliver_notification.using(priority=priority, run_after=run_after)
-    pk = notification.pk
-    transaction.on_commit(lambda: task.enqueue(pk))
+    enqueue_on_commit(deliver_notification.using(priority=priority, run_after=run_after), notification.pk)
 
 
 def _queue(notification: Notification) -> Notification:

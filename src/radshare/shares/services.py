@@ -26,6 +26,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from radshare.audit.services import Outcome, record
+from radshare.core.tasks import enqueue_on_commit
 from radshare.core.workers import current_worker_id
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.services import renders_done, request_render
@@ -254,7 +255,7 @@ def create_share(
         )
         from radshare.shares.tasks import prepare_share  # late import: tasks import this module
 
-        transaction.on_commit(lambda: prepare_share.enqueue(share.pk))
+        enqueue_on_commit(prepare_share, share.pk)
     return NewShare(share, code, (number.warning,) if number.warning else ())
 
 
@@ -547,7 +548,7 @@ def retry_preparation(share: Share, actor: Actor) -> Share:
         audit("share.retry", share, actor)
         from radshare.shares.tasks import prepare_share  # late import: tasks import this module
 
-        transaction.on_commit(lambda: prepare_share.enqueue(share.pk))
+        enqueue_on_commit(prepare_share, share.pk)
     return share
 
 

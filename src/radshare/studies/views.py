@@ -70,6 +70,9 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        # One kind of login per session (docs/architecture.md "Sessions"): whatever this browser's session held
+        # (a recipient's login) ends here. Django's login() would only change the session id and keep its data.
+        self.request.session.flush()
         response = super().form_valid(form)
         # This browser is now a known device of the account: strangers' failures no longer refuse it (A26).
         remember_device(self.request, response, form.get_user())
