@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -45,3 +46,29 @@ def migrated_data_dir(data_dir: Path, **settings: str) -> Path:
     done = run_radshare("migrate", "--verbosity", "0", env=radshare_env(data_dir, **settings), timeout=120)
     assert done.returncode == 0, done.stderr
     return data_dir
+
+
+def start_radshare(*args: str, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m radshare ARGS`` in the background, output to ``log``, in its own process group so that a stop
+    (``stop_group``) reaches every child it starts."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "radshare", *args],
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Send ``sig`` to the process group of ``proc`` (if it still runs), then SIGKILL what outlives ``timeout``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -8,11 +8,8 @@ it). Each process now takes its connections from a pool of ``RADSHARE_DATABASE_P
 from __future__ import annotations
 
 import collections
-import os
 import secrets
 import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -25,7 +22,7 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from tests.cli_runner import radshare_env, run_radshare
+from tests.cli_runner import radshare_env, run_radshare, start_radshare, stop_group
 from tests.conftest import free_port, require
 from tests.core.test_serve import START_TIMEOUT, healthz, wait_for
 
@@ -91,15 +88,7 @@ def test_bursts_of_recipient_requests_keep_connections_bounded(
     migrated = run_radshare("migrate", "--verbosity", "0", env=env, timeout=120)
     assert migrated.returncode == 0, migrated.stderr
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "radshare", "serve"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = start_radshare("serve", env=env, log=log)
     try:
         wait_for("/healthz", lambda: healthz(http_port), START_TIMEOUT, proc)
         base = f"http://127.0.0.1:{http_port}"
@@ -119,12 +108,6 @@ def test_bursts_of_recipient_requests_keep_connections_bounded(
         assert peak <= 3 * POOL_SIZE, peak
         assert status_of(base + "/readyz") == 200
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, signal.SIGINT, timeout=15)
     output = log.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in output, output[-4000:]

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from tests.cli_runner import migrated_data_dir, radshare_env, run_radshare
+from tests.cli_runner import migrated_data_dir, radshare_env, run_radshare, start_radshare, stop_group
 from tests.conftest import free_port
 
 START_TIMEOUT = 60
@@ -114,21 +113,11 @@ def served(demo_data_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Pop
     http_port, dicom_port = free_port(), free_port()
     env = radshare_env(demo_data_dir, demo="1", http_port=str(http_port), dicom_port=str(dicom_port))
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "radshare", "serve"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own group, so cleanup can reach every child
-        )
+    proc = start_radshare("serve", env=env, log=log)
     try:
         yield proc, http_port, dicom_port, log
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc, signal.SIGKILL)
 
 
 @pytest.mark.once

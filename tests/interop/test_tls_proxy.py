@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import http.client
-import os
 import re
-import signal
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.cli_runner import migrated_data_dir, radshare_env
+from tests.cli_runner import migrated_data_dir, radshare_env, start_radshare, stop_group
 from tests.conftest import free_port, require_program
 from tests.core.test_serve import START_TIMEOUT, healthz, wait_for
 
@@ -104,16 +101,6 @@ class Proxied:
         return response
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[Proxied]:
     nginx = NGINX if Path(NGINX).exists() else require_program("nginx")
@@ -132,15 +119,7 @@ def proxied(tmp_path: Path) -> Iterator[Proxied]:
     }
     data_dir = migrated_data_dir(tmp_path / "data", **settings)
     log = tmp_path / "web.log"
-    with log.open("wb") as out:
-        web = subprocess.Popen(
-            [sys.executable, "-m", "radshare", "web"],
-            env=radshare_env(data_dir, **settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    web = start_radshare("web", env=radshare_env(data_dir, **settings), log=log)
     proxy = subprocess.Popen(
         [nginx, "-c", str(proxy_dir / "nginx.conf"), "-p", str(proxy_dir)],
         stdout=subprocess.DEVNULL,
@@ -155,8 +134,8 @@ def proxied(tmp_path: Path) -> Iterator[Proxied]:
         wait_for("nginx", lambda: result.request("GET", "/healthz").status == 200, 30, proxy)
         yield result
     finally:
-        _stop(proxy)
-        _stop(web)
+        stop_group(proxy)
+        stop_group(web)
 
 
 def test_behind_the_tls_proxy_hsts_secure_cookies_and_a_real_form_post(proxied: Proxied) -> None:
