@@ -23,7 +23,7 @@ HTTPS = _base.scheme == "https"
 ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", _base.hostname or "localhost", *RADSHARE.allowed_hosts]
 
 INSTALLED_APPS = [
-    "radshare.core.apps.OperatorAdminConfig",
+    "radshare.organisations.apps.OperatorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -37,7 +37,7 @@ INSTALLED_APPS = [
     "radshare.studies",
     "radshare.imaging",
     "radshare.shares",
-    "radshare.notifications",
+    "radshare.delivery",
     "radshare.recipients",
     "radshare.api",
 ]
@@ -96,9 +96,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "portal:login"
+LOGIN_URL = "organisations:login"
 LOGIN_REDIRECT_URL = "portal:studies"
-LOGOUT_REDIRECT_URL = "portal:login"
+LOGOUT_REDIRECT_URL = "organisations:login"
 
 TASKS = {
     "default": {

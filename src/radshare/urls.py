@@ -6,7 +6,7 @@ from django.urls import include, path, re_path
 
 from radshare.api.api import api, unknown_path
 from radshare.core import views as core_views
-from radshare.notifications import views as notification_views
+from radshare.delivery import views as notification_views
 
 urlpatterns = [
     path("", include(("radshare.recipients.urls", "recipients"), namespace="recipients")),

@@ -171,7 +171,7 @@ def test_revoke_ends_the_share_and_a_second_revoke_is_a_conflict(organisation: A
 
 @pytest.mark.django_db
 def test_resend_waits_for_ready_and_needs_email_delivery(organisation: Any, key: str) -> None:
-    from radshare.notifications.models import Notification
+    from radshare.delivery.models import Notification
 
     share_id = _post(key, _body([make_study(organisation, ANNA)])).json()["id"]
     early = _call(key, "post", f"/api/v1/shares/{share_id}/resend")

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import ActorType, Outcome
-from radshare.notifications import outbox
-from radshare.notifications.models import Notification
+from radshare.delivery import outbox
+from radshare.delivery.models import Notification
 from radshare.organisations.models import Sender
 from radshare.organisations.services import (
     ACCOUNT_WINDOW,

@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
-from radshare.notifications.models import Notification
+from radshare.delivery.models import Notification
 from radshare.recipients import access, session
 from radshare.recipients.models import OneTimeCode
 from radshare.shares import codes

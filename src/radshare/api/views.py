@@ -25,8 +25,8 @@ from radshare.api.schemas import (
     StudyQuery,
 )
 from radshare.audit.services import record
-from radshare.notifications.models import Notification
-from radshare.notifications.outbox import link_notification
+from radshare.delivery.models import Notification
+from radshare.delivery.outbox import link_notification
 from radshare.organisations.models import ApiKey
 from radshare.shares.codes import share_url
 from radshare.shares.letters import letter_response

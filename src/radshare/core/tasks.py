@@ -144,7 +144,7 @@ def _prune_login_rows() -> Task[..., Any]:
 
 
 def _notifications_housekeeping() -> Task[..., Any]:
-    from radshare.notifications.tasks import notifications_housekeeping
+    from radshare.delivery.tasks import notifications_housekeeping
 
     return notifications_housekeeping
 

@@ -15,7 +15,7 @@ from radshare.imaging.forms import ReportAttachForm
 from radshare.organisations.models import Organisation
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import IngestError, get_study
-from radshare.studies.views import sender_required
+from radshare.organisations.auth import sender_required
 
 
 def _study(request: HttpRequest, organisation: Organisation, pk: int, action: str) -> Study:

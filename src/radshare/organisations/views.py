@@ -18,7 +18,7 @@ from radshare.audit.services import record, record_not_found
 from radshare.organisations.forms import ApiKeyCreateForm
 from radshare.organisations.models import ApiKey, Organisation, Sender
 from radshare.organisations.services import create_api_key, revoke_api_key
-from radshare.studies.views import sender_required
+from radshare.organisations.auth import sender_required
 
 # A new key waits here (in the server-side session) for the one page that shows it, and is removed as it is shown.
 NEW_KEY_SESSION = "radshare_new_api_key"

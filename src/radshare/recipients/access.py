@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from radshare.audit.services import Outcome
 from radshare.core.net import client_address
-from radshare.notifications import outbox
-from radshare.notifications.models import Notification
+from radshare.delivery import outbox
+from radshare.delivery.models import Notification
 from radshare.recipients.models import AccessAttempt, OneTimeCode
 from radshare.recipients.session import record_recipient, session_hash
 from radshare.shares import codes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 
-from radshare.notifications.letter import letter_pdf
+from radshare.delivery.letter import letter_pdf
 from radshare.shares.models import Share
 from radshare.shares.services import Actor, audit, current_code
 

@@ -18,7 +18,7 @@ from radshare.shares.pacs import audit_query, searchable_nodes
 from radshare.shares.views import _actor
 from radshare.studies.forms import StudySearchForm
 from radshare.studies.models import Study
-from radshare.studies.views import sender_required
+from radshare.organisations.auth import sender_required
 
 
 class PacsSearchForm(StudySearchForm):

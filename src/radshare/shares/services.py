@@ -30,8 +30,8 @@ from radshare.core.tasks import enqueue_on_commit
 from radshare.core.workers import current_worker_id
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.services import renders_done, request_render
-from radshare.notifications import outbox
-from radshare.notifications.models import Notification
+from radshare.delivery import outbox
+from radshare.delivery.models import Notification
 from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
 from radshare.shares import codes
 from radshare.shares.models import Share, ShareStudy

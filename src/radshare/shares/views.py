@@ -25,7 +25,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import record, record_not_found
-from radshare.notifications.outbox import link_notification
+from radshare.delivery.outbox import link_notification
 from radshare.organisations.models import Organisation, Sender
 from radshare.shares import services
 from radshare.shares.codes import share_url
@@ -37,7 +37,7 @@ from radshare.shares.phones import PhoneError, normalize_phone
 from radshare.shares.services import Actor, ShareError
 from radshare.studies.models import Study
 from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
-from radshare.studies.views import sender_required
+from radshare.organisations.auth import sender_required
 
 if TYPE_CHECKING:
     from radshare.pacs.client import PacsStudy

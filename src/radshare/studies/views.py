@@ -1,18 +1,13 @@
-"""Sender portal: login, the study browser and upload. Every query is scoped to the sender's organisation."""
+"""Sender portal: the study browser and upload. Every query is scoped to the sender's organisation."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from functools import wraps
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import AuthenticationForm
-from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -28,9 +23,8 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from radshare.audit.services import Outcome, record, record_not_found
 from radshare.core.middleware import CsrfViewMiddleware
-from radshare.organisations.forms import SenderLoginForm
-from radshare.organisations.models import Organisation, Sender
-from radshare.organisations.services import remember_device
+from radshare.organisations.auth import sender_required
+from radshare.organisations.models import Organisation
 from radshare.studies.forms import StudySearchForm
 from radshare.studies.models import Study
 from radshare.studies.services import StudySearch, get_study, search_studies
@@ -47,36 +41,6 @@ from radshare.studies.upload import Outcome as FileOutcome
 from radshare.studies.upload import Reason as FileReason
 
 PAGE_SIZE = 50
-
-
-def sender_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-    """Logged in, and staff of an active organisation (operators without one use /admin/)."""
-
-    @login_required
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        user = request.user
-        assert isinstance(user, Sender)  # noqa: S101 - login_required guarantees it
-        if user.organisation is None or not user.organisation.is_active:
-            raise PermissionDenied
-        return view(request, user.organisation, *args, **kwargs)  # scoped from here on
-
-    return wrapper
-
-
-class LoginView(auth_views.LoginView):
-    template_name = "studies/login.html"
-    authentication_form = SenderLoginForm
-    redirect_authenticated_user = True
-
-    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
-        # One kind of login per session (docs/architecture.md "Sessions"): whatever this browser's session held
-        # (a recipient's login) ends here. Django's login() would only change the session id and keep its data.
-        self.request.session.flush()
-        response = super().form_valid(form)
-        # This browser is now a known device of the account: strangers' failures no longer refuse it (A26).
-        remember_device(self.request, response, form.get_user())
-        return response
 
 
 @require_safe

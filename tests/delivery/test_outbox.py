@@ -19,8 +19,8 @@ from django_tasks_db.models import DBTaskResult
 
 from radshare.audit.models import AuditEvent
 from radshare.imaging import services as imaging
-from radshare.notifications import outbox
-from radshare.notifications.models import Notification
+from radshare.delivery import outbox
+from radshare.delivery.models import Notification
 from radshare.organisations.services import create_sender
 from radshare.shares import codes, services
 from radshare.shares.models import Share

@@ -6,8 +6,8 @@ from django.db import DatabaseError
 from django.tasks import TaskContext, task
 
 from radshare.core.tasks import retry
-from radshare.notifications import outbox
-from radshare.notifications.models import Notification
+from radshare.delivery import outbox
+from radshare.delivery.models import Notification
 
 
 @task(takes_context=True)

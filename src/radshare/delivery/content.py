@@ -255,8 +255,8 @@ def share_email(share: Share, code: str) -> RenderedEmail:
             subject = gettext("%(organisation)s has shared images with you") % values
         bsn, bsn_check = _bsn_texts(share, texts.organisation)
         context = {"t": texts, "subject": subject, "bsn": bsn, "bsn_check": bsn_check}
-        text = render_to_string("notifications/share_email.txt", context)
-        html = render_to_string("notifications/share_email.html", context)
+        text = render_to_string("delivery/share_email/body.txt", context)
+        html = render_to_string("delivery/share_email/body.html", context)
     return RenderedEmail(subject=one_line(subject), text=_tidy(text), html=html)
 
 

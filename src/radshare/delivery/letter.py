@@ -35,7 +35,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
-from radshare.notifications.content import ShareTexts, share_texts
+from radshare.delivery.content import ShareTexts, share_texts
 from radshare.shares.models import Share
 
 MARGIN = 20 * mm

@@ -12,8 +12,8 @@ import pytest
 import zxingcpp
 from pypdf import PdfReader
 
-from radshare.notifications.content import expiry_text
-from radshare.notifications.letter import letter_pdf, pdf_text
+from radshare.delivery.content import expiry_text
+from radshare.delivery.letter import letter_pdf, pdf_text
 from radshare.shares import codes
 from radshare.shares.codes import format_code, share_url
 from radshare.shares.models import Share

@@ -26,8 +26,8 @@ from django.utils.translation import gettext as _
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import Outcome, record
 from radshare.core.tasks import enqueue_on_commit
-from radshare.notifications import backends, content
-from radshare.notifications.models import Notification
+from radshare.delivery import backends, content
+from radshare.delivery.models import Notification
 from radshare.organisations.models import Sender
 from radshare.organisations.services import LOGIN_WINDOW
 from radshare.shares import codes
@@ -53,7 +53,7 @@ def new_message_id() -> str:
 
 
 def _enqueue_on_commit(notification: Notification, run_after: datetime | None = None) -> None:
-    from radshare.notifications.tasks import deliver_notification  # late import: the task imports this module
+    from radshare.delivery.tasks import deliver_notification  # late import: the task imports this module
 
     # An SMS code is awaited by a person at a login page: never behind e-mail.
     priority = 100 if notification.channel == Notification.Channel.SMS else 0

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import translation
 
-from radshare.notifications.content import RenderedEmail, expiry_text, gsm7_length, share_email, sms_code_text
+from radshare.delivery.content import RenderedEmail, expiry_text, gsm7_length, share_email, sms_code_text
 from radshare.shares.codes import format_code, share_url
 from radshare.shares.models import Share
 from radshare.shares.services import create_share

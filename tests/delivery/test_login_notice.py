@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from radshare.notifications.content import login_locked_email
+from radshare.delivery.content import login_locked_email
 from radshare.organisations.services import LockScope
 
 UNTIL = datetime(2026, 3, 9, 13, 5, tzinfo=UTC)  # 14:05 in Amsterdam

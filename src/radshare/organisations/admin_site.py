@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.http import HttpRequest
+
+from radshare.organisations.forms import OperatorLoginForm
 
 
 class OperatorAdminSite(admin.AdminSite):
     site_header = "radshare operator admin"
     site_title = "radshare"
 
-    @property
-    def login_form(self) -> Any:  # type: ignore[override]
-        from radshare.organisations.forms import OperatorLoginForm
-
-        return OperatorLoginForm
+    login_form = OperatorLoginForm
 
     def has_permission(self, request: HttpRequest) -> bool:
         user = request.user

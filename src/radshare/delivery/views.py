@@ -91,7 +91,7 @@ def outbox(request: HttpRequest) -> HttpResponse:
     sms_file = _file_path(settings.RADSHARE.sms_url)
     return render(
         request,
-        "notifications/outbox.html",
+        "delivery/outbox.html",
         {
             "mails": _mails(email_dir),
             "sms_messages": _sms(sms_file),
