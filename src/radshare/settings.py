@@ -36,10 +36,12 @@ INSTALLED_APPS = [
     "radshare.organisations",
     "radshare.studies",
     "radshare.imaging",
+    "radshare.pacs",
     "radshare.shares",
     "radshare.delivery",
     "radshare.recipients",
     "radshare.api",
+    "radshare.runtime",
 ]
 
 MIDDLEWARE = [

@@ -497,7 +497,8 @@ def test_a_published_key_is_refused_and_the_demo_makes_a_fresh_one(
 ) -> None:
     published = secrets.token_urlsafe(48)
     monkeypatch.setattr(
-        config, "LEAKED_SECRET_KEYS", frozenset({hashlib.sha256(published.encode()).hexdigest()})
+        "radshare.core.config.secret_key.LEAKED_SECRET_KEYS",
+        frozenset({hashlib.sha256(published.encode()).hexdigest()}),
     )
     key_file = tmp_path / "secret_key"
     key_file.write_text(published + "\n", encoding="ascii")

@@ -24,7 +24,7 @@ from django.conf import settings
 
 from tests.cli_runner import radshare_env, run_radshare, start_radshare, stop_group
 from tests.conftest import free_port, require
-from tests.core.test_serve import START_TIMEOUT, healthz, wait_for
+from tests.runtime.test_serve import START_TIMEOUT, healthz, wait_for
 
 POOL_SIZE = 4
 BURSTS = 5

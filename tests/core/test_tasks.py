@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,18 +12,15 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import transaction
 from django.tasks import task
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from radshare.core.models import PeriodicJob
 from radshare.core.tasks import (
     MAX_ATTEMPTS,
     STALE_INCOMING,
-    Periodic,
     backoff,
-    enqueue_due_periodic,
     enqueue_on_commit,
     prune_task_results,
     retry,
@@ -98,47 +94,6 @@ def test_retry_gives_up_after_max_attempts() -> None:
     assert retry(add, 1, 2, attempt=MAX_ATTEMPTS - 2) is True
     assert retry(add, 1, 2, attempt=MAX_ATTEMPTS - 1) is False
     assert [r.args_kwargs["kwargs"]["attempt"] for r in queued()] == [MAX_ATTEMPTS - 1]
-
-
-JOB = Periodic("test.add", timedelta(hours=1), lambda: add)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_periodic_job_is_enqueued_once_per_period() -> None:
-    assert enqueue_due_periodic((JOB,)) == ["test.add"]
-    assert enqueue_due_periodic((JOB,)) == []
-    assert len(queued()) == 1
-    job = PeriodicJob.objects.get(name="test.add")
-    assert timedelta(minutes=59) < job.next_run_at - timezone.now() <= timedelta(hours=1)
-    PeriodicJob.objects.filter(name="test.add").update(next_run_at=timezone.now() - timedelta(seconds=1))
-    assert enqueue_due_periodic((JOB,)) == ["test.add"]
-    assert len(queued()) == 2
-
-
-@pytest.mark.django_db(transaction=True)
-def test_periodic_job_is_enqueued_once_by_concurrent_workers() -> None:
-    workers = 4
-    barrier = threading.Barrier(workers)
-    won: list[list[str]] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait(timeout=10)
-            won.append(enqueue_due_periodic((JOB,)))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert errors == []
-    assert sorted(won) == [[]] * (workers - 1) + [["test.add"]]
-    assert len(queued()) == 1
 
 
 def _age(path: Path, age: timedelta) -> None:

@@ -33,7 +33,15 @@ import pytest
 
 from radshare.organisations.models import PacsNode
 from radshare.organisations.services import add_pacs_node
-from radshare.pacs import PacsError, PacsStudy, RetrieveResult, StudyQuery, echo, find_studies, retrieve_study
+from radshare.pacs.client import (
+    PacsError,
+    PacsStudy,
+    RetrieveResult,
+    StudyQuery,
+    echo,
+    find_studies,
+    retrieve_study,
+)
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import FakePatient, ct_series, encode

@@ -230,6 +230,7 @@ def test_orthanc_stopping_mid_retrieve_fails_the_share_and_retry_completes_it(
     orthanc: Orthanc, organisation: Any, sender: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import radshare.pacs.client as pacs_client
+    import radshare.shares.services as share_services
 
     node = dimse_node(orthanc, organisation, retrieve="get")
     client = _sender_client(sender)
@@ -252,7 +253,7 @@ def test_orthanc_stopping_mid_retrieve_fails_the_share_and_retry_completes_it(
 
         return real(node, study_uid, on_progress=progress, timeout=5)
 
-    monkeypatch.setattr(pacs_client, "retrieve_study", stops_after_the_first_image)
+    monkeypatch.setattr(share_services, "retrieve_study", stops_after_the_first_image)  # where it is looked up
     try:
         assert prepare_share.call(share.pk) == "failed"
     finally:

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.cli_runner import migrated_data_dir, radshare_env, start_radshare, stop_group
 from tests.conftest import free_port, require_program
-from tests.core.test_serve import START_TIMEOUT, healthz, wait_for
+from tests.runtime.test_serve import START_TIMEOUT, healthz, wait_for
 
 pytestmark = pytest.mark.once
 NGINX = "/usr/sbin/nginx"  # Debian's; not on a normal user's PATH

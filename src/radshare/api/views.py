@@ -25,11 +25,14 @@ from radshare.api.schemas import (
     StudyQuery,
 )
 from radshare.audit.services import record
+from radshare.delivery.letter import letter_response
 from radshare.delivery.models import Notification
 from radshare.delivery.outbox import link_notification
+from radshare.delivery.services import resend
 from radshare.organisations.models import ApiKey
+from radshare.pacs.client import PacsError, find_studies
+from radshare.pacs.client import StudyQuery as PacsQuery
 from radshare.shares.codes import share_url
-from radshare.shares.letters import letter_response
 from radshare.shares.models import Share
 from radshare.shares.pacs import audit_query, find_by_uid, searchable_nodes
 from radshare.shares.services import (
@@ -37,7 +40,6 @@ from radshare.shares.services import (
     ShareError,
     create_share,
     preparation_progress,
-    resend,
     retrieval_progress,
     revoke,
 )
@@ -111,14 +113,6 @@ def _pacs_studies(request: HttpRequest, key: ApiKey, query: StudyQuery) -> list[
     nodes = searchable_nodes(key.organisation)
     if not nodes:
         return []
-    from radshare.pacs.client import (
-        PacsError,
-        find_studies,
-    )  # late import: DICOM stack
-    from radshare.pacs.client import (
-        StudyQuery as PacsQuery,
-    )
-
     out: list[StudyOut] = []
     problems = []
     for node in nodes:

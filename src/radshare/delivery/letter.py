@@ -15,6 +15,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import segno
+from django.http import HttpResponse
 from django.utils import translation
 from django.utils.translation import gettext
 from reportlab.lib import colors
@@ -37,6 +38,7 @@ from reportlab.platypus import (
 
 from radshare.delivery.content import ShareTexts, share_texts
 from radshare.shares.models import Share
+from radshare.shares.services import Actor, audit, current_code
 
 MARGIN = 20 * mm
 QR_SIZE = 4 * cm  # the symbol with its quiet zone
@@ -273,3 +275,14 @@ def letter_pdf(share: Share, code: str) -> bytes:
     with translation.override(share.language):
         doc.build(_story(texts, doc.width))
     return buffer.getvalue()
+
+
+def letter_response(share: Share, actor: Actor) -> HttpResponse:
+    code = current_code(share)
+    pdf = letter_pdf(share, code)
+    audit("share.letter", share, actor)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    # A server-chosen name from the share id only (A14); no-store: it holds the code.
+    response["Content-Disposition"] = f'attachment; filename="radshare-letter-{share.pk}.pdf"'
+    response["Cache-Control"] = "no-store"
+    return response

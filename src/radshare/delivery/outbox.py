@@ -32,6 +32,7 @@ from radshare.organisations.models import Sender
 from radshare.organisations.services import LOGIN_WINDOW
 from radshare.shares import codes
 from radshare.shares.models import Share
+from radshare.shares.services import mark_notified
 
 logger = logging.getLogger(__name__)
 
@@ -301,10 +302,8 @@ def deliver(pk: int) -> str:
     n.attempts += 1
     with transaction.atomic():
         _finish(n, Notification.State.SENT)
-        if n.kind == Notification.Kind.SHARE_LINK and n.share is not None:
-            Share.objects.filter(pk=n.share.pk, status=Share.Status.READY).update(
-                status=Share.Status.NOTIFIED
-            )
+        if n.kind == Notification.Kind.SHARE_LINK and n.share_id is not None:
+            mark_notified(n.share_id)
         _audit(n, Outcome.SUCCESS)
     return n.state
 

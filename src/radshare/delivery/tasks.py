@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import DatabaseError
 from django.tasks import TaskContext, task
 
-from radshare.core.tasks import retry
+from radshare.core.tasks import Periodic, retry
 from radshare.delivery import outbox
 from radshare.delivery.models import Notification
 
@@ -30,3 +32,6 @@ def deliver_notification(context: TaskContext[..., str], notification_pk: int, a
 def notifications_housekeeping() -> int:
     """Periodic: put back messages a crashed worker left half-sent."""
     return outbox.requeue_stale()
+
+
+PERIODIC = (Periodic("notifications.housekeeping", timedelta(minutes=5), notifications_housekeeping),)

@@ -1,5 +1,6 @@
-"""The demo outbox (``/dev/outbox/``, demo mode only): the e-mails and SMS messages radshare sent, newest first,
-read from the file backends, so one person can walk the whole flow in a browser on one machine."""
+"""The sender's "send again" and the letter (portal), and the demo outbox (``/dev/outbox/``, demo mode only):
+the e-mails and SMS messages radshare sent, newest first, read from the file backends, so one person can walk the
+whole flow in a browser on one machine."""
 
 from __future__ import annotations
 
@@ -14,9 +15,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_safe
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST, require_safe
+
+from radshare.delivery import services
+from radshare.delivery.forms import ResendForm
+from radshare.delivery.letter import letter_response
+from radshare.organisations.auth import sender_required
+from radshare.organisations.models import Organisation
+from radshare.shares.services import ShareError
+from radshare.shares.views import act_on, actor_of, share_for_sender
 
 MAX_SHOWN = 100
 _EML_NAME = re.compile(r"^[A-Za-z0-9._-]+\.eml$")
@@ -115,3 +126,27 @@ def outbox_html(request: HttpRequest, name: str) -> HttpResponse:
         "frame-ancestors 'none'"
     )
     return response
+
+
+@require_POST
+@sender_required
+def share_resend(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+    share = share_for_sender(request, organisation, pk, "portal.share.resend")
+    form = ResendForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Enter a valid e-mail address."))
+        return redirect("shares:detail", share.pk)
+    return act_on(
+        request, share, services.resend, _("The e-mail will be sent again."), email=form.cleaned_data["email"]
+    )
+
+
+@require_safe
+@sender_required
+def share_letter(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+    share = share_for_sender(request, organisation, pk, "portal.share.letter")
+    try:
+        return letter_response(share, actor_of(request))
+    except ShareError as exc:
+        messages.error(request, str(exc.message))
+        return redirect("shares:detail", share.pk)

@@ -9,5 +9,10 @@ class ImagingConfig(AppConfig):
     def ready(self) -> None:
         from radshare.core.workers import worker_died
         from radshare.imaging import services
+        from radshare.studies import signals
 
         worker_died.connect(services.release_claims_of, dispatch_uid="radshare.imaging.release_claims_of")
+        signals.instance_stored.connect(services.add_pending_render, dispatch_uid="radshare.imaging.pending")
+        signals.instances_arrived.connect(
+            services.on_instances_arrived, dispatch_uid="radshare.imaging.arrived"
+        )

@@ -15,9 +15,9 @@ from radshare.core.storage import get_storage, render_key
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.render import CT_PRESETS
 from radshare.imaging.services import series_render_state
+from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation
 from radshare.studies.models import Series, Study
-from radshare.organisations.auth import sender_required
 
 KINDS = frozenset({"full", "preview", "thumb", *CT_PRESETS})
 Status = InstanceRender.Status

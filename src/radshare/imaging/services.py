@@ -27,7 +27,7 @@ from radshare.core.tasks import backoff
 from radshare.core.workers import current_worker_id
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.render import RenderJob, RenderOutcome, init_worker, render_file
-from radshare.studies.models import Series, Study
+from radshare.studies.models import Instance, Series, Study
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +246,17 @@ def release_stale_claims() -> int:
     return InstanceRender.objects.filter(
         status=Status.RENDERING, claimed_by="", claimed_at__lt=timezone.now() - STALE_CLAIM
     ).update(status=Status.PENDING, claimed_at=None)
+
+
+def add_pending_render(sender: object, instance: Instance, **kwargs: object) -> None:
+    """Receiver of ``studies.signals.instance_stored``: the instance's render row, "pending" until a worker makes it
+    (in the storing transaction, so an instance never lacks one)."""
+    InstanceRender.objects.create(instance=instance)
+
+
+def on_instances_arrived(sender: object, **kwargs: object) -> None:
+    """Receiver of ``studies.signals.instances_arrived``: start rendering what came in."""
+    request_render()
 
 
 def request_render() -> None:

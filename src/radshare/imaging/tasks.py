@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import DatabaseError
 from django.tasks import task
 
-from radshare.core.tasks import retry
+from radshare.core.tasks import Periodic, retry
 from radshare.imaging import services
 from radshare.imaging.models import InstanceRender
 
@@ -28,3 +30,6 @@ def render_housekeeping() -> int:
     if InstanceRender.objects.filter(services.due()).exists():
         services.request_render()
     return released
+
+
+PERIODIC = (Periodic("imaging.render_housekeeping", timedelta(minutes=1), render_housekeeping),)

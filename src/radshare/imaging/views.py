@@ -12,10 +12,10 @@ from django.views.decorators.http import require_http_methods, require_safe
 from radshare.audit.services import Outcome, record, record_not_found
 from radshare.imaging import reports
 from radshare.imaging.forms import ReportAttachForm
+from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import IngestError, get_study
-from radshare.organisations.auth import sender_required
 
 
 def _study(request: HttpRequest, organisation: Organisation, pk: int, action: str) -> Study:

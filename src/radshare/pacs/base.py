@@ -15,6 +15,9 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from radshare import dicom
+from radshare.studies.models import Instance
+
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -167,31 +170,6 @@ def matching_keys(query: StudyQuery) -> dict[str, str]:
     return keys
 
 
-def _str(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value).strip()
-    return str(value).strip()
-
-
-def _date(ds: Dataset, keyword: str) -> dt.date | None:
-    raw = _str(ds, keyword).replace(".", "")[:8]
-    try:
-        return dt.datetime.strptime(raw, "%Y%m%d").date() if len(raw) == 8 else None
-    except ValueError:
-        return None
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value: Any = ds.get(keyword)
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def modalities_of(ds: Dataset, keyword: str = "ModalitiesInStudy") -> tuple[str, ...]:
     value: Any = ds.get(keyword)
     if value in (None, ""):
@@ -207,21 +185,21 @@ def modalities_of(ds: Dataset, keyword: str = "ModalitiesInStudy") -> tuple[str,
 
 def study_from_dataset(ds: Dataset) -> PacsStudy | None:
     """One study-level answer (C-FIND identifier or QIDO-RS JSON read into a Dataset); None without a UID."""
-    uid = _str(ds, "StudyInstanceUID")
+    uid = dicom.text(ds, "StudyInstanceUID")
     if not uid:
         return None
     return PacsStudy(
         study_instance_uid=uid,
-        patient_id=_str(ds, "PatientID"),
-        issuer=_str(ds, "IssuerOfPatientID"),
-        patient_name=_str(ds, "PatientName"),
-        patient_birth_date=_date(ds, "PatientBirthDate"),
-        study_date=_date(ds, "StudyDate"),
-        description=_str(ds, "StudyDescription"),
-        accession_number=_str(ds, "AccessionNumber"),
+        patient_id=dicom.text(ds, "PatientID"),
+        issuer=dicom.text(ds, "IssuerOfPatientID"),
+        patient_name=dicom.text(ds, "PatientName"),
+        patient_birth_date=dicom.date(ds, "PatientBirthDate"),
+        study_date=dicom.date(ds, "StudyDate"),
+        description=dicom.text(ds, "StudyDescription"),
+        accession_number=dicom.text(ds, "AccessionNumber"),
         modalities=modalities_of(ds),
-        number_of_series=_int(ds, "NumberOfStudyRelatedSeries"),
-        number_of_instances=_int(ds, "NumberOfStudyRelatedInstances"),
+        number_of_series=dicom.integer(ds, "NumberOfStudyRelatedSeries"),
+        number_of_instances=dicom.integer(ds, "NumberOfStudyRelatedInstances"),
     )
 
 
@@ -241,17 +219,15 @@ class RemoteInstance:
 
 
 def instance_from_dataset(ds: Dataset) -> RemoteInstance | None:
-    sop = _str(ds, "SOPInstanceUID")
-    series = _str(ds, "SeriesInstanceUID")
+    sop = dicom.text(ds, "SOPInstanceUID")
+    series = dicom.text(ds, "SeriesInstanceUID")
     if not sop or not series:
         return None
-    return RemoteInstance(series, sop, _str(ds, "SOPClassUID"))
+    return RemoteInstance(series, sop, dicom.text(ds, "SOPClassUID"))
 
 
 def stored_uids(organisation_pk: int, sop_uids: list[str]) -> set[str]:
     """Which of ``sop_uids`` the organisation holds already (the instance index is unique per organisation)."""
-    from radshare.studies.models import Instance  # late: keeps this module importable without apps loaded
-
     found: set[str] = set()
     for start in range(0, len(sop_uids), 500):
         chunk = sop_uids[start : start + 500]

@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 import re
 
-from django.db import DatabaseError
-
 from radshare.organisations.models import PacsNode
 from radshare.pacs import dicomweb, dimse
 from radshare.pacs.base import (
@@ -33,6 +31,7 @@ from radshare.pacs.base import (
     stored_uids,
     study_uids,
 )
+from radshare.studies.signals import announce_arrivals
 
 __all__ = [
     "PacsError",
@@ -47,17 +46,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-
-def _request_render() -> None:
-    """Queue the previews of what was stored, as the storage SCP does after an association (docs/architecture.md)."""
-    from radshare.imaging.services import request_render
-
-    try:
-        request_render()
-    except DatabaseError:
-        # The worker's periodic housekeeping picks pending renders up within a minute anyway.
-        logger.exception("cannot queue rendering now")
 
 
 def _usable(node: PacsNode) -> None:
@@ -175,10 +163,10 @@ def retrieve_study(
             )
         except PacsError as exc:
             if exc.result is not None and exc.result.received:
-                _request_render()  # what did arrive is stored: render it (a retry fetches only the rest)
+                announce_arrivals()  # what did arrive is stored: render it (a retry fetches only the rest)
             raise
         if result.received:
-            _request_render()
+            announce_arrivals()
     logger.info(
         "PACS node %s: retrieve done, %d received, %d already here (of %s)",
         node.pk,

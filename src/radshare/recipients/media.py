@@ -46,7 +46,7 @@ from radshare.imaging.models import InstanceRender
 from radshare.imaging.reports.study import REPORT_READ_ERRORS
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Series, Study
-from radshare.studies.synthetic import IMPLEMENTATION_UID
+from radshare.dicom import IMPLEMENTATION_UID
 
 DICOM = "dicom"
 JPEG = "jpeg"

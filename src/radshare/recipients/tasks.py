@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.tasks import task
 from django.utils import timezone
 
+from radshare.core.tasks import Periodic
 from radshare.recipients.models import AccessAttempt, DownloadGrant, OneTimeCode
 
 KEEP = timedelta(days=2)  # longer than any throttling window (at most an hour)
@@ -20,3 +21,6 @@ def prune_login_rows() -> int:
     otps, _ = OneTimeCode.objects.filter(expires_at__lt=cutoff).delete()
     grants, _ = DownloadGrant.objects.filter(created_at__lt=cutoff).delete()  # good for their day only
     return attempts + otps + grants
+
+
+PERIODIC = (Periodic("recipients.prune_login_rows", timedelta(hours=6), prune_login_rows),)

@@ -115,12 +115,3 @@ class ShareFilterForm(forms.Form):
     created_to = forms.DateField(
         label=_("Created to"), required=False, widget=DateInput, input_formats=DATE_INPUT_FORMATS
     )
-
-
-class ResendForm(forms.Form):
-    email = forms.EmailField(
-        label=_("E-mail address (correct it if it was wrong)"),
-        max_length=254,
-        required=False,
-        widget=forms.EmailInput(attrs={"autocomplete": "off"}),
-    )

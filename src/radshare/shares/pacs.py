@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from radshare.audit.services import Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
+from radshare.pacs.client import PacsError, StudyQuery, find_studies
 from radshare.shares.services import Actor, PacsSelection
 
 
@@ -50,8 +51,6 @@ def find_by_uid(
     nodes = searchable_nodes(organisation)
     if not nodes or not uids:
         return found
-    from radshare.pacs.client import PacsError, StudyQuery, find_studies  # late import: DICOM stack when used
-
     remaining = list(dict.fromkeys(uids))
     pinned = pinned or {}
     for node in nodes:

@@ -13,12 +13,13 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_safe
 
+from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation
+from radshare.pacs.client import PacsError, StudyQuery, find_studies
 from radshare.shares.pacs import audit_query, searchable_nodes
-from radshare.shares.views import _actor
+from radshare.shares.views import actor_of
 from radshare.studies.forms import StudySearchForm
 from radshare.studies.models import Study
-from radshare.organisations.auth import sender_required
 
 
 class PacsSearchForm(StudySearchForm):
@@ -47,8 +48,6 @@ class PacsSearchForm(StudySearchForm):
 @require_safe
 @sender_required
 def pacs_search(request: HttpRequest, organisation: Organisation) -> HttpResponse:
-    from radshare.pacs.client import PacsError, StudyQuery, find_studies  # late import: DICOM stack when used
-
     nodes = searchable_nodes(organisation)
     form = PacsSearchForm(request.GET or None, nodes=nodes)
     results: list[dict[str, Any]] = []
@@ -73,10 +72,10 @@ def pacs_search(request: HttpRequest, organisation: Organisation) -> HttpRespons
             try:
                 studies = find_studies(node, query)
             except PacsError as exc:
-                audit_query(_actor(request), organisation, node, 0, criteria, exc.reason)
+                audit_query(actor_of(request), organisation, node, 0, criteria, exc.reason)
                 problems.append(f"{node.description or node.ae_title}: {exc.reason}")
                 continue
-            audit_query(_actor(request), organisation, node, len(studies), criteria)
+            audit_query(actor_of(request), organisation, node, len(studies), criteria)
             here = set(
                 Study.objects.filter(
                     organisation=organisation, study_instance_uid__in=[s.study_instance_uid for s in studies]

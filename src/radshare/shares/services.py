@@ -13,7 +13,6 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -30,17 +29,13 @@ from radshare.core.tasks import enqueue_on_commit
 from radshare.core.workers import current_worker_id
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.services import renders_done, request_render
-from radshare.delivery import outbox
-from radshare.delivery.models import Notification
 from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
-from radshare.shares import codes
+from radshare.pacs.client import PacsError, PacsStudy, retrieve_study
+from radshare.shares import codes, signals
 from radshare.shares.models import Share, ShareStudy
 from radshare.shares.phones import PhoneError, normalize_phone
 from radshare.studies.models import Patient, Study
 from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
-
-if TYPE_CHECKING:
-    from radshare.pacs.client import PacsStudy
 
 MAX_BIRTH_YEARS = 130
 
@@ -283,8 +278,9 @@ def prepare(share_pk: int) -> str:
         if all(renders_done(study) for study in studies):
             share.status, share.ready_at = Share.Status.READY, timezone.now()
             share.save(update_fields=["status", "ready_at"])
-            if share.delivery == Share.Delivery.EMAIL:
-                outbox.queue_share_email(share)  # same transaction: ready and "to be mailed" together (R3)
+            signals.share_ready.send(
+                sender=Share, share=share
+            )  # delivery queues the e-mail in this transaction
             record(
                 "share.ready",
                 organisation=share.organisation_id,
@@ -322,8 +318,6 @@ def _fail_retrieve(share: Share, reason: str) -> str:
 def retrieve_missing(share_pk: int) -> str:
     """Fetch the share's studies that are still in a PACS (S1.2/S3.1), one after the other; each counts as done
     only when the whole study arrived, so nothing half-retrieved reaches a recipient. Then prepare as usual."""
-    from radshare.pacs.client import PacsError, retrieve_study  # late import: the DICOM stack when needed
-
     share = Share.objects.select_related("organisation", "created_by", "api_key").filter(pk=share_pk).first()
     if share is None or share.status != Share.Status.RETRIEVING:
         return share.status if share else "missing"
@@ -447,13 +441,6 @@ def audit(action: str, share: Share, actor: Actor, outcome: str = Outcome.SUCCES
     )
 
 
-def _locked(share: Share) -> Share:
-    locked = Share.objects.select_for_update().get(pk=share.pk)
-    if locked.has_ended:
-        raise ShareConflictError("share_ended", _("This share has ended."))
-    return locked
-
-
 def _end(share: Share, status: str) -> None:
     """Leave the tombstone of docs/architecture.md: no code, no contact details; what was shared, to whom and
     when stays."""
@@ -463,13 +450,13 @@ def _end(share: Share, status: str) -> None:
     share.email, share.phone = "", ""
     share.locked_until = None
     share.save()
-    outbox.drop_pending(share)
+    signals.share_ended.send(sender=Share, share=share)
 
 
 def revoke(share: Share, actor: Actor) -> Share:
     """End a share now (B5.2); the link stops working at once (every recipient request checks the status)."""
     with transaction.atomic():
-        share = _locked(share)
+        share = locked_for_change(share)
         share.revoked_at, share.revoked_by = timezone.now(), actor.user
         _end(share, Share.Status.REVOKED)
         audit("share.revoke", share, actor)
@@ -494,36 +481,10 @@ def expire_due(now: dt.datetime | None = None) -> int:
     return ended
 
 
-def resend(share: Share, actor: Actor, email: str = "") -> Notification:
-    """Send the e-mail with the link again, to a corrected address when one is given (B5.3)."""
-    with transaction.atomic():
-        share = _locked(share)
-        if share.delivery != Share.Delivery.EMAIL:
-            raise ShareConflictError(
-                "not_email", _("This share is not delivered by e-mail: print the letter or show the link.")
-            )
-        if share.status not in Share.OPENABLE:
-            raise ShareConflictError(
-                "not_ready", _("The e-mail goes out by itself as soon as the studies are ready.")
-            )
-        email = email.strip()
-        changed = bool(email) and email != share.email
-        if changed:
-            try:
-                validate_email(email)
-            except ValidationError:
-                raise ShareError("email_invalid", _("Enter a valid e-mail address."), "email") from None
-            share.email = email
-            share.save(update_fields=["email"])
-        notification = outbox.queue_share_email(share)
-        audit("share.resend", share, actor, email_changed=changed, notification=notification.pk)
-    return notification
-
-
 def unlock(share: Share, actor: Actor) -> Share:
     """Lift a lockout after wrong dates of birth or SMS codes (docs/architecture.md "Lockouts")."""
     with transaction.atomic():
-        share = _locked(share)
+        share = locked_for_change(share)
         if share.locked_until is None:
             raise ShareConflictError("not_locked", _("This share is not locked."))
         share.locked_until = None
@@ -538,7 +499,7 @@ def unlock(share: Share, actor: Actor) -> Share:
 def retry_preparation(share: Share, actor: Actor) -> Share:
     """Try a failed preparation again (the studies may have arrived meanwhile)."""
     with transaction.atomic():
-        share = _locked(share)
+        share = locked_for_change(share)
         if share.status != Share.Status.FAILED:
             raise ShareConflictError("not_failed", _("Only a failed share can be prepared again."))
         missing = share.share_studies.filter(study__isnull=True).exists()
@@ -560,7 +521,7 @@ def mark_opened(share: Share) -> bool:
         ).update(status=Share.Status.OPENED, opened_at=timezone.now())
         if first:
             share.refresh_from_db()
-            outbox.queue_opened_notice(share)
+            signals.share_opened.send(sender=Share, share=share)
     return bool(first)
 
 
@@ -582,6 +543,21 @@ def current_code(share: Share) -> str:
     if code is None:
         raise ShareConflictError("code_unavailable", _("The link of this share can no longer be shown."))
     return code
+
+
+def mark_notified(share_pk: int) -> bool:
+    """The e-mail with the link went out: a ``ready`` share is now ``notified`` (later states stay)."""
+    return bool(
+        Share.objects.filter(pk=share_pk, status=Share.Status.READY).update(status=Share.Status.NOTIFIED)
+    )
+
+
+def locked_for_change(share: Share) -> Share:
+    """The share, locked for this transaction; refused when it has ended."""
+    locked = Share.objects.select_for_update().get(pk=share.pk)
+    if locked.has_ended:
+        raise ShareConflictError("share_ended", _("This share has ended."))
+    return locked
 
 
 def mark_downloaded(share: Share) -> bool:

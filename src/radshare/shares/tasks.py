@@ -3,11 +3,13 @@ rendered already."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import DatabaseError
 from django.tasks import task
 from django.utils import timezone
 
-from radshare.core.tasks import retry
+from radshare.core.tasks import Periodic, retry
 from radshare.imaging.services import request_render
 from radshare.shares import services
 from radshare.shares.models import Share
@@ -39,3 +41,6 @@ def prepare_share(share_pk: int, attempt: int = 0) -> str:
 def expire_shares() -> int:
     """Periodic: end shares whose validity has passed, leaving their tombstones."""
     return services.expire_due()
+
+
+PERIODIC = (Periodic("shares.expire", timedelta(minutes=1), expire_shares),)

@@ -8,8 +8,6 @@ urlpatterns = [
     path("shares/new", views.share_new, name="new"),
     path("shares/<int:pk>/", views.share_detail, name="detail"),
     path("shares/<int:pk>/revoke", views.share_revoke, name="revoke"),
-    path("shares/<int:pk>/resend", views.share_resend, name="resend"),
     path("shares/<int:pk>/unlock", views.share_unlock, name="unlock"),
     path("shares/<int:pk>/retry", views.share_retry, name="retry"),
-    path("shares/<int:pk>/letter", views.share_letter, name="letter"),
 ]

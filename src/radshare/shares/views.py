@@ -7,7 +7,7 @@ audited (docs/security.md A10). Every state change is a POST with CSRF; the serv
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import segno
 from django.conf import settings
@@ -25,22 +25,18 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import record, record_not_found
-from radshare.delivery.outbox import link_notification
+from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation, Sender
-from radshare.shares import services
+from radshare.pacs.client import PacsStudy
+from radshare.shares import services, signals
 from radshare.shares.codes import share_url
-from radshare.shares.forms import ResendForm, ShareFilterForm, ShareForm
-from radshare.shares.letters import letter_response
+from radshare.shares.forms import ShareFilterForm, ShareForm
 from radshare.shares.models import Share, ShareStudy
 from radshare.shares.pacs import Found, find_by_uid
 from radshare.shares.phones import PhoneError, normalize_phone
 from radshare.shares.services import Actor, ShareError
 from radshare.studies.models import Study
 from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
-from radshare.organisations.auth import sender_required
-
-if TYPE_CHECKING:
-    from radshare.pacs.client import PacsStudy
 
 PAGE_SIZE = 50
 MAX_SELECTION = 1000
@@ -104,7 +100,7 @@ def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
     studies, missing = _selected(request, organisation)
     found = Found()
     if missing:
-        found = find_by_uid(organisation, missing, _actor(request), _pinned(request))
+        found = find_by_uid(organisation, missing, actor_of(request), _pinned(request))
     pacs_uids = {p.study.study_instance_uid for p in found.selections}
     context: dict[str, Any] = {
         "organisation": organisation,
@@ -242,7 +238,8 @@ def share_list(request: HttpRequest, organisation: Organisation) -> HttpResponse
     )
 
 
-def _get(request: HttpRequest, organisation: Organisation, pk: int, action: str) -> Share:
+def share_for_sender(request: HttpRequest, organisation: Organisation, pk: int, action: str) -> Share:
+    """The organisation's share ``pk``; another organisation's or an unknown id is a 404, audited as ``action``."""
     share = (
         Share.objects.filter(organisation=organisation, pk=pk).select_related("patient", "created_by").first()
     )
@@ -262,7 +259,7 @@ def _qr_svg(url: str) -> str:
 @require_safe
 @sender_required
 def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = _get(request, organisation, pk, "portal.share.view")
+    share = share_for_sender(request, organisation, pk, "portal.share.view")
     show_link = share.delivery == Share.Delivery.URL and not share.has_ended
     link = ""
     if show_link:
@@ -271,7 +268,7 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
         except ShareError:
             show_link = False
     share_studies = list(share.share_studies.select_related("study"))
-    services.audit("portal.share.view", share, _actor(request), link_shown=bool(link))
+    services.audit("portal.share.view", share, actor_of(request), link_shown=bool(link))
     total, prepared = services.preparation_progress(share)
     trail = AuditEvent.objects.filter(organisation_id=organisation.pk, detail__share=share.pk).order_by(
         "timestamp", "pk"
@@ -295,26 +292,38 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
             "qr": _qr_svg(link) if link else "",
             "progress": (total, prepared),
             "retrieval": services.retrieval_progress(share),
-            "notification": link_notification(share),
             "locked": share.is_locked(),
             "lock_held": share.is_held,
             "trail": trail,
-            "resend_form": ResendForm(initial={"email": share.email}),
             "share_again_url": again,
             "status_reason_text": STATUS_REASONS.get(share.status_reason, share.status_reason),
-            "can_resend": share.delivery == Share.Delivery.EMAIL and share.status in Share.OPENABLE,
+            # What the apps above add to this page (delivery: the e-mail's state and "send again").
+            **{
+                k: v
+                for _receiver, extra in signals.share_page.send(sender=Share, share=share)
+                for k, v in extra.items()
+            },
         },
     )
 
 
-def _actor(request: HttpRequest) -> Actor:
+def _from_above(share: Share) -> dict[str, Any]:
+    """What the apps above add to the share's page (delivery: the e-mail's state and "send again")."""
+    context: dict[str, Any] = {}
+    for _receiver, extra in signals.share_page.send(sender=Share, share=share):
+        context.update(extra)
+    return context
+
+
+def actor_of(request: HttpRequest) -> Actor:
     user = request.user
     return Actor(user=user if isinstance(user, Sender) else None, request=request)
 
 
-def _act(request: HttpRequest, share: Share, action: Any, done: str, **kwargs: Any) -> HttpResponseRedirect:
+def act_on(request: HttpRequest, share: Share, action: Any, done: str, **kwargs: Any) -> HttpResponseRedirect:
+    """Run ``action`` (a service) on the share and come back to its page with what happened."""
     try:
-        action(share, _actor(request), **kwargs)
+        action(share, actor_of(request), **kwargs)
     except ShareError as exc:
         messages.error(request, str(exc.message))
     else:
@@ -325,9 +334,9 @@ def _act(request: HttpRequest, share: Share, action: Any, done: str, **kwargs: A
 @require_http_methods(["GET", "POST"])
 @sender_required
 def share_revoke(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = _get(request, organisation, pk, "portal.share.revoke")
+    share = share_for_sender(request, organisation, pk, "portal.share.revoke")
     if request.method == "POST":
-        return _act(
+        return act_on(
             request, share, services.revoke, _("The share has been revoked: its link no longer works.")
         )
     return render(request, "shares/share_revoke.html", {"organisation": organisation, "share": share})
@@ -335,37 +344,13 @@ def share_revoke(request: HttpRequest, organisation: Organisation, pk: int) -> H
 
 @require_POST
 @sender_required
-def share_resend(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = _get(request, organisation, pk, "portal.share.resend")
-    form = ResendForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, _("Enter a valid e-mail address."))
-        return redirect("shares:detail", share.pk)
-    return _act(
-        request, share, services.resend, _("The e-mail will be sent again."), email=form.cleaned_data["email"]
-    )
-
-
-@require_POST
-@sender_required
 def share_unlock(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = _get(request, organisation, pk, "portal.share.unlock")
-    return _act(request, share, services.unlock, _("The share has been unlocked."))
+    share = share_for_sender(request, organisation, pk, "portal.share.unlock")
+    return act_on(request, share, services.unlock, _("The share has been unlocked."))
 
 
 @require_POST
 @sender_required
 def share_retry(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = _get(request, organisation, pk, "portal.share.retry")
-    return _act(request, share, services.retry_preparation, _("The share is being prepared again."))
-
-
-@require_safe
-@sender_required
-def share_letter(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = _get(request, organisation, pk, "portal.share.letter")
-    try:
-        return letter_response(share, _actor(request))
-    except ShareError as exc:
-        messages.error(request, str(exc.message))
-        return redirect("shares:detail", share.pk)
+    share = share_for_sender(request, organisation, pk, "portal.share.retry")
+    return act_on(request, share, services.retry_preparation, _("The share is being prepared again."))

@@ -19,9 +19,9 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radshare.audit.services import ActorType, Outcome, record
-from radshare.imaging.services import request_render
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies.services import IngestError, StoreOutcome, store_instance
+from radshare.studies.signals import announce_arrivals
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class StorageSCP:
         with self._lock:
             admission = self._admissions.pop(id(event.assoc), None)
         if admission is not None and admission.stored:
-            self._request_render()
+            announce_arrivals()
         try:
             if admission is not None and (admission.stored or admission.duplicate or admission.refused):
                 # One entry per association, not per image (docs/architecture.md "Audit granularity").
@@ -194,14 +194,6 @@ class StorageSCP:
             logger.exception("cannot write the audit entry for a finished association")
         finally:
             connection.close()
-
-    @staticmethod
-    def _request_render() -> None:
-        try:
-            request_render()
-        except DatabaseError:
-            # The worker's periodic housekeeping picks pending renders up within a minute anyway.
-            logger.exception("cannot queue rendering now")
 
     def on_echo(self, event: Any) -> int:
         return SUCCESS
@@ -234,7 +226,7 @@ class StorageSCP:
         if result.outcome == StoreOutcome.STORED:
             admission.stored += 1
             if admission.stored % RENDER_REQUEST_EVERY == 0:
-                self._request_render()  # long associations: start rendering while the rest arrives
+                announce_arrivals()  # long associations: start rendering while the rest arrives
         else:
             admission.duplicate += 1
         admission.study_uids.add(result.study_instance_uid)

@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
-import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from io import BytesIO
@@ -17,12 +16,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q, QuerySet
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import BytesLengthException, InvalidDicomError
 
+from radshare import dicom
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.core.storage import Storage, get_storage, instance_key, new_instance_name
-from radshare.imaging.models import InstanceRender
+from radshare.dicom import DICOM_READ_ERRORS
 from radshare.organisations.models import Organisation, PacsNode
+from radshare.studies import signals
 from radshare.studies.encoding import EncodingError, check_encoding
 from radshare.studies.models import Instance, Patient, Series, Study
 
@@ -30,24 +30,6 @@ logger = logging.getLogger(__name__)
 
 # Header attributes the index needs; everything up to the pixel data is small, so read it all but pixels.
 PLACEHOLDER_BIRTH_DATES = frozenset({dt.date(1900, 1, 1), dt.date(1800, 1, 1), dt.date(1899, 12, 31)})
-
-
-# What pydicom raises on data it cannot read (zlib: a broken deflated data set). Shared by every reader of
-# untrusted DICOM: ingest, upload, reports.
-DICOM_READ_ERRORS: tuple[type[Exception], ...] = (
-    InvalidDicomError,
-    BytesLengthException,  # a binary value whose length is not a whole number of values
-    EOFError,
-    ValueError,
-    TypeError,
-    KeyError,
-    AttributeError,
-    OverflowError,
-    NotImplementedError,
-    IndexError,
-    UnicodeError,
-    zlib.error,
-)
 
 
 class StoreOutcome(StrEnum):
@@ -109,31 +91,6 @@ class StoreResult:
     patient_pk: int
 
 
-def _text(ds: Dataset, keyword: str, limit: int) -> str:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        value = "\\".join(str(v) for v in value)
-    return str(value).strip()[:limit]
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _date(ds: Dataset, keyword: str) -> dt.date | None:
-    raw = _text(ds, keyword, 16).replace(".", "")  # ACR-NEMA style 1970.01.01 still occurs
-    try:
-        return dt.datetime.strptime(raw[:8], "%Y%m%d").date() if len(raw) >= 8 else None
-    except ValueError:
-        return None
-
-
 def bsn_hash(bsn: str) -> str:
     """Keyed hash of a BSN for search (docs/security.md A23); the secret key is the HMAC key."""
     return hmac.new(settings.SECRET_KEY.encode(), f"bsn:{bsn}".encode(), hashlib.sha256).hexdigest()
@@ -142,9 +99,11 @@ def bsn_hash(bsn: str) -> str:
 def _bsn(ds: Dataset) -> str:
     """The BSN from Other Patient IDs Sequence (or the Patient ID itself) with issuer RADSHARE_BSN_ISSUER."""
     issuer = settings.RADSHARE.bsn_issuer
-    candidates: list[tuple[str, str]] = [(_text(ds, "PatientID", 64), _text(ds, "IssuerOfPatientID", 64))]
+    candidates: list[tuple[str, str]] = [
+        (dicom.text(ds, "PatientID", 64), dicom.text(ds, "IssuerOfPatientID", 64))
+    ]
     for item in ds.get("OtherPatientIDsSequence", None) or []:
-        candidates.append((_text(item, "PatientID", 64), _text(item, "IssuerOfPatientID", 64)))
+        candidates.append((dicom.text(item, "PatientID", 64), dicom.text(item, "IssuerOfPatientID", 64)))
     for value, value_issuer in candidates:
         digits = value.replace(" ", "")
         if value_issuer == issuer and digits.isdigit() and 8 <= len(digits) <= 9:
@@ -199,7 +158,7 @@ def parse_header(data: bytes | memoryview) -> Dataset:
     except _HEADER_READ_ERRORS as exc:
         raise NotDicomError(f"not a readable DICOM data set ({type(exc).__name__})") from exc
     for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        if not _text(ds, keyword, 64):
+        if not dicom.text(ds, keyword, 64):
             raise MissingAttributeError(f"{keyword} is missing or empty")
     return ds
 
@@ -207,9 +166,9 @@ def parse_header(data: bytes | memoryview) -> Dataset:
 def _patient_fields(ds: Dataset) -> dict[str, Any]:
     bsn = _bsn(ds)
     return {
-        "patient_name": _text(ds, "PatientName", 324),
-        "patient_birth_date": _date(ds, "PatientBirthDate"),
-        "patient_sex": _text(ds, "PatientSex", 16),
+        "patient_name": dicom.text(ds, "PatientName", 324),
+        "patient_birth_date": dicom.date(ds, "PatientBirthDate"),
+        "patient_sex": dicom.text(ds, "PatientSex", 16),
         "bsn_last3": bsn[-3:] if bsn else "",
         "bsn_hash": bsn_hash(bsn) if bsn else "",
     }
@@ -258,7 +217,7 @@ _ids = _IdCache()
 
 
 def _patient_pk(organisation: Organisation, ds: Dataset) -> int:
-    key = (organisation.pk, _text(ds, "IssuerOfPatientID", 64), _text(ds, "PatientID", 64))
+    key = (organisation.pk, dicom.text(ds, "IssuerOfPatientID", 64), dicom.text(ds, "PatientID", 64))
     if (pk := _ids.patients.get(key)) is not None:
         return pk
     patient, created = Patient.objects.get_or_create(
@@ -274,7 +233,7 @@ def _patient_pk(organisation: Organisation, ds: Dataset) -> int:
 
 def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tuple[int, int]:
     """(study pk, pk of the patient the study is filed under)."""
-    key = (organisation.pk, _text(ds, "StudyInstanceUID", 64))
+    key = (organisation.pk, dicom.text(ds, "StudyInstanceUID", 64))
     if (pks := _ids.studies.get(key)) is not None:
         return pks
     study, _ = Study.objects.get_or_create(
@@ -282,11 +241,11 @@ def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tupl
         study_instance_uid=key[1],
         defaults={
             "patient_id": patient_pk,
-            "study_date": _date(ds, "StudyDate"),
-            "study_time": _text(ds, "StudyTime", 16),
-            "study_description": _text(ds, "StudyDescription", 200),
-            "accession_number": _text(ds, "AccessionNumber", 64),
-            "referring_physician_name": _text(ds, "ReferringPhysicianName", 324),
+            "study_date": dicom.date(ds, "StudyDate"),
+            "study_time": dicom.text(ds, "StudyTime", 16),
+            "study_description": dicom.text(ds, "StudyDescription", 200),
+            "accession_number": dicom.text(ds, "AccessionNumber", 64),
+            "referring_physician_name": dicom.text(ds, "ReferringPhysicianName", 324),
         },
     )
     return study.pk, study.patient_id
@@ -294,17 +253,17 @@ def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tupl
 
 def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
     """(series pk, whether it was created now, its modality)."""
-    key = (study_pk, _text(ds, "SeriesInstanceUID", 64))
+    key = (study_pk, dicom.text(ds, "SeriesInstanceUID", 64))
     if (pk := _ids.series.get(key)) is not None:
         return pk, False, ""
     series, created = Series.objects.get_or_create(
         study_id=study_pk,
         series_instance_uid=key[1],
         defaults={
-            "modality": _text(ds, "Modality", 16),
-            "series_number": _int(ds, "SeriesNumber"),
-            "series_description": _text(ds, "SeriesDescription", 200),
-            "body_part_examined": _text(ds, "BodyPartExamined", 64),
+            "modality": dicom.text(ds, "Modality", 16),
+            "series_number": dicom.integer(ds, "SeriesNumber"),
+            "series_description": dicom.text(ds, "SeriesDescription", 200),
+            "body_part_examined": dicom.text(ds, "BodyPartExamined", 64),
         },
     )
     return series.pk, created, series.modality
@@ -329,21 +288,21 @@ def _index(
     instance = Instance.objects.create(
         organisation=organisation,
         series_id=series_pk,
-        sop_class_uid=_text(ds, "SOPClassUID", 64),
-        sop_instance_uid=_text(ds, "SOPInstanceUID", 64),
-        instance_number=_int(ds, "InstanceNumber"),
+        sop_class_uid=dicom.text(ds, "SOPClassUID", 64),
+        sop_instance_uid=dicom.text(ds, "SOPInstanceUID", 64),
+        instance_number=dicom.integer(ds, "InstanceNumber"),
         transfer_syntax_uid=transfer_syntax,
-        number_of_frames=max(_int(ds, "NumberOfFrames") or 1, 1),
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
+        number_of_frames=max(dicom.integer(ds, "NumberOfFrames") or 1, 1),
+        rows=dicom.integer(ds, "Rows"),
+        columns=dicom.integer(ds, "Columns"),
         size=stored.size,
         sha256=stored.sha256,
         storage_key=stored.key,
         source=source,
         source_node=node,
     )
-    # The renders are made in the background (imaging.tasks.render_pending); the row says "pending" until then.
-    InstanceRender.objects.create(instance=instance)
+    # Listeners add their rows in this transaction (imaging: the render, "pending" until a worker makes it).
+    signals.instance_stored.send(sender=Instance, instance=instance)
     Series.objects.filter(pk=series_pk).update(
         number_of_instances=F("number_of_instances") + 1, size=F("size") + stored.size
     )
@@ -364,12 +323,15 @@ def _index(
             )
             study_update["modalities_in_study"] = "\\".join(sorted(set(modalities)))[:100]
     Study.objects.filter(pk=study_pk).update(**study_update)
-    study_uid = _text(ds, "StudyInstanceUID", 64)
+    study_uid = dicom.text(ds, "StudyInstanceUID", 64)
     transaction.on_commit(
         lambda: _ids.remember(
-            ((organisation.pk, _text(ds, "IssuerOfPatientID", 64), _text(ds, "PatientID", 64)), patient_pk),
+            (
+                (organisation.pk, dicom.text(ds, "IssuerOfPatientID", 64), dicom.text(ds, "PatientID", 64)),
+                patient_pk,
+            ),
             ((organisation.pk, study_uid), (study_pk, patient_pk)),
-            ((study_pk, _text(ds, "SeriesInstanceUID", 64)), series_pk),
+            ((study_pk, dicom.text(ds, "SeriesInstanceUID", 64)), series_pk),
         )
     )
     return StoreResult(StoreOutcome.STORED, instance.pk, study_uid, patient_pk)
@@ -430,8 +392,8 @@ def store_instance(
     Raises an ``IngestError`` subclass (with a DICOM status) when the data cannot be stored.
     """
     ds = parse_header(data)
-    sop_uid = _text(ds, "SOPInstanceUID", 64)
-    transfer_syntax = _text(ds.file_meta, "TransferSyntaxUID", 64) if hasattr(ds, "file_meta") else ""
+    sop_uid = dicom.text(ds, "SOPInstanceUID", 64)
+    transfer_syntax = dicom.text(ds.file_meta, "TransferSyntaxUID", 64) if hasattr(ds, "file_meta") else ""
     if not transfer_syntax:
         raise MissingAttributeError("the file meta information has no Transfer Syntax UID")
     sha256 = hashlib.sha256(data).hexdigest()

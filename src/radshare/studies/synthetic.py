@@ -1,22 +1,21 @@
-"""Synthetic DICOM data made with pydicom: demo studies and test data (no patient's images anywhere)."""
+"""Synthetic DICOM data made with pydicom: demo studies and test data only (no patient's images anywhere)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from io import BytesIO
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
-    UID,
     ComputedRadiographyImageStorage,
     CTImageStorage,
-    ExplicitVRLittleEndian,
     generate_uid,
 )
 
-IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1548"  # generate_uid's pydicom root + radshare branch
+from radshare.dicom import encode, new_part10_dataset
+
+__all__ = ["FakePatient", "cr_image", "ct_series", "encode"]
 
 
 @dataclass(frozen=True)
@@ -27,22 +26,6 @@ class FakePatient:
     sex: str = "O"
     bsn: str = ""
     issuer: str = ""
-
-
-def new_part10_dataset(sop_class: str) -> Dataset:
-    """A new instance of ``sop_class`` with a fresh SOP Instance UID, UTF-8, and file meta for Explicit VR Little
-    Endian (PS3.10 7.1): ready to be filled and written as a Part 10 file."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    return ds
 
 
 def _base(patient: FakePatient, sop_class: str, study_uid: str, series_uid: str) -> Dataset:
@@ -62,13 +45,6 @@ def _base(patient: FakePatient, sop_class: str, study_uid: str, series_uid: str)
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
     return ds
-
-
-def encode(ds: Dataset) -> bytes:
-    """The DICOM Part 10 file (preamble, file meta, data set) as bytes."""
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def ct_series(

@@ -26,7 +26,6 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
-from django.db import DatabaseError
 from django.http import QueryDict
 from django.http.multipartparser import FIELD, FILE, ChunkIter, LazyStream, Parser
 from django.utils.datastructures import MultiValueDict
@@ -39,11 +38,10 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from radshare.core.storage import get_storage
-from radshare.imaging.services import request_render as _request_render
+from radshare.dicom import DICOM_READ_ERRORS, IMPLEMENTATION_UID
 from radshare.organisations.models import Organisation
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import (
-    DICOM_READ_ERRORS,
     ConflictError,
     IngestError,
     MissingAttributeError,
@@ -52,7 +50,7 @@ from radshare.studies.services import (
     TruncatedError,
     store_instance,
 )
-from radshare.studies.synthetic import IMPLEMENTATION_UID
+from radshare.studies.signals import announce_arrivals
 
 logger = logging.getLogger(__name__)
 
@@ -411,13 +409,13 @@ class UploadImport:
                 self.report.add(result, patient_pk)
                 stored = self.report.counts[Outcome.STORED]
                 if result.outcome == Outcome.STORED and stored % self.RENDER_REQUEST_EVERY == 0:
-                    request_render()  # a DVD takes a while: start rendering what is in
+                    announce_arrivals()  # a DVD takes a while: start rendering what is in
                 yield result
         finally:
             for zf in self._zips:
                 zf.close()
             if self.report.counts[Outcome.STORED]:
-                request_render()
+                announce_arrivals()
 
     # --- listing
 
@@ -553,15 +551,6 @@ def _reason(exc: IngestError) -> Reason:
     if isinstance(exc, OutOfResourcesError):
         return Reason.STORAGE_FAILED
     return Reason.UNREADABLE
-
-
-def request_render() -> None:
-    """Start rendering what this upload stored (as the SCP does); the worker's housekeeping catches up if the
-    queue cannot be reached now."""
-    try:
-        _request_render()
-    except DatabaseError:
-        logger.exception("cannot queue rendering now")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
+from radshare.dicom import new_part10_dataset
 from radshare.imaging.reports.values import PDF_MIME_TYPE, PDF_SOP_CLASS, ReportError, as_str
-from radshare.studies.synthetic import new_part10_dataset
 
 # The document title of a radiology report: LOINC 18748-4 (PS3.16 CID 7000 Diagnostic Imaging Report Document Titles).
 RADIOLOGY_REPORT_CODE = ("18748-4", "LN", "Diagnostic Imaging Report")

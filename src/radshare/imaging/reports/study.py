@@ -12,6 +12,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from radshare.core.storage import get_storage, instance_key
+from radshare.dicom import encode
 from radshare.imaging.reports.pdf import PATIENT_STUDY_KEYWORDS, encapsulate_pdf, pdf_bytes
 from radshare.imaging.reports.sr import (
     SrDocument,
@@ -33,7 +34,6 @@ from radshare.imaging.reports.values import (
 from radshare.organisations.models import Organisation
 from radshare.studies.models import Instance, Series, Study
 from radshare.studies.services import StoreResult, store_instance
-from radshare.studies.synthetic import encode
 
 logger = logging.getLogger(__name__)
 

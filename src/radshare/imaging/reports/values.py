@@ -15,7 +15,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DA, DT, TM
 
-from radshare.studies.services import DICOM_READ_ERRORS
+from radshare.dicom import DICOM_READ_ERRORS
 
 # The general-purpose SR documents a radiologist writes (PS3.3 A.35.1-A.35.3, A.35.13, A.35.21). Dose reports,
 # CAD findings and key-object selections are SR too, but no one reads them as "the report".

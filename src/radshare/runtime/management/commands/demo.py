@@ -5,7 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from radshare.core.demo import DEMO_PATIENT, credentials_path, load_demo
+from radshare.runtime.demo import DEMO_PATIENT, credentials_path, load_demo
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from radshare.core.demo import credentials_path
+from radshare.runtime.demo import credentials_path
 
 logger = logging.getLogger("radshare.serve")
 

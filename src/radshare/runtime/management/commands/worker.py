@@ -14,9 +14,9 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils.crypto import get_random_string
 from django_tasks_db.management.commands.db_worker import Worker
 
-from radshare.core.tasks import enqueue_due_periodic
 from radshare.core.workers import LEASE, Heartbeat
 from radshare.imaging.services import shutdown_pool
+from radshare.runtime.scheduler import enqueue_due_periodic
 
 logger = logging.getLogger("radshare.worker")
 

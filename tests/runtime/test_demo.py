@@ -12,8 +12,8 @@ from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from radshare.core.demo import DEMO_PATIENT, load_demo
 from radshare.organisations.models import Organisation, Sender
+from radshare.runtime.demo import DEMO_PATIENT, load_demo
 from radshare.studies.models import Instance, Patient, Study
 from tests.cli_runner import radshare_env, run_radshare
 

@@ -8,65 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from radshare.audit.services import record, record_not_found
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.organisations.views import org_admin_required
-
-
-class PacsNodeForm(forms.ModelForm[PacsNode]):
-    dicomweb_secret_new = forms.CharField(
-        label=gettext_lazy("DICOMweb password or token"),
-        required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=gettext_lazy("Leave empty to keep the one stored."),
-    )
-
-    class Meta:
-        model = PacsNode
-        fields = [
-            "ae_title",
-            "host",
-            "port",
-            "description",
-            "queried",
-            "retrieve",
-            "dicomweb_url",
-            "dicomweb_auth",
-            "dicomweb_username",
-            "is_active",
-        ]
-        help_texts = {
-            "host": gettext_lazy(
-                "IP address of the PACS: it connects from there, and radshare queries it there."
-            ),
-            "port": gettext_lazy("Its DICOM port, for searching (C-FIND) and retrieving (C-MOVE or C-GET)."),
-            "retrieve": gettext_lazy(
-                "C-MOVE sends the images to radshare's own AE title: register radshare in the PACS first."
-            ),
-        }
-
-    def __init__(self, *args: Any, organisation: Organisation, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.instance.organisation = organisation
-
-    def save(self, commit: bool = True) -> PacsNode:
-        node: PacsNode = super().save(commit=False)
-        secret = self.cleaned_data.get("dicomweb_secret_new") or ""
-        if secret:
-            node.set_dicomweb_secret(secret)
-        if node.dicomweb_auth == "none":
-            node.dicomweb_secret = ""
-        if commit:
-            node.save()
-        return node
+from radshare.pacs.client import PacsError, echo
+from radshare.pacs.forms import PacsNodeForm
 
 
 def _node(request: HttpRequest, organisation: Organisation, pk: int, action: str) -> PacsNode:
@@ -90,17 +42,17 @@ def _audit(
 
 @require_http_methods(["GET", "HEAD", "POST"])
 @org_admin_required
-def pacs_nodes(request: HttpRequest, organisation: Organisation) -> HttpResponse:
+def nodes(request: HttpRequest, organisation: Organisation) -> HttpResponse:
     form = PacsNodeForm(request.POST or None, organisation=organisation)
     if request.method == "POST" and form.is_valid():
         node = form.save()
         _audit(request, organisation, "portal.pacsnode.create", node)
         messages.success(request, _("The PACS node has been added."))
-        return redirect("organisations:pacs_nodes")
+        return redirect("pacs:nodes")
     nodes = PacsNode.objects.filter(organisation=organisation)
     return render(
         request,
-        "organisations/pacs_nodes.html",
+        "pacs/nodes.html",
         {"form": form, "nodes": nodes, "organisation": organisation},
         status=422 if form.errors else 200,
     )
@@ -108,17 +60,17 @@ def pacs_nodes(request: HttpRequest, organisation: Organisation) -> HttpResponse
 
 @require_http_methods(["GET", "HEAD", "POST"])
 @org_admin_required
-def pacs_node_edit(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+def node_edit(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
     node = _node(request, organisation, pk, "portal.pacsnode.edit")
     form = PacsNodeForm(request.POST or None, instance=node, organisation=organisation)
     if request.method == "POST" and form.is_valid():
         form.save()
         _audit(request, organisation, "portal.pacsnode.edit", node, fields=sorted(form.changed_data))
         messages.success(request, _("The PACS node has been saved."))
-        return redirect("organisations:pacs_nodes")
+        return redirect("pacs:nodes")
     return render(
         request,
-        "organisations/pacs_node_edit.html",
+        "pacs/node_edit.html",
         {"form": form, "node": node, "organisation": organisation},
         status=422 if form.errors else 200,
     )
@@ -126,23 +78,19 @@ def pacs_node_edit(request: HttpRequest, organisation: Organisation, pk: int) ->
 
 @require_http_methods(["GET", "HEAD", "POST"])
 @org_admin_required
-def pacs_node_delete(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
+def node_delete(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
     node = _node(request, organisation, pk, "portal.pacsnode.delete")
     if request.method == "POST":
         _audit(request, organisation, "portal.pacsnode.delete", node)
         node.delete()
         messages.success(request, _("The PACS node has been removed."))
-        return redirect("organisations:pacs_nodes")
-    return render(
-        request, "organisations/pacs_node_delete.html", {"node": node, "organisation": organisation}
-    )
+        return redirect("pacs:nodes")
+    return render(request, "pacs/node_delete.html", {"node": node, "organisation": organisation})
 
 
 @require_POST
 @org_admin_required
-def pacs_node_test(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    from radshare.pacs.client import PacsError, echo  # late import: the DICOM stack loads only when used
-
+def node_test(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
     node = _node(request, organisation, pk, "portal.pacsnode.test")
     try:
         result = echo(node)
@@ -157,4 +105,4 @@ def pacs_node_test(request: HttpRequest, organisation: Organisation, pk: int) ->
         messages.success(
             request, _("Connection to %(node)s works: %(result)s") % {"node": node.ae_title, "result": result}
         )
-    return redirect("organisations:pacs_nodes")
+    return redirect("pacs:nodes")

@@ -1,0 +1,74 @@
+"""What delivery does for a share (docs/architecture.md "A share's life"): it listens to the share's moments and
+writes the messages they call for into the outbox, in the share's own transaction (docs/security.md R3); and the
+sender's "send again", which the portal and the API both call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils.translation import gettext_lazy as _
+
+from radshare.delivery import outbox
+from radshare.delivery.forms import ResendForm
+from radshare.delivery.models import Notification
+from radshare.shares.models import Share
+from radshare.shares.services import Actor, ShareConflictError, ShareError, audit, locked_for_change
+
+
+def on_share_ready(sender: object, share: Share, **kwargs: object) -> None:
+    """A ready share delivered by e-mail gets its e-mail now."""
+    if share.delivery == Share.Delivery.EMAIL:
+        outbox.queue_share_email(share)
+
+
+def on_share_opened(sender: object, share: Share, **kwargs: object) -> None:
+    """The sender is told of the first login when they asked (docs/requirements.md B6.7)."""
+    outbox.queue_opened_notice(share)
+
+
+def on_share_ended(sender: object, share: Share, **kwargs: object) -> None:
+    """Nothing unsent goes out for a share that ended."""
+    outbox.drop_pending(share)
+
+
+def can_resend(share: Share) -> bool:
+    return share.delivery == Share.Delivery.EMAIL and share.status in Share.OPENABLE
+
+
+def share_page(sender: object, share: Share, **kwargs: object) -> dict[str, Any]:
+    """What the share's portal page shows of its delivery: the e-mail's state, and the form to send it again."""
+    return {
+        "notification": outbox.link_notification(share),
+        "resend_form": ResendForm(initial={"email": share.email}),
+        "can_resend": can_resend(share),
+    }
+
+
+def resend(share: Share, actor: Actor, email: str = "") -> Notification:
+    """Send the e-mail with the link again, to a corrected address when one is given (B5.3)."""
+    with transaction.atomic():
+        share = locked_for_change(share)
+        if share.delivery != Share.Delivery.EMAIL:
+            raise ShareConflictError(
+                "not_email", _("This share is not delivered by e-mail: print the letter or show the link.")
+            )
+        if share.status not in Share.OPENABLE:
+            raise ShareConflictError(
+                "not_ready", _("The e-mail goes out by itself as soon as the studies are ready.")
+            )
+        email = email.strip()
+        changed = bool(email) and email != share.email
+        if changed:
+            try:
+                validate_email(email)
+            except ValidationError:
+                raise ShareError("email_invalid", _("Enter a valid e-mail address."), "email") from None
+            share.email = email
+            share.save(update_fields=["email"])
+        notification = outbox.queue_share_email(share)
+        audit("share.resend", share, actor, email_changed=changed, notification=notification.pk)
+    return notification

@@ -1,0 +1,87 @@
+"""DICOM helpers shared by ingest, upload, the PACS client, reports and media (docs/architecture.md "DICOM").
+
+Tolerant on what comes in: the readers take a value as the sender wrote it and give ``""``/``None`` for what is
+missing or malformed, never an exception. Strict on what goes out: a Part 10 file we write has file meta for
+Explicit VR Little Endian and our implementation class UID (PS3.10 7.1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1548"  # generate_uid's pydicom root + radshare branch
+
+# What pydicom raises on data it cannot read (zlib: a broken deflated data set). Shared by every reader of
+# untrusted DICOM: ingest, upload, reports.
+DICOM_READ_ERRORS: tuple[type[Exception], ...] = (
+    InvalidDicomError,
+    BytesLengthException,  # a binary value whose length is not a whole number of values
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    NotImplementedError,
+    IndexError,
+    UnicodeError,
+    zlib.error,
+)
+
+
+def text(ds: Dataset, keyword: str, limit: int | None = None) -> str:
+    """The value as text (a multi-value joined with ``\\``), stripped, cut to ``limit``; ``""`` when absent."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()[:limit]
+
+
+def integer(ds: Dataset, keyword: str) -> int | None:
+    """An IS/US value as an int; None when absent or not a number."""
+    value: Any = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def date(ds: Dataset, keyword: str) -> dt.date | None:
+    """A DA value (``YYYYMMDD``; the ACR-NEMA ``YYYY.MM.DD`` still occurs); None when absent or not a date."""
+    raw = text(ds, keyword, 16).replace(".", "")[:8]
+    try:
+        return dt.datetime.strptime(raw, "%Y%m%d").date() if len(raw) == 8 else None
+    except ValueError:
+        return None
+
+
+def new_part10_dataset(sop_class: str) -> Dataset:
+    """A new instance of ``sop_class`` with a fresh SOP Instance UID, UTF-8, and file meta for Explicit VR Little
+    Endian (PS3.10 7.1): ready to be filled and written as a Part 10 file."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def encode(ds: Dataset) -> bytes:
+    """The DICOM Part 10 file (preamble, file meta, data set) as bytes."""
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

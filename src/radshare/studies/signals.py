@@ -1,0 +1,25 @@
+"""What ingest announces to the apps above it (docs/architecture.md "Ingest path"). The studies app knows nothing of
+rendering: imaging listens to these and makes the previews, so the layers stay one way."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import DatabaseError
+from django.dispatch import Signal
+
+logger = logging.getLogger(__name__)
+
+# Sent inside the transaction that stores a new instance, with ``instance=``: a listener's rows commit with it.
+instance_stored = Signal()
+# Sent when an ingest (the SCP, an upload, a retrieve) has stored instances that are ready for work.
+instances_arrived = Signal()
+
+
+def announce_arrivals() -> None:
+    """Tell the listeners that new instances are in. A database error is logged, not raised: the worker's periodic
+    housekeeping picks pending renders up within a minute anyway."""
+    try:
+        instances_arrived.send(sender=None)
+    except DatabaseError:
+        logger.exception("cannot queue rendering now")
