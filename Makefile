@@ -45,10 +45,11 @@ test-postgres: install ## database tests again on PostgreSQL (browser and Orthan
 	elif [ "$$RADSHARE_REQUIRE_ALL" = "1" ]; then echo "PostgreSQL is not running on 127.0.0.1:5432"; exit 1; \
 	else echo "PostgreSQL is not running on 127.0.0.1:5432: PostgreSQL run skipped"; fi
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import contracts between the apps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 messages: install ## rebuild the translation catalogues (.po -> .mo); CI fails when they are stale
 	cd src/radshare && export RADSHARE_DATA_DIR=$$(mktemp -d) && ../../$(BIN)/radshare makemessages -l nl -l en --no-obsolete --no-location && ../../$(BIN)/radshare compilemessages

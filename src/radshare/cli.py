@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.stderr.write(f"radshare: configuration error: {problem}\n")
         raise SystemExit(2) from None
 
-    from django.core.management import execute_from_command_line
+    from django.core.management import execute_from_command_line  # late import: after the settings check
 
     argv[0] = "radshare"
     try:

@@ -19,11 +19,13 @@ import errno
 import logging
 import os
 import signal
+import warnings
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
 import numpy as np
+import pydicom.config
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -263,10 +265,6 @@ def init_worker() -> None:
     """Pool initializer: rendering yields the CPU to the SCP and the web server (docs/architecture.md
     "Performance budget"), and pydicom neither validates nor warns while reading (its warnings quote values,
     which may be patient data)."""
-    import warnings
-
-    import pydicom.config
-
     with contextlib.suppress(OSError):
         os.nice(10)
     # Ctrl-C in a terminal reaches the whole process group; the worker that owns the pool stops it.

@@ -21,6 +21,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Count, Q, Sum
 from django.dispatch import Signal
 from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from radshare.core.storage import get_storage, instance_key
 from radshare.core.tasks import backoff
@@ -264,9 +265,7 @@ def request_render() -> None:
 
     A waiting task will see everything committed before it starts; a running one may not, hence "waiting".
     """
-    from django_tasks_db.models import DBTaskResult
-
-    from radshare.imaging.tasks import render_pending
+    from radshare.imaging.tasks import render_pending  # late import: the task module imports this one
 
     waiting = DBTaskResult.objects.ready().filter(task_path=render_pending.module_path).exists()
     if not waiting:

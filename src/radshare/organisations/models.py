@@ -12,6 +12,8 @@ from django.core.validators import (
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from radshare.core import crypto
+
 slug_validator = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$",
     _("Use 1-50 lowercase letters, digits and dashes, not starting or ending with a dash."),
@@ -123,13 +125,9 @@ class PacsNode(models.Model):
         return self.is_active and self.queried and (self.dimse_queryable or bool(self.dicomweb_url))
 
     def set_dicomweb_secret(self, secret: str) -> None:
-        from radshare.core import crypto  # late import: models load before settings are used
-
         self.dicomweb_secret = crypto.encrypt(self.SECRET_PURPOSE, secret) if secret else ""
 
     def get_dicomweb_secret(self) -> str:
-        from radshare.core import crypto  # late import: models load before settings are used
-
         return crypto.decrypt(self.SECRET_PURPOSE, self.dicomweb_secret) or ""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radshare.audit.services import ActorType, Outcome, record
@@ -117,9 +118,7 @@ class StorageSCP:
     def start(self, *, block: bool = True) -> Any:
         # Accept every storage SOP class (private ones too: PACS send them) in every transfer syntax;
         # the data is stored as received.
-        from pynetdicom import _config
-
-        _config.UNRESTRICTED_STORAGE_SERVICE = True
+        pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
         for cx in self.ae.supported_contexts:
             cx.transfer_syntax = list(ALL_TRANSFER_SYNTAXES)
         self.server = self.ae.start_server(self.address, block=block, evt_handlers=self.handlers())

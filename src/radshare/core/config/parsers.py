@@ -12,6 +12,9 @@ import re
 from collections.abc import Callable
 from email.utils import parseaddr
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
 
 def int_range(low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
@@ -55,9 +58,6 @@ def ae_title(raw: str) -> str:
 
 
 def email_from(raw: str) -> str:
-    from django.core.exceptions import ValidationError
-    from django.core.validators import validate_email
-
     value = raw.strip()
     _name, address = parseaddr(value)
     try:
