@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "radshare.shares",
     "radshare.delivery",
     "radshare.recipients",
+    "radshare.viewer",
+    "radshare.downloads",
     "radshare.api",
     "radshare.runtime",
 ]

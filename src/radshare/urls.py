@@ -1,5 +1,5 @@
-"""URL groups (docs/architecture.md "URLs and zoning"): recipient pages at / and /r/, portal at /portal/, REST API at
-/api/v1/, admin at /admin/."""
+"""URL groups (docs/architecture.md "URLs and zoning"): recipient pages (login, viewer, downloads) at / and /r/,
+portal at /portal/, REST API at /api/v1/, admin at /admin/."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -10,6 +10,8 @@ from radshare.delivery import views as notification_views
 
 urlpatterns = [
     path("", include(("radshare.recipients.urls", "recipients"), namespace="recipients")),
+    path("", include(("radshare.viewer.urls", "viewer"), namespace="viewer")),
+    path("", include(("radshare.downloads.urls", "downloads"), namespace="downloads")),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),

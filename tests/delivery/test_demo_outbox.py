@@ -10,9 +10,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from radshare.imaging import services as imaging
 from radshare.delivery import outbox
 from radshare.delivery.models import Notification
+from radshare.imaging import services as imaging
 from radshare.shares import codes
 from radshare.shares.services import prepare
 from tests.shares.helpers import ANNA, make_share, make_study

@@ -18,9 +18,9 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from radshare.audit.models import AuditEvent
-from radshare.imaging import services as imaging
 from radshare.delivery import outbox
 from radshare.delivery.models import Notification
+from radshare.imaging import services as imaging
 from radshare.organisations.services import create_sender
 from radshare.shares import codes, services
 from radshare.shares.models import Share

@@ -1,7 +1,6 @@
 """Downloads (docs/requirements.md S4.6-S4.8, B6.3, B6.5; docs/security.md A10, A14, A16, A18, R5): the
-dialog, the DICOM media ZIP
-and the JPEG ZIP read back, Content-Length, Range resumption, the daily limit (also under concurrent requests),
-phones and tablets, and scoping to the session's share."""
+dialog, the DICOM media ZIP and the JPEG ZIP read back, Content-Length, Range resumption, the daily limit (also
+under concurrent requests), phones and tablets, and scoping to the session's share."""
 
 from __future__ import annotations
 
@@ -24,10 +23,12 @@ from pydicom.fileset import FileSet
 
 from radshare.audit.models import AuditEvent
 from radshare.core.storage import get_storage, instance_key
+from radshare.downloads import media, services, views
+from radshare.downloads.media import archive
+from radshare.downloads.models import DownloadDay
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.reports import attach_pdf_report
-from radshare.recipients import downloads, media, session
-from radshare.recipients.models import DownloadDay
+from radshare.recipients import session
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import store_instance
@@ -328,7 +329,7 @@ def counted(share: Share) -> int:
 def test_an_interrupted_download_resumes_with_the_same_bytes(
     recipient: Recipient, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(media, "READ_SIZE", 4096)  # several pieces even for this small ZIP
+    monkeypatch.setattr(archive, "READ_SIZE", 4096)  # several pieces even for this small ZIP
     url = f"/r/download/{kind}.zip"
     response, full = get(recipient.client, url)
     assert response.status_code == 200
@@ -393,7 +394,7 @@ def test_ranges_at_the_daily_limit_are_refused(recipient: Recipient, radshare_co
 def test_another_session_cannot_continue_a_download(
     recipient: Recipient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(media, "READ_SIZE", 4096)
+    monkeypatch.setattr(archive, "READ_SIZE", 4096)
     url = "/r/download/jpeg.zip"
     _, start = get_cut_off(recipient.client, url, keep=5000)
     other = logged_in_client(recipient.share)  # the same share, logged in in another browser
@@ -447,8 +448,8 @@ def test_daily_limit_then_tomorrow_again(
     assert entry.actor_label == f"share {recipient.share.pk}"
     assert recipient.code.replace("-", "") not in str([e.detail for e in AuditEvent.objects.all()])
 
-    tomorrow = downloads.today() + dt.timedelta(days=1)
-    monkeypatch.setattr(downloads, "today", lambda: tomorrow)
+    tomorrow = services.today() + dt.timedelta(days=1)
+    monkeypatch.setattr(services, "today", lambda: tomorrow)
     response, data = get(recipient.client, "/r/download")
     assert "You can download 3 more times today." in text(response, data)
     response, _ = get(recipient.client, "/r/download/jpeg.zip")
@@ -491,7 +492,7 @@ def test_concurrent_requests_get_exactly_the_remaining_downloads(
 ) -> None:
     radshare_config(downloads_per_day=7)
     share, _ = ready_share(organisation, [make_study(organisation, ANNA)], delivery="url", email="")
-    DownloadDay.objects.create(share=share, day=downloads.today(), count=2)  # 5 left
+    DownloadDay.objects.create(share=share, day=services.today(), count=2)  # 5 left
     cookie = logged_in_client(share).cookies[settings.SESSION_COOKIE_NAME].value
     statuses: list[int] = []
     barrier = threading.Barrier(20)
@@ -545,7 +546,7 @@ def test_safe_names_and_ranges() -> None:
     assert media.safe_name("Röntgen Thorax") == "Rontgen Thorax"
     assert media.safe_name("../..") == ""
     assert media.safe_name("con") == "_con"
-    parse = downloads.parse_range
+    parse = views.parse_range
     assert parse("", 100) is None
     assert parse("bytes=0-", 100) == (0, 99)
     assert parse("bytes=10-19", 100) == (10, 19)
@@ -555,7 +556,7 @@ def test_safe_names_and_ranges() -> None:
     assert parse("bytes=0-1,5-6", 100) is None
     assert parse("items=0-1", 100) is None
     assert parse("bytes=5-1", 100) is None
-    with pytest.raises(downloads.UnsatisfiableRangeError):
+    with pytest.raises(views.UnsatisfiableRangeError):
         parse("bytes=100-", 100)
-    with pytest.raises(downloads.UnsatisfiableRangeError):
+    with pytest.raises(views.UnsatisfiableRangeError):
         parse("bytes=-0", 100)

@@ -17,8 +17,8 @@ from pydicom.fileset import FileSet
 from radshare.core.storage import get_storage, instance_key
 from radshare.shares.models import Share
 from radshare.studies.models import Instance
+from tests.downloads.test_downloads import body, unzip
 from tests.recipients.conftest import log_in, ready_share
-from tests.recipients.test_downloads import body, unzip
 from tests.shares.helpers import ANNA, make_study
 
 

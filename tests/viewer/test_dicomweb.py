@@ -29,12 +29,15 @@ from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
 from radshare.audit.models import AuditEvent
 from radshare.core.storage import FileSystemStorage, get_storage, instance_key
-from radshare.recipients import dicomweb, downloads, session
-from radshare.recipients.models import DownloadDay
+from radshare.downloads import services
+from radshare.downloads.models import DownloadDay
+from radshare.recipients import session
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Series, Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import cr_image, ct_series, encode
+from radshare.viewer import dicomweb
+from radshare.viewer.dicomweb import negotiation
 from tests.recipients.conftest import Recipient, logged_in_client, ready_share
 from tests.shares.helpers import ANNA, PIET, make_study
 
@@ -321,14 +324,14 @@ def test_concurrent_retrieves_count_exactly(
             t.join(timeout=120)
         return sorted(statuses)
 
-    count_download = downloads.count_download
+    count_download = services.count_download
 
     def slow_count(share: Share) -> bool:
         time.sleep(0.1)  # widen the window between "counted today?" and the count
         return count_download(share)
 
-    monkeypatch.setattr(downloads, "count_download", slow_count)
-    DownloadDay.objects.create(share=recipient.share, day=downloads.today())  # no insert to queue behind
+    monkeypatch.setattr(services, "count_download", slow_count)
+    DownloadDay.objects.create(share=recipient.share, day=services.today())  # no insert to queue behind
     # Ten first retrieves of the CT's instances at once: the study counts once, and is recorded once.
     assert fetch_together([instance_url(i) for i in instances_of(ct)] * 5) == [200] * 10
     assert counted() == 1
@@ -556,13 +559,13 @@ def test_retrieve_streams_the_stored_files_at_each_level(recipient: Recipient, o
 def test_multipart_reader_packs_small_files_and_says_its_length(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dicomweb, "CHUNK", 10)
+    monkeypatch.setattr(negotiation, "CHUNK", 10)
     storage = FileSystemStorage(tmp_path)
     files = []
     for n, content in enumerate([b"a" * 25, b"", b"bc", b"d" * 7]):
         storage.put(f"instances/{n}.dcm", content)
-        files.append(dicomweb._Part(f"instances/{n}.dcm", len(content), "1.2.840.10008.1.2.1"))
-    reader = dicomweb.MultipartReader(storage, files, "b0undary")
+        files.append(negotiation.Part(f"instances/{n}.dcm", len(content), "1.2.840.10008.1.2.1"))
+    reader = negotiation.MultipartReader(storage, files, "b0undary")
     pieces = list(iter(reader.read, b""))
     data = b"".join(pieces)
     assert len(data) == reader.length
@@ -717,8 +720,8 @@ def test_partial_retrieves_count_once_per_study_and_day(
     assert entries.filter(outcome="denied", detail__reason="daily limit").count() == 1
     assert recipient.code.replace("-", "") not in str([e.detail for e in AuditEvent.objects.all()])
 
-    tomorrow = downloads.today() + dt.timedelta(days=1)
-    monkeypatch.setattr(downloads, "today", lambda: tomorrow)
+    tomorrow = services.today() + dt.timedelta(days=1)
+    monkeypatch.setattr(services, "today", lambda: tomorrow)
     assert get(client, instance_url(instances_of(ct)[0]))[0].status_code == 200
     assert DownloadDay.objects.get(day=tomorrow).count == 1
 

@@ -15,9 +15,9 @@ from django.urls import reverse
 from pydicom.uid import generate_uid
 
 from radshare.audit.models import AuditEvent
+from radshare.downloads.models import DownloadDay
 from radshare.imaging import services as imaging
 from radshare.imaging.models import InstanceRender
-from radshare.recipients.models import DownloadDay
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import ct_series, encode
@@ -32,7 +32,7 @@ MULTI_FRAME_SC = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word Sec
 
 
 def viewer_url(study: Study) -> str:
-    return reverse("recipients:viewer", args=[study.pk])
+    return reverse("viewer:study", args=[study.pk])
 
 
 def viewer_data(html: str) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def test_page_lists_the_series_and_a_stack_of_jpegs(recipient: Recipient) -> Non
     assert "CT thorax" in html
     assert "Axial 5 mm" in html
     assert "2 images" in html
-    assert f'href="{reverse("recipients:download")}?study={ct.pk}"' in html
+    assert f'href="{reverse("downloads:choose")}?study={ct.pk}"' in html
     assert f'href="{reverse("recipients:studies")}"' in html
     assert 'src="/static/radshare/viewer.js"' in html
     assert 'href="/static/radshare/viewer.css"' in html
@@ -174,9 +174,7 @@ def test_every_frame_of_a_multi_frame_instance_is_an_image(recipient: Recipient)
     for image in cine["images"]:
         assert recipient.client.get(image["src"]).status_code == 200
     # One past the last frame is not there.
-    assert (
-        recipient.client.get(reverse("recipients:image", args=[render.pk, 3, "preview"])).status_code == 404
-    )
+    assert recipient.client.get(reverse("viewer:image", args=[render.pk, 3, "preview"])).status_code == 404
 
 
 def test_another_shares_study_is_refused_and_audited(recipient: Recipient, other_shares: list[Study]) -> None:
@@ -200,19 +198,19 @@ def test_another_shares_render_is_a_404(recipient: Recipient, other_shares: list
     for study in other_shares:
         for pk in render_pks(study):
             for kind in ("preview", "thumb", "full"):
-                url = reverse("recipients:image", args=[pk, 0, kind])
+                url = reverse("viewer:image", args=[pk, 0, kind])
                 assert recipient.client.get(url).status_code == 404
     # The same renders are there for their own recipients.
     piet_share = other_shares[0].share_studies.get().share
-    url = reverse("recipients:image", args=[render_pks(other_shares[0])[0], 0, "preview"])
+    url = reverse("viewer:image", args=[render_pks(other_shares[0])[0], 0, "preview"])
     assert logged_in_client(piet_share).get(url).status_code == 200
 
 
 def test_frame_out_of_range_and_bad_kind(recipient: Recipient) -> None:
     pk = render_pks(recipient.studies[0])[0]
-    assert recipient.client.get(reverse("recipients:image", args=[pk, 0, "preview"])).status_code == 200
-    assert recipient.client.get(reverse("recipients:image", args=[pk, 1, "preview"])).status_code == 404
-    assert recipient.client.get(reverse("recipients:image", args=[pk, 10_000, "preview"])).status_code == 404
+    assert recipient.client.get(reverse("viewer:image", args=[pk, 0, "preview"])).status_code == 200
+    assert recipient.client.get(reverse("viewer:image", args=[pk, 1, "preview"])).status_code == 404
+    assert recipient.client.get(reverse("viewer:image", args=[pk, 10_000, "preview"])).status_code == 404
     for kind in ("original", "dicom", "PREVIEW", "..", "preview.jpg%00"):
         assert recipient.client.get(f"/r/images/{pk}/0/{kind}.jpg").status_code == 404
     assert recipient.client.get(f"/r/images/{pk}/-1/preview.jpg").status_code == 404
@@ -225,8 +223,8 @@ def test_not_logged_in_goes_to_the_start_page(recipient: Recipient) -> None:
     anonymous = Client()
     for url in (
         viewer_url(ct),
-        reverse("recipients:image", args=[render_pks(ct)[0], 0, "preview"]),
-        reverse("recipients:report_pdf", args=[pdf.pk]),
+        reverse("viewer:image", args=[render_pks(ct)[0], 0, "preview"]),
+        reverse("viewer:report_pdf", args=[pdf.pk]),
     ):
         response = anonymous.get(url)
         assert response.status_code == 302
@@ -252,7 +250,7 @@ def test_pdf_report_opens_inline(recipient: Recipient, other_shares: list[Study]
     pdf = make_pdf("Report for the viewer")
     instance = add_instance(ct, pdf_dataset(ANNA, ct.study_instance_uid, pdf))
     html, _ = open_viewer(recipient.client, ct)
-    url = reverse("recipients:report_pdf", args=[instance.pk])
+    url = reverse("viewer:report_pdf", args=[instance.pk])
     assert url == f"/r/reports/{instance.pk}.pdf"
     assert f'href="{url}"' in html
     assert "Verslag CT thorax" in html  # its document title
@@ -270,10 +268,10 @@ def test_pdf_report_opens_inline(recipient: Recipient, other_shares: list[Study]
     # Another share's report, and an instance that is no PDF report, are not there.
     piet = other_shares[0]
     other_pdf = add_instance(piet, pdf_dataset(PIET, piet.study_instance_uid, make_pdf("Not yours")))
-    assert recipient.client.get(reverse("recipients:report_pdf", args=[other_pdf.pk])).status_code == 404
+    assert recipient.client.get(reverse("viewer:report_pdf", args=[other_pdf.pk])).status_code == 404
     image = Instance.objects.filter(series__study=ct, series__modality="CT").first()
     assert image is not None
-    assert recipient.client.get(reverse("recipients:report_pdf", args=[image.pk])).status_code == 404
+    assert recipient.client.get(reverse("viewer:report_pdf", args=[image.pk])).status_code == 404
 
 
 def test_one_audit_entry_per_study_opened_none_per_image(recipient: Recipient) -> None:

@@ -1,16 +1,24 @@
-"""What a recipient receives: the e-mail with the link, the SMS with the login code, and the texts the letter shares;
-and the notice a sender gets when wrong passwords block logins to their account.
+"""What each outbound message says: one function per message, its words in a template folder named after it,
+``templates/delivery/<message>/`` (``subject.txt``, ``body.txt`` and, for e-mail, ``body.html``):
 
-docs/requirements.md S2.5/S2.7, docs/security.md A20: these texts name the organisation, give the link and
-the steps, and (e-mail only)
-the last 3 digits of the patient's BSN. Nothing else about the patient or the studies goes into them; that is why
-the builders below are given the share and read only its organisation, language, recipient type, expiry and those
-3 digits.
+- ``share_email``: the recipient's e-mail with the link (``share_email/``);
+- ``sms_code_text``: the recipient's SMS with the login code (``sms_code/``);
+- ``share_opened_email``, ``share_locked_email``: the notices to the sender who made a share
+  (``share_opened/``, ``share_locked/``);
+- ``login_locked_email``: the notice that wrong passwords blocked logins to a sender's account (``login_locked/``).
+
+It also owns ``share_texts``, the translated sentences the share e-mail and the letter (``letter.py``) share.
+
+docs/requirements.md S2.5/S2.7, docs/security.md A20: the recipient's texts name the organisation, give the link
+and the steps, and (e-mail only) the last 3 digits of the patient's BSN. Nothing else about the patient or the
+studies goes into them; that is why the builders below are given the share and read only its organisation,
+language, recipient type, expiry and those 3 digits, and why the templates get those texts, not the share.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -19,7 +27,6 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils import formats, timezone, translation
-from django.utils.html import linebreaks
 from django.utils.translation import gettext, ngettext
 
 from radshare.organisations.services import LockScope
@@ -111,41 +118,89 @@ def share_texts(share: Share, code: str, medium: Medium) -> ShareTexts:
 
 
 def _share_texts(share: Share, code: str, medium: Medium) -> ShareTexts:
+    """``share_texts`` in the active language: who it is for, the steps, the expiry, and the fixed sentences."""
     org = one_line(share.organisation.name)
-    values = {"organisation": org}
     patient = share.recipient_type != Share.RecipientType.CARE_PROVIDER
-    needs: tuple[str, ...]
+    audience = _audience_texts(org, patient)
+    expiry, keep = _expiry_texts(share, org, patient)
     start_url = settings.RADSHARE.base_url
-    if patient:
-        title = gettext("Your images from %(organisation)s") % values
-        greeting = gettext("Dear Sir or Madam,")
-        intro = (
-            gettext(
-                "%(organisation)s has shared medical images with you. You can look at them in your web browser "
-                "and save a copy."
-            )
-            % values
+    return ShareTexts(
+        language=share.language,
+        organisation=org,
+        contacts=contacts(share),
+        url=share_url(code),
+        code=format_code(code),
+        start_url=start_url,
+        title=audience.title,
+        greeting=audience.greeting,
+        intro=audience.intro,
+        needs=audience.needs,
+        steps=_steps(patient, medium),
+        code_fallback=gettext("If the link does not open, go to %(start)s and type this code:")
+        % {"start": start_url},
+        expiry=expiry,
+        keep=keep,
+        security=gettext(
+            "Three things are needed to open the images: this link, the date of birth, and the code sent by "
+            "SMS to the registered phone. So a link that reaches the wrong person gives no access."
+        ),
+        questions=gettext(
+            "Do you have questions about these images or this link? Please contact %(organisation)s."
         )
-        needs = (gettext("Your date of birth."),)
-    else:
-        title = gettext("Images of your patient from %(organisation)s") % values
-        greeting = gettext("Dear colleague,")
-        intro = (
-            gettext(
-                "%(organisation)s has shared medical images of one of your patients with you, with the patient's "
-                "consent."
-            )
-            % values
-        )
-        needs = (gettext("Your patient's date of birth."),)
-    needs += (
+        % {"organisation": org},
+        confidential=(
+            gettext("This e-mail gives access to medical images. Please keep it to yourself.")
+            if medium == "email"
+            else gettext("This letter gives access to medical images. Please keep it in a safe place.")
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class _Audience:
+    """The sentences that differ between a patient and a care provider, before the steps."""
+
+    title: str
+    greeting: str
+    intro: str
+    needs: tuple[str, ...]
+
+
+def _audience_texts(organisation: str, patient: bool) -> _Audience:
+    """Title, greeting, introduction and what the recipient needs: for the patient, or for their care provider."""
+    values = {"organisation": organisation}
+    phone = (
         gettext(
             "The phone with the number that %(organisation)s registered for these images: a code is sent to it "
             "by text message (SMS)."
         )
+        % values
+    )
+    if patient:
+        return _Audience(
+            title=gettext("Your images from %(organisation)s") % values,
+            greeting=gettext("Dear Sir or Madam,"),
+            intro=gettext(
+                "%(organisation)s has shared medical images with you. You can look at them in your web browser "
+                "and save a copy."
+            )
+            % values,
+            needs=(gettext("Your date of birth."), phone),
+        )
+    return _Audience(
+        title=gettext("Images of your patient from %(organisation)s") % values,
+        greeting=gettext("Dear colleague,"),
+        intro=gettext(
+            "%(organisation)s has shared medical images of one of your patients with you, with the patient's "
+            "consent."
+        )
         % values,
+        needs=(gettext("Your patient's date of birth."), phone),
     )
 
+
+def _steps(patient: bool, medium: Medium) -> tuple[str, ...]:
+    """How to open the images: the link (or the QR code), the date of birth, the SMS code, what comes next."""
     if medium == "email":
         first = gettext("Open the link in this e-mail.")
     else:
@@ -173,11 +228,19 @@ def _share_texts(share: Share, code: str, medium: Medium) -> ShareTexts:
         "minutes.",
         SMS_CODE_VALID_MINUTES,
     ) % {"minutes": SMS_CODE_VALID_MINUTES}
+    return (first, dob, sms, last)
 
+
+def _expiry_texts(share: Share, organisation: str, patient: bool) -> tuple[str, str]:
+    """Until when the link works, and the advice to download before then."""
     expiry = gettext(
         "The link works until %(date)s at %(time)s. After that, ask %(organisation)s for a new link if you "
         "still need the images."
-    ) % {"date": expiry_text(share, share.language), "time": expiry_time_text(share), "organisation": org}
+    ) % {
+        "date": expiry_text(share, share.language),
+        "time": expiry_time_text(share),
+        "organisation": organisation,
+    }
     keep = (
         gettext("Would you like to keep the images? Download them before that date.")
         if patient
@@ -185,37 +248,7 @@ def _share_texts(share: Share, code: str, medium: Medium) -> ShareTexts:
     )
     if not settings.RADSHARE.download_on_mobile:
         keep += " " + gettext("Downloading works on a computer, not on a phone or tablet.")
-
-    return ShareTexts(
-        language=share.language,
-        organisation=org,
-        contacts=contacts(share),
-        url=share_url(code),
-        code=format_code(code),
-        start_url=start_url,
-        title=title,
-        greeting=greeting,
-        intro=intro,
-        needs=needs,
-        steps=(first, dob, sms, last),
-        code_fallback=gettext("If the link does not open, go to %(start)s and type this code:")
-        % {"start": start_url},
-        expiry=expiry,
-        keep=keep,
-        security=gettext(
-            "Three things are needed to open the images: this link, the date of birth, and the code sent by "
-            "SMS to the registered phone. So a link that reaches the wrong person gives no access."
-        ),
-        questions=gettext(
-            "Do you have questions about these images or this link? Please contact %(organisation)s."
-        )
-        % values,
-        confidential=(
-            gettext("This e-mail gives access to medical images. Please keep it to yourself.")
-            if medium == "email"
-            else gettext("This letter gives access to medical images. Please keep it in a safe place.")
-        ),
-    )
+    return expiry, keep
 
 
 def _bsn_texts(share: Share, organisation: str) -> tuple[str, str]:
@@ -234,30 +267,45 @@ def _bsn_texts(share: Share, organisation: str) -> tuple[str, str]:
     )
 
 
-def _tidy(text: str) -> str:
-    """Template whitespace out of the plain-text e-mail: no trailing spaces, at most one empty line in a row."""
+# --- Rendering a message's templates --------------------------------------------------------------------
+
+
+def _render(message: str, part: str, context: Mapping[str, object]) -> str:
+    """One part (``subject.txt``, ``body.txt``, ``body.html``) of ``templates/delivery/<message>/``, rendered in
+    the active language."""
+    return render_to_string(f"delivery/{message}/{part}", dict(context))
+
+
+def _subject(message: str, context: Mapping[str, object]) -> str:
+    """A subject is one line, whatever the template's or the organisation name's line breaks."""
+    return one_line(_render(message, "subject.txt", context))
+
+
+def _plain(text: str) -> str:
+    """Template whitespace out of a plain-text part: no trailing spaces, at most one empty line in a row, none
+    at either end."""
     lines = [line.rstrip() for line in text.strip().splitlines()]
     tidy: list[str] = []
     for line in lines:
         if line or (tidy and tidy[-1]):
             tidy.append(line)
-    return "\n".join(tidy) + "\n"
+    return "\n".join(tidy)
+
+
+# --- To recipients ------------------------------------------------------------------------------------------
 
 
 def share_email(share: Share, code: str) -> RenderedEmail:
     """The notification e-mail to the recipient, in share.language, for share.recipient_type."""
     with translation.override(share.language):
         texts = _share_texts(share, code, "email")
-        values = {"organisation": texts.organisation}
-        if share.recipient_type == Share.RecipientType.CARE_PROVIDER:
-            subject = gettext("%(organisation)s has shared images of a patient with you") % values
-        else:
-            subject = gettext("%(organisation)s has shared images with you") % values
+        care_provider = share.recipient_type == Share.RecipientType.CARE_PROVIDER
+        subject = _subject("share_email", {"t": texts, "care_provider": care_provider})
         bsn, bsn_check = _bsn_texts(share, texts.organisation)
         context = {"t": texts, "subject": subject, "bsn": bsn, "bsn_check": bsn_check}
-        text = render_to_string("delivery/share_email/body.txt", context)
-        html = render_to_string("delivery/share_email/body.html", context)
-    return RenderedEmail(subject=one_line(subject), text=_tidy(text), html=html)
+        text = _plain(_render("share_email", "body.txt", context)) + "\n"
+        html = _render("share_email", "body.html", context)
+    return RenderedEmail(subject=subject, text=text, html=html)
 
 
 # GSM 03.38: the basic set counts one, the extension set two (escape + character); anything else would turn the
@@ -302,68 +350,68 @@ def gsm7_length(text: str) -> int:
 
 
 def sms_code_text(organisation_name: str, code: str, minutes: int, language: str) -> str:
-    """The SMS with the recipient's login code: the code, how long it is valid and the organisation's name,
-    nothing else (A4, A20). One GSM-7 segment: a long organisation name is shortened to fit."""
+    """The SMS with the recipient's login code (``sms_code/body.txt``): the code, how long it is valid and the
+    organisation's name, nothing else (A4, A20). One GSM-7 segment: a long organisation name is shortened to
+    fit."""
     with translation.override(language):
-        template = ngettext(
-            "%(code)s is your login code for %(organisation)s. It is valid for %(minutes)d minute.",
-            "%(code)s is your login code for %(organisation)s. It is valid for %(minutes)d minutes.",
-            minutes,
-        )
 
-    def message(name: str) -> str:
-        return _gsm7(template % {"code": code, "organisation": name, "minutes": minutes})
+        def message(name: str) -> str:
+            context = {"code": code, "organisation": name, "minutes": minutes}
+            return _gsm7(_plain(_render("sms_code", "body.txt", context)))
 
-    name = _gsm7(one_line(organisation_name))
-    room = SMS_MAX_CHARS - gsm7_length(message(""))
-    if gsm7_length(name) > room:
-        name = name[: max(room - 3, 0)]
-        while gsm7_length(name) > max(room - 3, 0):
-            name = name[:-1]
-        name = name.rstrip() + "..."
-    return message(name)
+        name = _gsm7(one_line(organisation_name))
+        room = SMS_MAX_CHARS - gsm7_length(message(""))
+        if gsm7_length(name) > room:
+            name = name[: max(room - 3, 0)]
+            while gsm7_length(name) > max(room - 3, 0):
+                name = name[:-1]
+            name = name.rstrip() + "..."
+        return message(name)
 
 
 # --- To senders ---------------------------------------------------------------------------------------------
+
+
+def share_opened_email(share_id: int, url: str, language: str) -> RenderedEmail:
+    """docs/requirements.md B6.7: the recipient opened share ``share_id`` for the first time (``share_opened/``).
+    The share's number and ``url``, the link to its page, are all it says about the share."""
+    return _share_notice("share_opened", share_id, url, language)
+
+
+def share_locked_email(share_id: int, url: str, language: str) -> RenderedEmail:
+    """docs/security.md A3: wrong attempts locked share ``share_id`` (``share_locked/``); what the sender can do.
+    The share's number and ``url``, the link to its page, are all it says about the share."""
+    return _share_notice("share_locked", share_id, url, language)
+
+
+def _share_notice(message: str, share_id: int, url: str, language: str) -> RenderedEmail:
+    """A notice about a share to its sender. The catalogue holds each notice's body as one text, paragraphs and
+    all, so ``body.html`` is that text's paragraphs with the web address as a link (``login_locked`` likewise)."""
+    context = {"id": share_id, "url": url}
+    with translation.override(language):
+        subject = _subject(message, context)
+        text = _plain(_render(message, "body.txt", context))
+        html = _render(message, "body.html", {"text": text}).strip()
+    return RenderedEmail(subject=subject, text=text, html=html)
 
 
 def login_locked_email(
     username: str, address: str, until: datetime, scope: str, language: str
 ) -> RenderedEmail:
     """The notice that wrong passwords blocked (or slowed down) logins to the account ``username``
-    (docs/security.md A26): from where, until when, and what to do. It holds no password and no other secret."""
+    (docs/security.md A26; ``login_locked/``): from where, until when, and what to do. It holds no password and
+    no other secret."""
+    moment = _local(until)
     with translation.override(language):
-        moment = _local(until)
-        values = {
+        context = {
+            "slowed_down": scope == LockScope.ACCOUNT,
+            "device": scope == LockScope.DEVICE,
             "username": username,
             "address": address or "?",
             "date": formats.date_format(moment, "j F Y"),
             "time": moment.strftime("%H:%M"),
         }
-        if scope == LockScope.ACCOUNT:
-            subject = gettext("Logins to your radshare account are being slowed down")
-            what = gettext(
-                "Logins to your radshare account %(username)s are slowed down after wrong passwords from many "
-                "addresses, the last from %(address)s, until %(time)s on %(date)s. From other devices and "
-                "addresses one attempt a minute is allowed; devices and addresses you logged in from before are "
-                "not affected."
-            )
-        elif scope == LockScope.DEVICE:
-            subject = gettext("Logins to your radshare account were blocked")
-            what = gettext(
-                "Logins to your radshare account %(username)s from one of your devices, at the address "
-                "%(address)s, were blocked after repeated wrong passwords, until %(time)s on %(date)s. Other "
-                "devices and addresses are not affected."
-            )
-        else:
-            subject = gettext("Logins to your radshare account were blocked")
-            what = gettext(
-                "Logins to your radshare account %(username)s from the address %(address)s were blocked after "
-                "repeated wrong passwords, until %(time)s on %(date)s. Logins from other addresses, and from "
-                "devices you logged in from before, still work."
-            )
-        advice = gettext(
-            "If this was not you, someone may be trying to guess your password. Please contact your administrator."
-        )
-    text = f"{what % values}\n\n{advice}"
-    return RenderedEmail(subject=subject, text=text + "\n", html=linebreaks(text, autoescape=True))
+        subject = _subject("login_locked", context)
+        text = _plain(_render("login_locked", "body.txt", context))
+        html = _render("login_locked", "body.html", {"text": text}).strip()
+    return RenderedEmail(subject=subject, text=text + "\n", html=html)

@@ -19,9 +19,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
-from django.utils import timezone, translation
-from django.utils.html import linebreaks, urlize
-from django.utils.translation import gettext as _
+from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import Outcome, record
@@ -190,25 +188,15 @@ def _sender_email(n: Notification) -> backends.EmailMessage:
         raise _Skip("no sender address")
     language = settings.LANGUAGE_CODE
     url = settings.RADSHARE.base_url + reverse("shares:detail", args=[share.pk])
-    with translation.override(language):
-        if n.kind == Notification.Kind.OPENED:
-            subject = _("Share %(id)s was opened") % {"id": share.pk}
-            text = _(
-                "The recipient of share %(id)s has opened it for the first time.\n\n"
-                "The share and its audit trail: %(url)s\n\n"
-                "You receive this because you asked for it when you made the share."
-            ) % {"id": share.pk, "url": url}
-        else:
-            subject = _("Share %(id)s was locked") % {"id": share.pk}
-            text = _(
-                "Share %(id)s was locked after too many wrong attempts to open it (date of birth or SMS code).\n\n"
-                "If the recipient contacts you, check that they have the right date of birth and phone, then "
-                "unlock the share on its page: %(url)s\n\n"
-                "If nobody expected to open it, consider revoking the share."
-            ) % {"id": share.pk, "url": url}
-    html = linebreaks(urlize(text, autoescape=True))
+    notice = content.share_opened_email if n.kind == Notification.Kind.OPENED else content.share_locked_email
+    mail = notice(share.pk, url, language)
     return backends.EmailMessage(
-        to=sender.email, subject=subject, text=text, html=html, message_id=n.message_id, language=language
+        to=sender.email,
+        subject=mail.subject,
+        text=mail.text,
+        html=mail.html,
+        message_id=n.message_id,
+        language=language,
     )
 
 

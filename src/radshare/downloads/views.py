@@ -1,46 +1,44 @@
-"""Downloads (docs/requirements.md S4.6-S4.8, B6.3, B6.5; docs/security.md A10, A13-A16, A18, R5;
+"""The download pages (docs/requirements.md S4.6-S4.8, B6.3, B6.5; docs/security.md A10, A13-A16, A18, R5;
 docs/architecture.md "Downloads").
 
 ``choose`` is the download dialog (a page; no script needed): DICOM or JPEG, their sizes, downloads left today.
 ``download_all`` and ``download_study`` stream the ZIP built in ``media``: exact Content-Length, a server-chosen
 ASCII file name, one HTTP Range (206) to resume, at most ``RADSHARE_DOWNLOADS_PER_DAY`` downloads per share and
 calendar day (Europe/Amsterdam). A download is a ZIP request from byte 0. A Range request continues a counted
-download only within that download's grant (``DownloadGrant``, docs/security.md A24): the same browser session,
-the same ZIP (ETag), the same day, and at most one copy of its bytes plus a margin for bytes lost in flight; any
-other range counts as a new download (and is refused at the limit). The count, the grant and the "started" audit
-entry are written in one transaction before the first byte (A18).
+download only within that download's grant (``services.draw_grant``, docs/security.md A24): the same browser
+session, the same ZIP (ETag), the same day, and at most one copy of its bytes plus a margin for bytes lost in
+flight; any other range counts as a new download (and is refused at the limit). The count, the grant and the
+"started" audit entry are written in one transaction before the first byte (A18).
 
-Streaming under ASGI needs an async iterator (docs/architecture.md "Gotchas"): the ZIP's parts are pulled
-from a worker thread
-with ``sync_to_async(thread_sensitive=False)``, about 1 MiB at a time, so memory stays flat at any size.
+Streaming under ASGI needs an async iterator (docs/architecture.md "Gotchas"): the ZIP's parts are pulled from a
+worker thread with ``sync_to_async(thread_sensitive=False)``, about 1 MiB at a time, so memory stays flat at any
+size. The counter and the grants are ``services``; the ZIP's contents are ``media``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import re
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import OperationalError, transaction
-from django.db.models import F, Sum
+from django.db import transaction
+from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone, translation
+from django.utils import translation
 from django.views.decorators.http import require_safe
 
 from radshare.audit.services import Outcome
+from radshare.downloads import media, services
 from radshare.imaging.models import InstanceRender
-from radshare.recipients import media
-from radshare.recipients.models import DownloadDay, DownloadGrant
+from radshare.recipients.services import refused_on_device, share_studies
 from radshare.recipients.session import (
     Stage,
     recipient_required,
@@ -54,70 +52,7 @@ from radshare.studies.models import Study
 
 logger = logging.getLogger(__name__)
 
-# A phone or tablet by its User-Agent: every mobile browser says "Mobi" (MDN's advice), Android tablets at
-# least "Android", older iPads "iPad". Safari on iPadOS 13+ presents itself as a Mac: taken for a computer.
-MOBILE_MARKERS = ("Mobi", "Android", "iPhone", "iPad")
-LOCK_RETRIES = 6  # SQLite: a writer that still finds the database locked after its 30 s timeout tries again
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-# Bytes a counted download may be fetched beyond one copy of the ZIP: what was sent but lost in flight (socket and
-# proxy buffers) when the connection broke. A quarter of the ZIP, at most 16 MiB.
-GRANT_MARGIN = 16 * 1024 * 1024
-
-
-def today() -> dt.date:
-    """The calendar day downloads are counted on (TIME_ZONE, Europe/Amsterdam); tests move it."""
-    return timezone.localdate()
-
-
-def is_mobile(request: HttpRequest) -> bool:
-    user_agent = request.headers.get("user-agent", "")
-    return any(marker in user_agent for marker in MOBILE_MARKERS)
-
-
-def refused_on_device(request: HttpRequest) -> bool:
-    """Downloads are for computers unless the deployment allows phones and tablets (S4.8)."""
-    return is_mobile(request) and not settings.RADSHARE.download_on_mobile
-
-
-def daily_limit() -> int:
-    return settings.RADSHARE.downloads_per_day
-
-
-def downloads_left(share: Share) -> int:
-    used = DownloadDay.objects.filter(share=share, day=today()).values_list("count", flat=True).first() or 0
-    return max(daily_limit() - used, 0)
-
-
-def count_download(share: Share) -> bool:
-    """Count one download today if the limit allows (R5): one row per share and day, raised by a conditional
-    UPDATE, so concurrent requests on any number of processes cannot pass the limit together. Call it inside a
-    transaction (on PostgreSQL the row lock then holds until commit; SQLite writes one transaction at a time)."""
-    day = today()
-    DownloadDay.objects.get_or_create(share=share, day=day)  # a concurrent create: IntegrityError, then get
-    raised = DownloadDay.objects.filter(share=share, day=day, count__lt=daily_limit()).update(
-        count=F("count") + 1
-    )
-    return raised == 1
-
-
-def _retry_locked[T](write: Callable[[], T]) -> T:
-    for attempt in range(LOCK_RETRIES):
-        try:
-            return write()
-        except OperationalError as exc:
-            if "locked" not in str(exc) or attempt == LOCK_RETRIES - 1:
-                raise
-            time.sleep(0.05 * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-def share_studies(share: Share) -> list[Study]:
-    """The share's studies in the order of the study list (their numbers in file names follow it)."""
-    return list(
-        Study.objects.filter(share_studies__share=share)
-        .select_related("patient")
-        .order_by("-study_date", "pk")
-    )
 
 
 def _audit(
@@ -146,9 +81,9 @@ def _refusal(request: HttpRequest, share: Share, reason: str, status: int) -> Ht
         "organisation": share.organisation,
         "logged_in": True,
         "reason": reason,
-        "limit": daily_limit(),
+        "limit": services.daily_limit(),
     }
-    return render(request, "recipients/download_refused.html", context, status=status)
+    return render(request, "downloads/refused.html", context, status=status)
 
 
 # --- the dialog -------------------------------------------------------------------------------------------
@@ -183,8 +118,8 @@ def choose(request: HttpRequest, share: Share) -> HttpResponse:
 
     def url(kind: str) -> str:
         if study is None:
-            return reverse("recipients:download_all", args=[kind])
-        return reverse("recipients:download_study", args=[study.pk, kind])
+            return reverse("downloads:all", args=[kind])
+        return reverse("downloads:study", args=[study.pk, kind])
 
     context = {
         "organisation": share.organisation,
@@ -196,11 +131,11 @@ def choose(request: HttpRequest, share: Share) -> HttpResponse:
         "dicom_url": url(media.DICOM),
         "jpeg_url": url(media.JPEG),
         "refused_on_device": refused_on_device(request),
-        "left": downloads_left(share),
-        "limit": daily_limit(),
+        "left": services.downloads_left(share),
+        "limit": services.daily_limit(),
         "care_provider": share.recipient_type == Share.RecipientType.CARE_PROVIDER,
     }
-    return render(request, "recipients/download.html", context)
+    return render(request, "downloads/choose.html", context)
 
 
 # --- the ZIP ----------------------------------------------------------------------------------------------
@@ -247,55 +182,34 @@ class _Download:
         return self.last - self.first + 1
 
 
-def _grant_budget(size: int) -> int:
-    return size + min(size // 4, GRANT_MARGIN)
-
-
-def _draw(download: _Download) -> int | None:
-    """Draw this range from a grant of the same session, ZIP and day (one conditional UPDATE, so concurrent
-    ranges cannot overdraw it); the grant's id, or None when none has room."""
-    grants = DownloadGrant.objects.filter(
-        share=download.share, session_hash=download.session, etag=download.layout.etag, day=today()
-    )
-    for pk in grants.order_by("-pk").values_list("pk", flat=True)[:3]:
-        drawn = DownloadGrant.objects.filter(pk=pk, drawn__lte=F("budget") - download.length).update(
-            drawn=F("drawn") + download.length
-        )
-        if drawn:
-            return pk
-    return None
-
-
 def _filename(kind: str, number: int | None) -> str:
     # Server-chosen and ASCII, never patient data (A14): the day of the download, or the study's place in the list.
     if number is None:
-        return f"radshare-{kind}-{today():%Y-%m-%d}.zip"
+        return f"radshare-{kind}-{services.today():%Y-%m-%d}.zip"
     return f"radshare-{kind}-study-{number}.zip"
 
 
 def _begin(request: HttpRequest, download: _Download) -> bool:
     """Continue a counted download within its grant, or count a new one (with its grant); record the start. All
     together or not at all (A18, R5, A24). False: a new download over today's limit."""
+    share, etag = download.share, download.layout.etag
     with transaction.atomic():
-        grant = _draw(download) if download.first > 0 else None
+        grant = None
+        if download.first > 0:
+            grant = services.draw_grant(share, download.session, etag, download.length)
         counted = grant is None
         if counted:
-            if not count_download(download.share):
+            if not services.count_download(share):
                 return False
-            mark_downloaded(download.share)
-            grant = DownloadGrant.objects.create(
-                share=download.share,
-                session_hash=download.session,
-                etag=download.layout.etag,
-                day=today(),
-                budget=_grant_budget(download.layout.size),
-                drawn=download.length,
-            ).pk
+            mark_downloaded(share)
+            grant = services.open_grant(
+                share, download.session, etag, size=download.layout.size, drawn=download.length
+            )
         download.grant = grant
         download.detail["counted"] = counted
         _audit(
             request,
-            download.share,
+            share,
             "recipient.download.start",
             download.layout.study_uids,
             Outcome.SUCCESS,
@@ -304,20 +218,21 @@ def _begin(request: HttpRequest, download: _Download) -> bool:
     return True
 
 
-def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBase | _Download:
-    """Everything before the first byte, in one thread with the database: the answer when it is not a ZIP."""
-    share = session_share(request, Stage.IN)
-    if share is None:
-        return redirect("recipients:start")
-    if kind not in media.KINDS:
-        raise Http404
+def _chosen(request: HttpRequest, share: Share, pk: int | None) -> tuple[list[Study], int | None]:
+    """The studies of the download (all, or the one ``pk`` of the share) and that one's place in the list."""
     studies = share_studies(share)
-    number = None
-    if pk is not None:
-        number = next((n for n, s in enumerate(studies, 1) if s.pk == pk), None)
-        if number is None:
-            raise _not_in_share(request, share, pk)
-        studies = [studies[number - 1]]
+    if pk is None:
+        return studies, None
+    number = next((n for n, s in enumerate(studies, 1) if s.pk == pk), None)
+    if number is None:
+        raise _not_in_share(request, share, pk)
+    return [studies[number - 1]], number
+
+
+def _layout(
+    request: HttpRequest, share: Share, kind: str, studies: list[Study]
+) -> media.Layout | HttpResponse:
+    """The ZIP's layout, or the refusal when this device may not download or a stored file is missing."""
     uids = [s.study_instance_uid for s in studies]
     if refused_on_device(request):
         _audit(
@@ -331,7 +246,7 @@ def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBas
         )
         return _refusal(request, share, "device", 403)
     try:
-        layout = media.layout(kind, share, studies, translation.get_language() or settings.LANGUAGE_CODE)
+        return media.layout(kind, share, studies, translation.get_language() or settings.LANGUAGE_CODE)
     except media.MissingFileError:
         logger.error("share %s: a stored file of the %s download is missing", share.pk, kind)
         _audit(
@@ -345,17 +260,35 @@ def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBas
         )
         return _refusal(request, share, "missing", 500)
 
-    size = layout.size
+
+def _span(request: HttpRequest, layout: media.Layout) -> tuple[int, int] | HttpResponse | None:
+    """The range asked for (None: all of it), or the 416 answer to one past the end."""
     header = request.headers.get("range", "")
     if request.headers.get("if-range", layout.etag) != layout.etag:
         header = ""  # the ZIP changed since the part the client holds: all of it again (RFC 9110 13.1.5)
     try:
-        span = parse_range(header, size)
+        return parse_range(header, layout.size)
     except UnsatisfiableRangeError:
         response = HttpResponse(status=416)
-        response["Content-Range"] = f"bytes */{size}"
+        response["Content-Range"] = f"bytes */{layout.size}"
         return response
-    first, last = span or (0, size - 1)
+
+
+def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBase | _Download:
+    """Everything before the first byte, in one thread with the database: the answer when it is not a ZIP."""
+    share = session_share(request, Stage.IN)
+    if share is None:
+        return redirect("recipients:start")
+    if kind not in media.KINDS:
+        raise Http404
+    studies, number = _chosen(request, share, pk)
+    layout = _layout(request, share, kind, studies)
+    if isinstance(layout, HttpResponse):
+        return layout
+    span = _span(request, layout)
+    if isinstance(span, HttpResponse):
+        return span
+    first, last = span or (0, layout.size - 1)
     download = _Download(
         share=share,
         layout=layout,
@@ -363,14 +296,15 @@ def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBas
         last=last,
         partial=span is not None,
         filename=_filename(kind, number),
-        detail={"kind": kind, "size": size, "range": f"{first}-{last}" if span is not None else ""},
+        detail={"kind": kind, "size": layout.size, "range": f"{first}-{last}" if span is not None else ""},
     )
     if request.method == "HEAD":
         response = HttpResponse(status=206 if download.partial else 200, content_type="application/zip")
         _headers(response, download)
         return response
     download.session = session_hash(request)
-    if not _retry_locked(lambda: _begin(request, download)):
+    if not services.retry_locked(lambda: _begin(request, download)):
+        uids = [s.study_instance_uid for s in studies]
         _audit(
             request, share, "recipient.download.start", uids, Outcome.DENIED, kind=kind, reason="daily limit"
         )
@@ -392,10 +326,7 @@ def _finish(request: HttpRequest, download: _Download, sent: int, error: str) ->
     complete = not error and sent == download.length
     try:
         if download.grant is not None and sent < download.length:
-            # What was not sent goes back to the grant: the client may ask for it again.
-            DownloadGrant.objects.filter(pk=download.grant).update(
-                drawn=F("drawn") - (download.length - sent)
-            )
+            services.refund_grant(download.grant, download.length - sent)
         _audit(
             request,
             download.share,

@@ -1,5 +1,5 @@
 """Recipient housekeeping: login attempts and SMS codes are only needed for the lockout and throttling windows
-(the audit trail keeps the record of each step); download grants serve one day."""
+(the audit trail keeps the record of each step)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.tasks import task
 from django.utils import timezone
 
 from radshare.core.tasks import Periodic
-from radshare.recipients.models import AccessAttempt, DownloadGrant, OneTimeCode
+from radshare.recipients.models import AccessAttempt, OneTimeCode
 
 KEEP = timedelta(days=2)  # longer than any throttling window (at most an hour)
 
@@ -19,8 +19,7 @@ def prune_login_rows() -> int:
     cutoff = timezone.now() - KEEP
     attempts, _ = AccessAttempt.objects.filter(created_at__lt=cutoff).delete()
     otps, _ = OneTimeCode.objects.filter(expires_at__lt=cutoff).delete()
-    grants, _ = DownloadGrant.objects.filter(created_at__lt=cutoff).delete()  # good for their day only
-    return attempts + otps + grants
+    return attempts + otps
 
 
 PERIODIC = (Periodic("recipients.prune_login_rows", timedelta(hours=6), prune_login_rows),)

@@ -8,21 +8,20 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import Count, Prefetch, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from radshare.recipients import access, downloads, session
+from radshare.recipients import access, session
 from radshare.recipients.access import SmsResult, Step
 from radshare.recipients.forms import BirthDateForm, CodeForm, SmsCodeForm
+from radshare.recipients.services import refused_on_device, share_studies
 from radshare.recipients.session import Stage, recipient_required
 from radshare.shares.models import Share
 from radshare.shares.phones import mask_phone
 from radshare.shares.services import mark_opened
-from radshare.studies.models import Series, Study
 
 NOT_READY = (Share.Status.RETRIEVING, Share.Status.PREPARING, Share.Status.FAILED)
 
@@ -225,22 +224,6 @@ def logout(request: HttpRequest) -> HttpResponseRedirect:
     return redirect("recipients:start")
 
 
-def share_studies(share: Share) -> list[Study]:
-    """The share's studies, newest first, with their series (reports marked); scoped to the share."""
-    return list(
-        Study.objects.filter(share_studies__share=share)
-        .prefetch_related(Prefetch("series", queryset=Series.objects.order_by("series_number", "pk")))
-        .annotate(
-            reports=Count(
-                "series__instances",
-                filter=Q(series__modality__in=("SR", "DOC"))
-                | Q(series__instances__render__reason="no_pixel_data"),
-            )
-        )
-        .order_by("-study_date", "pk")
-    )
-
-
 @require_safe
 @recipient_required
 def studies(request: HttpRequest, share: Share) -> HttpResponse:
@@ -254,6 +237,6 @@ def studies(request: HttpRequest, share: Share) -> HttpResponse:
         share,
         logged_in=True,
         studies=shown,
-        downloads_offered=not downloads.refused_on_device(request),
+        downloads_offered=not refused_on_device(request),
         care_provider=share.recipient_type == Share.RecipientType.CARE_PROVIDER,
     )

@@ -1,9 +1,9 @@
-"""The image viewer (docs/requirements.md S4.5, S4.12): one study of the recipient's share, each series a
-stack of the previews
-rendered at ingest, and the study's reports beside the images.
+"""The image viewer (docs/requirements.md S4.5, S4.12): one study of the recipient's share, each series a stack
+of the previews rendered at ingest, and the study's reports beside the images (the study page, its images, a
+report's PDF). Share-scoped DICOMweb for viewers of the recipient's own is ``dicomweb``.
 
-Every look-up goes through the session's share (docs/security.md A10): a study, render or report of another share is a
-404, and a refused study or report is audited. Image URLs hold internal ids only (A20). Opening a study is one
+Every look-up goes through the session's share (docs/security.md A10): a study, render or report of another share is
+a 404, and a refused study or report is audited. Image URLs hold internal ids only (A20). Opening a study is one
 audit entry; images are neither audited nor counted as downloads (docs/architecture.md "Audit granularity",
 "Downloads").
 """
@@ -64,7 +64,7 @@ class _ImageUrls:
     """Image URLs without a reverse() per frame (a multi-frame instance can have thousands)."""
 
     def __init__(self) -> None:
-        sample = reverse("recipients:image", args=[0, 0, "preview"])
+        sample = reverse("viewer:image", args=[0, 0, "preview"])
         self.prefix = sample.removesuffix("0/0/preview.jpg")
 
     def __call__(self, render_pk: int, frame: int, kind: str) -> str:
@@ -179,7 +179,7 @@ def study_view(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
         "reports": study_reports,
         "viewer_data": {"series": [s.as_json() for s in stacks]},
     }
-    return render(request, "recipients/viewer.html", context)
+    return render(request, "viewer/study.html", context)
 
 
 @require_safe
@@ -241,7 +241,7 @@ def report_pdf(request: HttpRequest, share: Share, instance_pk: int) -> HttpResp
             reason="unreadable",
         )
         context = {"organisation": share.organisation, "logged_in": True, "study": study}
-        return render(request, "recipients/viewer_report_error.html", context)
+        return render(request, "viewer/report_error.html", context)
     _record(request, share, "recipient.report.view", study, instance=instance.pk, kind="pdf")
     response = HttpResponse(pdf, content_type=reports.PDF_MIME_TYPE)
     response["Content-Disposition"] = 'inline; filename="report.pdf"'

@@ -1,0 +1,82 @@
+"""The JPEG download (docs/requirements.md S4.6, B6.5): one full-size JPEG per frame in folders named after study
+and series, the reports beside them (a PDF as it is, an SR as text). Names inside the ZIP are ASCII and every
+system accepts them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from django.utils import translation
+from django.utils.translation import gettext as _
+
+from radshare.core.storage import Storage, get_storage, render_key
+from radshare.downloads.media.archive import (
+    JPEG,
+    Entry,
+    Layout,
+    data_entry,
+    file_entry,
+    readme,
+    zip_date_time,
+)
+from radshare.downloads.media.contents import StudyContent, share_contents
+from radshare.shares.models import Share
+from radshare.studies.models import Study
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9 ._()+,-]+")
+_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)}
+
+
+def safe_name(text: str, limit: int = 60) -> str:
+    """``text`` as a file or folder name every system accepts: ASCII letters, digits and a few marks."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    name = " ".join(_UNSAFE.sub(" ", ascii_text).split())[:limit].strip(" .")
+    if name.split(".")[0].upper() in _RESERVED:
+        name = f"_{name}"
+    return name
+
+
+def unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate.lower() in taken:
+        n += 1
+        candidate = f"{name} ({n})"
+    taken.add(candidate.lower())
+    return candidate
+
+
+def _study_entries(storage: Storage, item: StudyContent, study_names: set[str]) -> list[Entry]:
+    """A study's folder: "<date> <study>/<series>/image-0001.jpg" for every rendered frame, then its reports."""
+    date = item.study.study_date
+    folder = safe_name(f"{date:%Y-%m-%d} {item.title}" if date else item.title) or "Study"
+    folder = unique(folder, study_names)
+    entries = []
+    series_names: set[str] = set()
+    for group in item.series:
+        frames = list(group.frames())
+        if not frames:
+            continue
+        sub = unique(safe_name(group.label) or "Series", series_names)
+        for n, (instance, frame) in enumerate(frames, 1):
+            key = render_key(instance.pk, frame, "full")
+            entries.append(file_entry(storage, f"{folder}/{sub}/image-{n:04d}.jpg", key))
+    for n, report in enumerate(item.reports, 1):
+        name = f"{folder}/{safe_name(_('Report')) or 'Report'} {n}"
+        if report.pdf is not None:
+            entries.append(data_entry(f"{name}.pdf", report.pdf))
+        elif report.document is not None:
+            entries.append(data_entry(f"{name}.txt", report.document.as_text().encode()))
+    return entries
+
+
+def jpeg_layout(share: Share, studies: list[Study], language: str) -> Layout:
+    """One full-size JPEG per frame under "<date> <study>/<series>/image-0001.jpg", the reports beside them."""
+    with translation.override(language):
+        storage = get_storage()
+        entries = [readme("README.txt", "downloads/media/jpeg_readme.txt", share)]
+        study_names: set[str] = set()
+        for item in share_contents(studies):
+            entries += _study_entries(storage, item, study_names)
+    return Layout(JPEG, entries, zip_date_time(share), [s.study_instance_uid for s in studies])

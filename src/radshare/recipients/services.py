@@ -1,0 +1,47 @@
+"""What the recipient's pages share with the viewer and the downloads built on them (docs/requirements.md S4.5,
+S4.6, S4.8; docs/architecture.md "Downloads"): the share's studies in the order of the study list, and whether
+this device may download.
+
+The viewer and the downloads apps import this module; it imports neither of them.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import Count, Prefetch, Q
+from django.http import HttpRequest
+
+from radshare.shares.models import Share
+from radshare.studies.models import Series, Study
+
+# A phone or tablet by its User-Agent: every mobile browser says "Mobi" (MDN's advice), Android tablets at
+# least "Android", older iPads "iPad". Safari on iPadOS 13+ presents itself as a Mac: taken for a computer.
+MOBILE_MARKERS = ("Mobi", "Android", "iPhone", "iPad")
+
+
+def share_studies(share: Share) -> list[Study]:
+    """The share's studies, newest first, with their patient and series (reports marked); scoped to the share.
+    The order of the study list: the studies' numbers in download file names follow it."""
+    return list(
+        Study.objects.filter(share_studies__share=share)
+        .select_related("patient")
+        .prefetch_related(Prefetch("series", queryset=Series.objects.order_by("series_number", "pk")))
+        .annotate(
+            reports=Count(
+                "series__instances",
+                filter=Q(series__modality__in=("SR", "DOC"))
+                | Q(series__instances__render__reason="no_pixel_data"),
+            )
+        )
+        .order_by("-study_date", "pk")
+    )
+
+
+def is_mobile(request: HttpRequest) -> bool:
+    user_agent = request.headers.get("user-agent", "")
+    return any(marker in user_agent for marker in MOBILE_MARKERS)
+
+
+def refused_on_device(request: HttpRequest) -> bool:
+    """Downloads are for computers unless the deployment allows phones and tablets (S4.8)."""
+    return is_mobile(request) and not settings.RADSHARE.download_on_mobile
