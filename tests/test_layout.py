@@ -54,5 +54,7 @@ def test_the_check_finds_a_late_import(tmp_path: Path) -> None:
 
 
 def test_no_source_file_is_longer_than_a_reader_takes_in() -> None:
-    long = {str(p.relative_to(SRC)): n for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(SRC)): n for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert long == {}

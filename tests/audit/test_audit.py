@@ -11,6 +11,7 @@ from django.db import transaction
 from django.forms.models import model_to_dict
 from django.test import Client
 
+from radshare.audit.actions import Action
 from radshare.audit.models import AppendOnlyError, AuditEvent
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, Sender
@@ -30,7 +31,7 @@ def as_text(event: AuditEvent) -> str:
 
 @pytest.mark.django_db
 def test_entries_cannot_be_changed_or_deleted() -> None:
-    event = record("test.event", actor_type=ActorType.SYSTEM, detail={"n": 1})
+    event = record(Action.SHARE_EXPIRE, actor_type=ActorType.SYSTEM, detail={"n": 1})
     event.action = "test.changed"
     attempts = [
         event.save,
@@ -46,13 +47,13 @@ def test_entries_cannot_be_changed_or_deleted() -> None:
         with pytest.raises(AppendOnlyError), transaction.atomic():
             attempt()
     stored = AuditEvent.objects.get(pk=event.pk)
-    assert (stored.action, stored.detail) == ("test.event", {"n": 1})
+    assert (stored.action, stored.detail) == ("share.expire", {"n": 1})
 
 
 @pytest.mark.django_db
 def test_record_fills_the_who_and_when() -> None:
     event = record(
-        "test.event",
+        Action.SHARE_EXPIRE,
         outcome=Outcome.DENIED,
         actor_type=ActorType.SYSTEM,
         actor_label="x" * 200,

@@ -230,7 +230,7 @@ def test_orthanc_stopping_mid_retrieve_fails_the_share_and_retry_completes_it(
     orthanc: Orthanc, organisation: Any, sender: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import radshare.pacs.client as pacs_client
-    import radshare.shares.services as share_services
+    import radshare.shares.retrieve as share_retrieve
 
     node = dimse_node(orthanc, organisation, retrieve="get")
     client = _sender_client(sender)
@@ -253,7 +253,9 @@ def test_orthanc_stopping_mid_retrieve_fails_the_share_and_retry_completes_it(
 
         return real(node, study_uid, on_progress=progress, timeout=5)
 
-    monkeypatch.setattr(share_services, "retrieve_study", stops_after_the_first_image)  # where it is looked up
+    monkeypatch.setattr(
+        share_retrieve, "retrieve_study", stops_after_the_first_image
+    )  # where it is looked up
     try:
         assert prepare_share.call(share.pk) == "failed"
     finally:

@@ -6,6 +6,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
+from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import ApiKey
 from radshare.organisations.services import authenticate_api_key
@@ -32,7 +33,7 @@ class ApiKeyBearer(HttpBearer):
                 return key
             reason = "unknown, malformed or revoked key"
         record(
-            "api.auth.failed",
+            Action.API_AUTH_FAILED,
             outcome=Outcome.DENIED,
             request=request,
             actor_type=ActorType.ANONYMOUS,

@@ -6,6 +6,8 @@ studies here (an empty list, never a hint that the patient exists elsewhere).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.http import HttpRequest, HttpResponse
 from django.utils import translation
 from ninja import Query, Router
@@ -24,6 +26,7 @@ from radshare.api.schemas import (
     StudyOut,
     StudyQuery,
 )
+from radshare.audit.actions import Action
 from radshare.audit.services import record
 from radshare.delivery.letter import letter_response
 from radshare.delivery.models import Notification
@@ -35,12 +38,14 @@ from radshare.pacs.client import StudyQuery as PacsQuery
 from radshare.shares.codes import share_url
 from radshare.shares.models import Share
 from radshare.shares.pacs import audit_query, find_by_uid, searchable_nodes
+from radshare.shares.retrieve import retrieval_progress
 from radshare.shares.services import (
     Actor,
+    NewShare,
+    PacsSelection,
     ShareError,
     create_share,
     preparation_progress,
-    retrieval_progress,
     revoke,
 )
 from radshare.studies.models import Study
@@ -95,7 +100,7 @@ def list_studies(request: HttpRequest, query: Query[StudyQuery]) -> list[StudyOu
     )
     patients = sorted({s.patient_id for s in studies})
     record(
-        "api.studies.list",
+        Action.API_STUDIES_LIST,
         request=request,
         api_key=key,
         patient=patients[0] if len(patients) == 1 else None,
@@ -160,17 +165,11 @@ def _pacs_studies(request: HttpRequest, key: ApiKey, query: StudyQuery) -> list[
 shares_router = Router(tags=["shares"])
 
 
-@shares_router.post(
-    "/shares",
-    response={201: ShareCreatedOut, 400: Error, 401: Error, 404: Error, 422: Error},
-    operation_id="create_share",
-    summary="Share one patient's studies (the PACS button)",
-)
-def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCreatedOut]:
-    """Calls the same service as the portal's share dialog. Studies are found by Study Instance UID within the
-    key's organisation, or else in its PACS nodes (then the share starts ``retrieving``), and must belong to
-    ``patient_id``."""
-    key = _key(request)
+def _share_studies(
+    request: HttpRequest, key: ApiKey, body: ShareIn
+) -> tuple[list[int], Sequence[PacsSelection]]:
+    """(ids of the studies held here, the PACS studies to retrieve). A study found nowhere is a 404; studies of
+    another patient than ``patient_id`` are refused as ``mixed_patients``."""
     found = dict(
         Study.objects.filter(
             organisation=key.organisation, study_instance_uid__in=set(body.study_instance_uids)
@@ -190,6 +189,37 @@ def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCr
             "pk", flat=True
         )
     )
+    return ids, pacs.selections if pacs else ()
+
+
+def _created_out(request: HttpRequest, new: NewShare, warnings: list[str]) -> ShareCreatedOut:
+    share = new.share
+    return ShareCreatedOut(
+        id=share.pk,
+        status=share.status,
+        expires_at=share.expires_at,
+        url=share_url(new.code) if share.delivery == Share.Delivery.URL else None,
+        letter_url=(
+            request.build_absolute_uri(f"/api/v1/shares/{share.pk}/letter")
+            if share.delivery == Share.Delivery.LETTER
+            else None
+        ),
+        warnings=warnings,
+    )
+
+
+@shares_router.post(
+    "/shares",
+    response={201: ShareCreatedOut, 400: Error, 401: Error, 404: Error, 422: Error},
+    operation_id="create_share",
+    summary="Share one patient's studies (the PACS button)",
+)
+def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCreatedOut]:
+    """Calls the same service as the portal's share dialog. Studies are found by Study Instance UID within the
+    key's organisation, or else in its PACS nodes (then the share starts ``retrieving``), and must belong to
+    ``patient_id``."""
+    key = _key(request)
+    ids, pacs = _share_studies(request, key, body)
     with translation.override("en"):
         new = create_share(
             key.organisation,
@@ -203,26 +233,11 @@ def create_share_endpoint(request: HttpRequest, body: ShareIn) -> Status[ShareCr
             reason=body.reason,
             birth_date=body.birth_date,
             api_key=key,
-            pacs=pacs.selections if pacs else (),
+            pacs=pacs,
             request=request,
         )
         warnings = [str(w) for w in new.warnings]
-    share = new.share
-    return Status(
-        201,
-        ShareCreatedOut(
-            id=share.pk,
-            status=share.status,
-            expires_at=share.expires_at,
-            url=share_url(new.code) if share.delivery == Share.Delivery.URL else None,
-            letter_url=(
-                request.build_absolute_uri(f"/api/v1/shares/{share.pk}/letter")
-                if share.delivery == Share.Delivery.LETTER
-                else None
-            ),
-            warnings=warnings,
-        ),
-    )
+    return Status(201, _created_out(request, new, warnings))
 
 
 def _share(key: ApiKey, share_id: int) -> Share:
@@ -269,7 +284,7 @@ def get_share(request: HttpRequest, share_id: int) -> ShareOut:
     key = _key(request)
     share = _share(key, share_id)
     record(
-        "api.share.view",
+        Action.API_SHARE_VIEW,
         request=request,
         api_key=key,
         patient=share.patient_id,

@@ -7,10 +7,12 @@ data request fails with it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.core.net import client_address
 
@@ -24,8 +26,28 @@ Outcome = AuditEvent.Outcome
 ActorType = AuditEvent.ActorType
 
 
+@dataclass(frozen=True)
+class _Who:
+    pk: int
+    label: str
+    actor_type: str
+    organisation_id: int | None
+
+
+def _who(user: Sender | None, api_key: ApiKey | None, node: PacsNode | None) -> _Who | None:
+    """The acting sender, API key or DICOM node, in that order."""
+    if user is not None:
+        kind = ActorType.OPERATOR if user.is_superuser else ActorType.SENDER
+        return _Who(user.pk, user.get_username(), kind, user.organisation_id)
+    if api_key is not None:
+        return _Who(api_key.pk, f"API key {api_key.prefix}", ActorType.API_KEY, api_key.organisation_id)
+    if node is not None:
+        return _Who(node.pk, node.ae_title, ActorType.DICOM_NODE, node.organisation_id)
+    return None
+
+
 def record(
-    action: str,
+    action: Action,
     *,
     outcome: str = Outcome.SUCCESS,
     request: HttpRequest | None = None,
@@ -43,6 +65,7 @@ def record(
 ) -> AuditEvent:
     """Append one audit entry. ``detail`` must hold no patient data (names, birth dates, BSN, contact details).
     ``on_behalf_of``: the sending user a recipient's access happens for (docs/security.md A16)."""
+    action = Action(action)  # a code not declared in audit/actions.py is refused at run time too
     actor_id: int | None = None
     user_agent = ""
     if request is not None:
@@ -52,24 +75,13 @@ def record(
         session_user = getattr(request, "user", None) if api_key is None else None
         if user is None and session_user is not None and session_user.is_authenticated:
             user = session_user
-    if user is not None:
-        actor_id = user.pk
-        actor_label = actor_label or user.get_username()
-        actor_type = actor_type or (ActorType.OPERATOR if user.is_superuser else ActorType.SENDER)
-        if organisation is None and user.organisation_id is not None:
-            organisation = user.organisation_id
-    elif api_key is not None:
-        actor_id = api_key.pk
-        actor_label = actor_label or f"API key {api_key.prefix}"
-        actor_type = actor_type or ActorType.API_KEY
+    who = _who(user, api_key, node)
+    if who is not None:
+        actor_id = who.pk
+        actor_label = actor_label or who.label
+        actor_type = actor_type or who.actor_type
         if organisation is None:
-            organisation = api_key.organisation_id
-    elif node is not None:
-        actor_id = node.pk
-        actor_label = actor_label or node.ae_title
-        actor_type = actor_type or ActorType.DICOM_NODE
-        if organisation is None:
-            organisation = node.organisation_id
+            organisation = who.organisation_id
     org_id = organisation if isinstance(organisation, int) or organisation is None else organisation.pk
     patient_id = patient if isinstance(patient, int) or patient is None else patient.pk
     event = AuditEvent(
@@ -92,7 +104,7 @@ def record(
 
 
 def record_not_found(
-    action: str, request: HttpRequest, organisation: Organisation, requested_id: int
+    action: Action, request: HttpRequest, organisation: Organisation, requested_id: int
 ) -> AuditEvent:
     """A refused look-up by id: another organisation's object and a missing one are refused alike (404) and both
     recorded, as an intrusion signal (docs/security.md A10), without naming any patient."""

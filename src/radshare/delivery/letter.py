@@ -36,6 +36,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from radshare.audit.actions import Action
 from radshare.delivery.content import ShareTexts, share_texts
 from radshare.shares.models import Share
 from radshare.shares.services import Actor, audit, current_code
@@ -280,7 +281,7 @@ def letter_pdf(share: Share, code: str) -> bytes:
 def letter_response(share: Share, actor: Actor) -> HttpResponse:
     code = current_code(share)
     pdf = letter_pdf(share, code)
-    audit("share.letter", share, actor)
+    audit(Action.SHARE_LETTER, share, actor)
     response = HttpResponse(pdf, content_type="application/pdf")
     # A server-chosen name from the share id only (A14); no-store: it holds the code.
     response["Content-Disposition"] = f'attachment; filename="radshare-letter-{share.pk}.pdf"'

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import Outcome, record
 from radshare.core.tasks import enqueue_on_commit
@@ -299,7 +300,7 @@ def deliver(pk: int) -> str:
 def _audit(n: Notification, outcome: str) -> None:
     share = n.share
     record(
-        "notification.sent" if outcome == Outcome.SUCCESS else "notification.failed",
+        Action.NOTIFICATION_SENT if outcome == Outcome.SUCCESS else Action.NOTIFICATION_FAILED,
         outcome=outcome,
         actor_type="system",
         organisation=n.organisation_id,

@@ -12,6 +12,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
+from radshare.audit.actions import Action
 from radshare.delivery import outbox
 from radshare.delivery.forms import ResendForm
 from radshare.delivery.models import Notification
@@ -70,5 +71,5 @@ def resend(share: Share, actor: Actor, email: str = "") -> Notification:
             share.email = email
             share.save(update_fields=["email"])
         notification = outbox.queue_share_email(share)
-        audit("share.resend", share, actor, email_changed=changed, notification=notification.pk)
+        audit(Action.SHARE_RESEND, share, actor, email_changed=changed, notification=notification.pk)
     return notification

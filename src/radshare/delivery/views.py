@@ -21,6 +21,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST, require_safe
 
+from radshare.audit.actions import Action
 from radshare.delivery import services
 from radshare.delivery.forms import ResendForm
 from radshare.delivery.letter import letter_response
@@ -131,7 +132,7 @@ def outbox_html(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 @sender_required
 def share_resend(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = share_for_sender(request, organisation, pk, "portal.share.resend")
+    share = share_for_sender(request, organisation, pk, Action.PORTAL_SHARE_RESEND)
     form = ResendForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("Enter a valid e-mail address."))
@@ -144,7 +145,7 @@ def share_resend(request: HttpRequest, organisation: Organisation, pk: int) -> H
 @require_safe
 @sender_required
 def share_letter(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = share_for_sender(request, organisation, pk, "portal.share.letter")
+    share = share_for_sender(request, organisation, pk, Action.PORTAL_SHARE_LETTER)
     try:
         return letter_response(share, actor_of(request))
     except ShareError as exc:

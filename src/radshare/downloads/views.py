@@ -35,6 +35,7 @@ from django.urls import reverse
 from django.utils import translation
 from django.views.decorators.http import require_safe
 
+from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
 from radshare.downloads import media, services
 from radshare.imaging.models import InstanceRender
@@ -56,7 +57,7 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 def _audit(
-    request: HttpRequest, share: Share, action: str, uids: list[str], outcome: str, **detail: Any
+    request: HttpRequest, share: Share, action: Action, uids: list[str], outcome: str, **detail: Any
 ) -> None:
     # Never the code: the share by its id, the recipient by the method it logged in with (A16).
     record_recipient(action, request, share, outcome=outcome, study_uids=uids, **detail)
@@ -67,7 +68,7 @@ def _not_in_share(request: HttpRequest, share: Share, requested: int) -> Http404
     _audit(
         request,
         share,
-        "recipient.download.start",
+        Action.RECIPIENT_DOWNLOAD_START,
         [],
         Outcome.DENIED,
         requested_id=requested,
@@ -210,7 +211,7 @@ def _begin(request: HttpRequest, download: _Download) -> bool:
         _audit(
             request,
             share,
-            "recipient.download.start",
+            Action.RECIPIENT_DOWNLOAD_START,
             download.layout.study_uids,
             Outcome.SUCCESS,
             **download.detail,
@@ -238,7 +239,7 @@ def _layout(
         _audit(
             request,
             share,
-            "recipient.download.start",
+            Action.RECIPIENT_DOWNLOAD_START,
             uids,
             Outcome.DENIED,
             kind=kind,
@@ -252,7 +253,7 @@ def _layout(
         _audit(
             request,
             share,
-            "recipient.download.start",
+            Action.RECIPIENT_DOWNLOAD_START,
             uids,
             Outcome.FAILURE,
             kind=kind,
@@ -306,7 +307,13 @@ def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBas
     if not services.retry_locked(lambda: _begin(request, download)):
         uids = [s.study_instance_uid for s in studies]
         _audit(
-            request, share, "recipient.download.start", uids, Outcome.DENIED, kind=kind, reason="daily limit"
+            request,
+            share,
+            Action.RECIPIENT_DOWNLOAD_START,
+            uids,
+            Outcome.DENIED,
+            kind=kind,
+            reason="daily limit",
         )
         return _refusal(request, share, "limit", 429)
     return download
@@ -330,7 +337,7 @@ def _finish(request: HttpRequest, download: _Download, sent: int, error: str) ->
         _audit(
             request,
             download.share,
-            "recipient.download.end",
+            Action.RECIPIENT_DOWNLOAD_END,
             download.layout.study_uids,
             Outcome.SUCCESS if complete else Outcome.FAILURE,
             **download.detail,

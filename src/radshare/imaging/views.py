@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_safe
 
+from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record, record_not_found
 from radshare.imaging import reports
 from radshare.imaging.forms import ReportAttachForm
@@ -18,7 +19,7 @@ from radshare.studies.models import Instance, Study
 from radshare.studies.services import IngestError, get_study
 
 
-def _study(request: HttpRequest, organisation: Organisation, pk: int, action: str) -> Study:
+def _study(request: HttpRequest, organisation: Organisation, pk: int, action: Action) -> Study:
     try:
         return get_study(organisation, pk)
     except Study.DoesNotExist:
@@ -30,7 +31,7 @@ def _study(request: HttpRequest, organisation: Organisation, pk: int, action: st
 def _report(
     request: HttpRequest, organisation: Organisation, pk: int, instance_pk: int
 ) -> tuple[Study, Instance]:
-    study = _study(request, organisation, pk, "portal.report.view")
+    study = _study(request, organisation, pk, Action.PORTAL_REPORT_VIEW)
     try:
         instance = Instance.objects.get(
             pk=instance_pk,
@@ -40,7 +41,7 @@ def _report(
         )
     except Instance.DoesNotExist:
         record(
-            "portal.report.view",
+            Action.PORTAL_REPORT_VIEW,
             outcome=Outcome.DENIED,
             request=request,
             organisation=organisation,
@@ -54,7 +55,7 @@ def _record_view(
     request: HttpRequest, study: Study, instance: Instance, kind: str, *, ok: bool = True
 ) -> None:
     record(
-        "portal.report.view",
+        Action.PORTAL_REPORT_VIEW,
         outcome=Outcome.SUCCESS if ok else Outcome.FAILURE,
         request=request,
         organisation=study.organisation_id,
@@ -116,7 +117,7 @@ def report_pdf(request: HttpRequest, organisation: Organisation, pk: int, instan
 @sender_required
 def report_attach(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
     """Attach a PDF report to a study: stored as an Encapsulated PDF instance of the study (audited)."""
-    study = _study(request, organisation, pk, "portal.report.attach")
+    study = _study(request, organisation, pk, Action.PORTAL_REPORT_ATTACH)
     if request.method != "POST":
         form = ReportAttachForm()
         return _attach_page(request, organisation, study, form)
@@ -146,7 +147,7 @@ def report_attach(request: HttpRequest, organisation: Organisation, pk: int) -> 
 
 def _record_attach(request: HttpRequest, study: Study, *, outcome: str, detail: dict[str, object]) -> None:
     record(
-        "portal.report.attach",
+        Action.PORTAL_REPORT_ATTACH,
         outcome=outcome,
         request=request,
         organisation=study.organisation_id,

@@ -21,6 +21,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 
+from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import record
 from radshare.core.net import client_address
@@ -45,8 +46,8 @@ SLOW_DOWN_INTERVAL = timedelta(minutes=1)
 KNOWN_ADDRESS_AGE = timedelta(days=30)
 KNOWN_DEVICE_AGE = timedelta(days=90)
 KNOWN_DEVICE_ACCOUNTS = 10  # accounts one browser is remembered for (a shared workstation)
-FAILED_LOGIN_ACTIONS = ("portal.login.failed", "admin.login.failed")
-LOGIN_ACTIONS = ("portal.login", "admin.login")
+FAILED_LOGIN_ACTIONS = (Action.PORTAL_LOGIN_FAILED, Action.ADMIN_LOGIN_FAILED)
+LOGIN_ACTIONS = (Action.PORTAL_LOGIN, Action.ADMIN_LOGIN)
 _DEVICE_SALT = "radshare.organisations.known-device"
 
 # Sent with ``account`` (a Sender) and ``event`` (the audit entry) when failures lock or slow down a known account:
@@ -163,7 +164,7 @@ def login_refusal(attempt: LoginAttempt) -> Refusal | None:
 def record_refused_login(request: HttpRequest | None, attempt: LoginAttempt, refusal: Refusal) -> None:
     """A refusal happens before the password is checked, so no login signal fires: it is recorded here."""
     record(
-        f"{attempt.site}.login.throttled",
+        Action(f"{attempt.site}.login.throttled"),
         outcome=AuditEvent.Outcome.DENIED,
         request=request,
         actor_type=AuditEvent.ActorType.ANONYMOUS,
@@ -185,7 +186,7 @@ def record_failed_login(request: HttpRequest | None, username: str) -> None:
     account = Sender.objects.filter(username=attempt.username).first()
     with transaction.atomic():
         record(
-            f"{attempt.site}.login.failed",
+            Action(f"{attempt.site}.login.failed"),
             outcome=AuditEvent.Outcome.FAILURE,
             request=request,
             actor_type=AuditEvent.ActorType.ANONYMOUS,
@@ -212,7 +213,7 @@ def _lock(
 ) -> None:
     """Record that a lock (or the slow-down) started, once per lock period, and tell the account's owner."""
     slowed = scope == LockScope.ACCOUNT
-    action = f"{attempt.site}.login.{'slowed' if slowed else 'locked'}"
+    action = Action(f"{attempt.site}.login.{'slowed' if slowed else 'locked'}")
     label = "" if scope == LockScope.ADDRESS else attempt.username
     period = ACCOUNT_WINDOW if slowed else LOGIN_WINDOW
     earlier = AuditEvent.objects.filter(

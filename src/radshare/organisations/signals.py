@@ -8,14 +8,16 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.dispatch import receiver
 from django.http import HttpRequest
 
+from radshare.audit.actions import Action
 from radshare.audit.services import record
 from radshare.organisations.models import Sender
-from radshare.organisations.services import record_failed_login
+from radshare.organisations.services import login_site, record_failed_login
 
 
 @receiver(user_logged_in)
 def _logged_in(sender: Any, request: HttpRequest | None, user: Sender, **kwargs: Any) -> None:
-    record("portal.login", request=request, user=user)
+    # The operators' admin site and the portal are told apart, as the login limits do.
+    record(Action(f"{login_site(request)}.login"), request=request, user=user)
 
 
 @receiver(user_login_failed)
@@ -29,4 +31,4 @@ def _login_failed(
 @receiver(user_logged_out)
 def _logged_out(sender: Any, request: HttpRequest | None, user: Sender | None, **kwargs: Any) -> None:
     if user is not None:
-        record("portal.logout", request=request, user=user)
+        record(Action.PORTAL_LOGOUT, request=request, user=user)

@@ -14,11 +14,12 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
+from radshare.audit.actions import Action
 from radshare.audit.services import record, record_not_found
+from radshare.organisations.auth import sender_required
 from radshare.organisations.forms import ApiKeyCreateForm
 from radshare.organisations.models import ApiKey, Organisation, Sender
 from radshare.organisations.services import create_api_key, revoke_api_key
-from radshare.organisations.auth import sender_required
 
 # A new key waits here (in the server-side session) for the one page that shows it, and is removed as it is shown.
 NEW_KEY_SESSION = "radshare_new_api_key"
@@ -51,7 +52,7 @@ def api_keys(request: HttpRequest, organisation: Organisation) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         key, plaintext = create_api_key(organisation, form.cleaned_data["name"], created_by=_sender(request))
         record(
-            "portal.apikey.create",
+            Action.PORTAL_APIKEY_CREATE,
             request=request,
             organisation=organisation,
             detail={"api_key_id": key.pk, "prefix": key.prefix, "name": key.name},
@@ -79,12 +80,12 @@ def api_key_revoke(request: HttpRequest, organisation: Organisation, pk: int) ->
     try:
         key = ApiKey.objects.get(organisation=organisation, pk=pk)
     except ApiKey.DoesNotExist:
-        record_not_found("portal.apikey.revoke", request, organisation, pk)
+        record_not_found(Action.PORTAL_APIKEY_REVOKE, request, organisation, pk)
         raise Http404(_("API key not found")) from None
     if request.method == "POST" and not key.is_revoked:
         revoke_api_key(organisation, key.pk, _sender(request))
         record(
-            "portal.apikey.revoke",
+            Action.PORTAL_APIKEY_REVOKE,
             request=request,
             organisation=organisation,
             detail={"api_key_id": key.pk, "prefix": key.prefix, "name": key.name},

@@ -87,6 +87,13 @@ def find_studies(node: PacsNode, query: StudyQuery, limit: int = 200) -> list[Pa
     return newest_first(studies)[:limit]
 
 
+def _list_instances(node: PacsNode, uid: str, timeout: float) -> list[RemoteInstance] | None:
+    """The study's instances on the PACS, asked the way the node is spoken to; None: it cannot list them."""
+    if node.dimse_queryable:
+        return dimse.list_instances(node, uid, timeout, with_classes=node.retrieve == "get")
+    return dicomweb.list_instances(node, uid, timeout)
+
+
 def _compare(
     node: PacsNode, remote: list[RemoteInstance] | None, on_progress: ProgressCallback | None
 ) -> tuple[list[RemoteInstance] | None, int]:
@@ -100,6 +107,38 @@ def _compare(
     if on_progress is not None:
         on_progress(len(here), len(remote))
     return missing, len(here)
+
+
+def _fetch(
+    node: PacsNode,
+    uid: str,
+    remote: list[RemoteInstance] | None,
+    missing: list[RemoteInstance] | None,
+    *,
+    already_here: int,
+    on_progress: ProgressCallback | None,
+    timeout: float,
+) -> RetrieveResult:
+    """Fetch what is not here yet by the node's transport (C-MOVE, C-GET or WADO-RS); nothing when all is here."""
+    if remote is not None and missing == []:
+        return RetrieveResult(len(remote), 0, already_here, 0)
+    if node.dimse_queryable and node.retrieve != "get":
+        # The storage SCP that receives the C-MOVE's images asks for their renders itself.
+        return dimse.move(
+            node, uid, remote, missing, already_here=already_here, on_progress=on_progress, timeout=timeout
+        )
+    transport = dimse.get if node.dimse_queryable else dicomweb.retrieve
+    try:
+        result = transport(
+            node, uid, remote, missing, already_here=already_here, on_progress=on_progress, timeout=timeout
+        )
+    except PacsError as exc:
+        if exc.result is not None and exc.result.received:
+            announce_arrivals()  # what did arrive is stored: render it (a retry fetches only the rest)
+        raise
+    if result.received:
+        announce_arrivals()
+    return result
 
 
 def retrieve_study(
@@ -137,36 +176,11 @@ def retrieve_study(
     if len(uid) > 64 or not _UID.match(uid):
         raise ValueError("the study instance UID is not a valid UID")
     _usable(node)
-    if node.dimse_queryable:
-        remote = dimse.list_instances(node, uid, timeout, with_classes=node.retrieve == "get")
-    else:
-        remote = dicomweb.list_instances(node, uid, timeout)
+    remote = _list_instances(node, uid, timeout)
     missing, already_here = _compare(node, remote, on_progress)
-    if remote is not None and missing == []:
-        result = RetrieveResult(len(remote), 0, already_here, 0)
-    elif node.dimse_queryable and node.retrieve != "get":
-        # The storage SCP that receives the C-MOVE's images asks for their renders itself.
-        result = dimse.move(
-            node, uid, remote, missing, already_here=already_here, on_progress=on_progress, timeout=timeout
-        )
-    else:
-        transport = dimse.get if node.dimse_queryable else dicomweb.retrieve
-        try:
-            result = transport(
-                node,
-                uid,
-                remote,
-                missing,
-                already_here=already_here,
-                on_progress=on_progress,
-                timeout=timeout,
-            )
-        except PacsError as exc:
-            if exc.result is not None and exc.result.received:
-                announce_arrivals()  # what did arrive is stored: render it (a retry fetches only the rest)
-            raise
-        if result.received:
-            announce_arrivals()
+    result = _fetch(
+        node, uid, remote, missing, already_here=already_here, on_progress=on_progress, timeout=timeout
+    )
     logger.info(
         "PACS node %s: retrieve done, %d received, %d already here (of %s)",
         node.pk,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from io import BytesIO
@@ -256,6 +256,53 @@ class _Receiver:
         (self.stored if result.outcome == StoreOutcome.STORED else self.duplicate).add(uid)
 
 
+def _request(
+    client: DICOMwebClient,
+    study_uid: str,
+    remote: list[RemoteInstance] | None,
+    missing: list[RemoteInstance] | None,
+    receive: Callable[[Iterable[Dataset]], None],
+) -> None:
+    """The whole study in one request when nothing of it is here, else each series of which nothing is here, and
+    the rest instance by instance."""
+    if remote is None or missing is None or len(missing) == len(remote):
+        receive(client.iter_study(study_uid, media_types=ORIGINAL))
+        return
+    per_series: dict[str, int] = {}
+    for instance in remote:
+        per_series[instance.series_uid] = per_series.get(instance.series_uid, 0) + 1
+    wanted: dict[str, list[str]] = {}
+    for instance in missing:
+        wanted.setdefault(instance.series_uid, []).append(instance.sop_instance_uid)
+    for series_uid, sop_uids in wanted.items():
+        if len(sop_uids) == per_series[series_uid]:
+            receive(client.iter_series(study_uid, series_uid, media_types=ORIGINAL))
+            continue
+        for sop_uid in sop_uids:
+            receive([client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=ORIGINAL)])
+
+
+def _result(
+    receiver: _Receiver, missing: list[RemoteInstance] | None, expected: int | None, already_here: int
+) -> RetrieveResult:
+    """The counts of a transfer the PACS finished; raises the partial error when images did not arrive."""
+    received = len(receiver.stored)
+    if missing is not None:
+        asked = len(missing)
+        have = stored_uids(receiver.node.organisation_id, [m.sop_instance_uid for m in missing])
+        failed = asked - len(have)
+        result = RetrieveResult(expected, received, already_here + len(receiver.duplicate), failed)
+        if failed:
+            error = partial_error(failed, asked, result)
+            error.temporary = receiver.refused == 0 or receiver.temporary_refusals > 0
+            raise error
+        return result
+    result = RetrieveResult(None, received, already_here + len(receiver.duplicate), receiver.refused)
+    if receiver.refused:
+        raise partial_error(receiver.refused, receiver.refused + received + len(receiver.duplicate), result)
+    return result
+
+
 def retrieve(
     node: PacsNode,
     study_uid: str,
@@ -280,23 +327,7 @@ def retrieve(
 
     try:
         with _http_errors(node, timeout, what="transfer"):
-            if remote is None or missing is None or len(missing) == len(remote):
-                receive(client.iter_study(study_uid, media_types=ORIGINAL))
-            else:
-                per_series: dict[str, int] = {}
-                for instance in remote:
-                    per_series[instance.series_uid] = per_series.get(instance.series_uid, 0) + 1
-                wanted: dict[str, list[str]] = {}
-                for instance in missing:
-                    wanted.setdefault(instance.series_uid, []).append(instance.sop_instance_uid)
-                for series_uid, sop_uids in wanted.items():
-                    if len(sop_uids) == per_series[series_uid]:
-                        receive(client.iter_series(study_uid, series_uid, media_types=ORIGINAL))
-                        continue
-                    for sop_uid in sop_uids:
-                        receive(
-                            [client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=ORIGINAL)]
-                        )
+            _request(client, study_uid, remote, missing, receive)
     except PacsError as exc:
         # Broken off part-way: what arrived is stored (a retry fetches only the rest).
         unfinished = (
@@ -306,18 +337,4 @@ def retrieve(
             expected, len(receiver.stored), already_here + len(receiver.duplicate), max(unfinished, 0)
         )
         raise
-    received = len(receiver.stored)
-    if missing is not None:
-        asked = len(missing)
-        have = stored_uids(node.organisation_id, [m.sop_instance_uid for m in missing])
-        failed = asked - len(have)
-        result = RetrieveResult(expected, received, already_here + len(receiver.duplicate), failed)
-        if failed:
-            error = partial_error(failed, asked, result)
-            error.temporary = receiver.refused == 0 or receiver.temporary_refusals > 0
-            raise error
-        return result
-    result = RetrieveResult(None, received, already_here + len(receiver.duplicate), receiver.refused)
-    if receiver.refused:
-        raise partial_error(receiver.refused, receiver.refused + received + len(receiver.duplicate), result)
-    return result
+    return _result(receiver, missing, expected, already_here)

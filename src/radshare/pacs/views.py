@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
+from radshare.audit.actions import Action
 from radshare.audit.services import record, record_not_found
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.organisations.views import org_admin_required
@@ -21,7 +22,7 @@ from radshare.pacs.client import PacsError, echo
 from radshare.pacs.forms import PacsNodeForm
 
 
-def _node(request: HttpRequest, organisation: Organisation, pk: int, action: str) -> PacsNode:
+def _node(request: HttpRequest, organisation: Organisation, pk: int, action: Action) -> PacsNode:
     node = PacsNode.objects.filter(organisation=organisation, pk=pk).first()
     if node is None:
         record_not_found(action, request, organisation, pk)
@@ -30,7 +31,7 @@ def _node(request: HttpRequest, organisation: Organisation, pk: int, action: str
 
 
 def _audit(
-    request: HttpRequest, organisation: Organisation, action: str, node: PacsNode, **detail: Any
+    request: HttpRequest, organisation: Organisation, action: Action, node: PacsNode, **detail: Any
 ) -> None:
     record(
         action,
@@ -46,7 +47,7 @@ def nodes(request: HttpRequest, organisation: Organisation) -> HttpResponse:
     form = PacsNodeForm(request.POST or None, organisation=organisation)
     if request.method == "POST" and form.is_valid():
         node = form.save()
-        _audit(request, organisation, "portal.pacsnode.create", node)
+        _audit(request, organisation, Action.PORTAL_PACSNODE_CREATE, node)
         messages.success(request, _("The PACS node has been added."))
         return redirect("pacs:nodes")
     nodes = PacsNode.objects.filter(organisation=organisation)
@@ -61,11 +62,11 @@ def nodes(request: HttpRequest, organisation: Organisation) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 @org_admin_required
 def node_edit(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    node = _node(request, organisation, pk, "portal.pacsnode.edit")
+    node = _node(request, organisation, pk, Action.PORTAL_PACSNODE_EDIT)
     form = PacsNodeForm(request.POST or None, instance=node, organisation=organisation)
     if request.method == "POST" and form.is_valid():
         form.save()
-        _audit(request, organisation, "portal.pacsnode.edit", node, fields=sorted(form.changed_data))
+        _audit(request, organisation, Action.PORTAL_PACSNODE_EDIT, node, fields=sorted(form.changed_data))
         messages.success(request, _("The PACS node has been saved."))
         return redirect("pacs:nodes")
     return render(
@@ -79,9 +80,9 @@ def node_edit(request: HttpRequest, organisation: Organisation, pk: int) -> Http
 @require_http_methods(["GET", "HEAD", "POST"])
 @org_admin_required
 def node_delete(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    node = _node(request, organisation, pk, "portal.pacsnode.delete")
+    node = _node(request, organisation, pk, Action.PORTAL_PACSNODE_DELETE)
     if request.method == "POST":
-        _audit(request, organisation, "portal.pacsnode.delete", node)
+        _audit(request, organisation, Action.PORTAL_PACSNODE_DELETE, node)
         node.delete()
         messages.success(request, _("The PACS node has been removed."))
         return redirect("pacs:nodes")
@@ -91,17 +92,17 @@ def node_delete(request: HttpRequest, organisation: Organisation, pk: int) -> Ht
 @require_POST
 @org_admin_required
 def node_test(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    node = _node(request, organisation, pk, "portal.pacsnode.test")
+    node = _node(request, organisation, pk, Action.PORTAL_PACSNODE_TEST)
     try:
         result = echo(node)
     except PacsError as exc:
-        _audit(request, organisation, "portal.pacsnode.test", node, result="failed", reason=exc.reason)
+        _audit(request, organisation, Action.PORTAL_PACSNODE_TEST, node, result="failed", reason=exc.reason)
         messages.error(
             request,
             _("Connection to %(node)s failed: %(reason)s") % {"node": node.ae_title, "reason": exc.reason},
         )
     else:
-        _audit(request, organisation, "portal.pacsnode.test", node, result="ok")
+        _audit(request, organisation, Action.PORTAL_PACSNODE_TEST, node, result="ok")
         messages.success(
             request, _("Connection to %(node)s works: %(result)s") % {"node": node.ae_title, "result": result}
         )

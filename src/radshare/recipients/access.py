@@ -21,6 +21,7 @@ from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
+from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
 from radshare.core.net import client_address
 from radshare.delivery import outbox
@@ -47,7 +48,7 @@ SMS_CODE_TRIES_PER_SHARE = 10  # all codes together; a new code does not reset i
 SMS_PER_WINDOW = (3, timedelta(minutes=15))
 
 
-def _audit(request: HttpRequest, action: str, share: Share | None, outcome: str, **detail: Any) -> None:
+def _audit(request: HttpRequest, action: Action, share: Share | None, outcome: str, **detail: Any) -> None:
     record_recipient(action, request, share, outcome=outcome, **detail)
 
 
@@ -78,7 +79,7 @@ def find_share(request: HttpRequest, typed: str) -> Share | None:
     _attempt(request, Step.CODE, share if usable else None, usable)
     _audit(
         request,
-        "recipient.code",
+        Action.RECIPIENT_CODE,
         share if usable else None,
         Outcome.SUCCESS if usable else Outcome.DENIED,
     )
@@ -95,7 +96,7 @@ def _lock(share: Share, hold: bool) -> None:
 def refuse_locked(request: HttpRequest, share: Share) -> None:
     """A date of birth given for a locked share: not compared, not counted against the share, recorded."""
     _attempt(request, Step.BIRTH_DATE, share, False)
-    _audit(request, "recipient.birth_date", share, Outcome.DENIED, reason="locked")
+    _audit(request, Action.RECIPIENT_BIRTH_DATE, share, Outcome.DENIED, reason="locked")
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def check_birth_date(request: HttpRequest, share: Share, typed: dt.date) -> Chec
         if right:
             share.birth_date_failures = 0
             share.save(update_fields=["birth_date_failures"])
-            _audit(request, "recipient.birth_date", share, Outcome.SUCCESS)
+            _audit(request, Action.RECIPIENT_BIRTH_DATE, share, Outcome.SUCCESS)
             return Check(ok=True)
         share.birth_date_failures += 1
         left = BIRTH_DATE_TRIES - share.birth_date_failures
@@ -130,7 +131,7 @@ def check_birth_date(request: HttpRequest, share: Share, typed: dt.date) -> Chec
             _lock(share, hold=share.birth_date_locks >= LOCKS_BEFORE_HOLD)
         else:
             share.save(update_fields=["birth_date_failures"])
-        _audit(request, "recipient.birth_date", share, Outcome.FAILURE, locked=left <= 0)
+        _audit(request, Action.RECIPIENT_BIRTH_DATE, share, Outcome.FAILURE, locked=left <= 0)
         return Check(ok=False, tries_left=max(left, 0), locked=left <= 0)
 
 
@@ -155,7 +156,7 @@ def send_sms_code(request: HttpRequest, share: Share) -> bool:
     with transaction.atomic():
         Share.objects.select_for_update().get(pk=share.pk)  # one sender of codes per share at a time
         if not sms_allowed(share):
-            _audit(request, "recipient.sms_code.send", share, Outcome.DENIED, reason="too many SMS")
+            _audit(request, Action.RECIPIENT_SMS_CODE_SEND, share, Outcome.DENIED, reason="too many SMS")
             return False
         # Only the newest code works: older ones of this session end now.
         OneTimeCode.objects.filter(share=share, used_at__isnull=True, expires_at__gt=now).update(
@@ -168,7 +169,7 @@ def send_sms_code(request: HttpRequest, share: Share) -> bool:
             expires_at=now + SMS_CODE_VALID,
         )
         notification = outbox.queue_sms_code(share, code, now + SMS_CODE_VALID)
-        _audit(request, "recipient.sms_code.send", share, Outcome.SUCCESS, notification=notification.pk)
+        _audit(request, Action.RECIPIENT_SMS_CODE_SEND, share, Outcome.SUCCESS, notification=notification.pk)
     # The recipient is waiting at the page: try the gateway now; the outbox retries while the code is valid.
     outbox.deliver(notification.pk)
     return True
@@ -203,7 +204,7 @@ def check_sms_code(request: HttpRequest, share: Share, typed: str) -> str:
             otp.used_at = now
             otp.save(update_fields=["used_at"])
             _attempt(request, Step.SMS_CODE, share, True)
-            _audit(request, "recipient.login", share, Outcome.SUCCESS, method="link+dob+sms")
+            _audit(request, Action.RECIPIENT_LOGIN, share, Outcome.SUCCESS, method="link+dob+sms")
             return SmsResult.OK
         else:
             otp.failures = F("failures") + 1
@@ -217,7 +218,7 @@ def check_sms_code(request: HttpRequest, share: Share, typed: str) -> str:
             else:
                 share.save(update_fields=["sms_code_failures"])
         _attempt(request, Step.SMS_CODE, share, False)
-        _audit(request, "recipient.sms_code", share, Outcome.FAILURE, result=result)
+        _audit(request, Action.RECIPIENT_SMS_CODE, share, Outcome.FAILURE, result=result)
         return result
 
 

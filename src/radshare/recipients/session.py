@@ -18,6 +18,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.utils import timezone
 
+from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, record
 from radshare.shares.models import Share
 
@@ -134,7 +135,7 @@ def _to_start(request: HttpRequest) -> HttpResponseRedirect:
 
 
 def record_recipient(
-    action: str,
+    action: Action,
     request: HttpRequest,
     share: Share | None,
     *,

@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from radshare.audit.actions import Action
 from radshare.recipients import access, session
 from radshare.recipients.access import SmsResult, Step
 from radshare.recipients.forms import BirthDateForm, CodeForm, SmsCodeForm
@@ -218,7 +219,7 @@ def terms(request: HttpRequest) -> HttpResponse:
 def logout(request: HttpRequest) -> HttpResponseRedirect:
     share = session.session_share(request)
     if share is not None:
-        session.record_recipient("recipient.logout", request, share)
+        session.record_recipient(Action.RECIPIENT_LOGOUT, request, share)
     session.end(request)
     messages.success(request, _("You are logged out."))
     return redirect("recipients:start")
@@ -229,7 +230,7 @@ def logout(request: HttpRequest) -> HttpResponseRedirect:
 def studies(request: HttpRequest, share: Share) -> HttpResponse:
     shown = share_studies(share)
     session.record_recipient(
-        "recipient.studies.list", request, share, study_uids=[s.study_instance_uid for s in shown]
+        Action.RECIPIENT_STUDIES_LIST, request, share, study_uids=[s.study_instance_uid for s in shown]
     )
     return _page(
         request,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.pacs.client import PacsError, StudyQuery, find_studies
@@ -28,7 +29,7 @@ def searchable_nodes(organisation: Organisation, node_pk: int | None = None) -> 
 def audit_query(actor: Actor, organisation: Organisation, node: PacsNode, count: int, criteria: Iterable[str],
                 problem: str = "") -> None:  # fmt: skip
     record(
-        "pacs.query",
+        Action.PACS_QUERY,
         outcome=Outcome.FAILURE if problem else Outcome.SUCCESS,
         request=actor.request,
         user=actor.user,

@@ -8,7 +8,6 @@ instance is rendered, which for studies already here takes seconds.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,23 +16,22 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
+from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record
 from radshare.core.tasks import enqueue_on_commit
-from radshare.core.workers import current_worker_id
 from radshare.imaging.models import InstanceRender
-from radshare.imaging.services import renders_done, request_render
+from radshare.imaging.services import renders_done
 from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
-from radshare.pacs.client import PacsError, PacsStudy, retrieve_study
+from radshare.pacs.client import PacsStudy
 from radshare.shares import codes, signals
 from radshare.shares.models import Share, ShareStudy
-from radshare.shares.phones import PhoneError, normalize_phone
+from radshare.shares.phones import Phone, PhoneError, normalize_phone
 from radshare.studies.models import Patient, Study
 from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
 
@@ -105,10 +103,12 @@ def _pacs_patient(organisation: Organisation, studies: list[Study], pacs: Sequen
     return patient
 
 
-def _studies(organisation: Organisation, study_ids: Sequence[int], allow_none: bool = False) -> list[Study]:
+def _studies(
+    organisation: Organisation, study_ids: Sequence[int], pacs: Sequence[PacsSelection]
+) -> tuple[list[Study], list[PacsSelection]]:
     if not study_ids:
-        if allow_none:
-            return []
+        if pacs:
+            return [], list(pacs)
         raise ShareError("no_studies", _("Select at least one study."), "studies")
     studies = list(
         Study.objects.filter(organisation=organisation, pk__in=set(study_ids)).select_related("patient")
@@ -117,7 +117,37 @@ def _studies(organisation: Organisation, study_ids: Sequence[int], allow_none: b
         raise ShareError("study_not_found", _("One of the selected studies was not found."), "studies")
     if len({s.patient_id for s in studies}) > 1:
         raise ShareError("mixed_patients", MIXED, "studies")
-    return studies
+    here = {s.study_instance_uid for s in studies}
+    return studies, [p for p in pacs if p.study.study_instance_uid not in here]  # held here: not retrieved
+
+
+def _checked_recipient(
+    recipient_type: str, consent_confirmed: bool, delivery: str, language: str, email: str, phone: str
+) -> tuple[str, Phone]:
+    """(the e-mail address to store, "" unless the link goes by e-mail; the phone number), all choices valid."""
+    if recipient_type not in Share.RecipientType.values:
+        raise ShareError("recipient_invalid", _("Choose who receives the share."), "recipient_type")
+    if recipient_type == Share.RecipientType.CARE_PROVIDER and not consent_confirmed:
+        raise ShareError(
+            "consent_required",
+            _("Confirm that the patient consents to sharing with this care provider."),
+            "consent_confirmed",
+        )
+    if delivery not in Share.Delivery.values:
+        raise ShareError("delivery_invalid", _("Choose how the link is delivered."), "delivery")
+    if language not in Share.Language.values:
+        raise ShareError("language_invalid", _("Choose Dutch or English."), "language")
+    email = email.strip()
+    if delivery == Share.Delivery.EMAIL:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise ShareError("email_invalid", _("Enter a valid e-mail address."), "email") from None
+    try:
+        number = normalize_phone(phone)
+    except PhoneError as exc:
+        raise ShareError("phone_invalid", exc.message, "phone") from None
+    return (email if delivery == Share.Delivery.EMAIL else ""), number
 
 
 def _birth_date(patient: Patient, confirmed: dt.date | None) -> dt.date | None:
@@ -161,31 +191,8 @@ def create_share(
 ) -> NewShare:
     """Validate, store the share with its code (hashed, and encrypted for re-sending) and queue its preparation.
     ``pacs`` names studies still in a PACS: the share starts ``retrieving`` and preparation fetches them."""
-    studies = _studies(organisation, study_ids, allow_none=bool(pacs))
-    local_uids = {s.study_instance_uid for s in studies}
-    pacs = [p for p in pacs if p.study.study_instance_uid not in local_uids]
-    if recipient_type not in Share.RecipientType.values:
-        raise ShareError("recipient_invalid", _("Choose who receives the share."), "recipient_type")
-    if recipient_type == Share.RecipientType.CARE_PROVIDER and not consent_confirmed:
-        raise ShareError(
-            "consent_required",
-            _("Confirm that the patient consents to sharing with this care provider."),
-            "consent_confirmed",
-        )
-    if delivery not in Share.Delivery.values:
-        raise ShareError("delivery_invalid", _("Choose how the link is delivered."), "delivery")
-    if language not in Share.Language.values:
-        raise ShareError("language_invalid", _("Choose Dutch or English."), "language")
-    email = email.strip()
-    if delivery == Share.Delivery.EMAIL:
-        try:
-            validate_email(email)
-        except ValidationError:
-            raise ShareError("email_invalid", _("Enter a valid e-mail address."), "email") from None
-    try:
-        number = normalize_phone(phone)
-    except PhoneError as exc:
-        raise ShareError("phone_invalid", exc.message, "phone") from None
+    studies, pacs = _studies(organisation, study_ids, pacs)
+    email, number = _checked_recipient(recipient_type, consent_confirmed, delivery, language, email, phone)
     with transaction.atomic():
         patient = _pacs_patient(organisation, studies, pacs) if pacs else studies[0].patient
     confirmed_birth = _birth_date(patient, birth_date)
@@ -201,7 +208,7 @@ def create_share(
             recipient_type=recipient_type,
             delivery=delivery,
             language=language,
-            email=email if delivery == Share.Delivery.EMAIL else "",
+            email=email,
             phone=number.e164,
             code_hash=codes.code_hash(code),
             code_encrypted=codes.encrypt_code(code),
@@ -212,46 +219,53 @@ def create_share(
             created_at=now,  # validity counts from creation, exactly
             expires_at=now + timedelta(days=settings.RADSHARE.share_validity_days),
         )
-        ShareStudy.objects.bulk_create(
-            ShareStudy(
-                share=share,
-                study=s,
-                study_instance_uid=s.study_instance_uid,
-                number_of_instances=s.number_of_instances,
-                size=s.size,
-            )
-            for s in studies
-        )
-        ShareStudy.objects.bulk_create(
-            ShareStudy(
-                share=share,
-                study_instance_uid=p.study.study_instance_uid,
-                number_of_instances=p.study.number_of_instances or 0,
-                pacs_node=p.node,
-            )
-            for p in pacs
-        )
-        record(
-            "share.create",
-            request=request,
-            user=created_by,
-            api_key=api_key,
-            organisation=organisation,
-            patient=patient,
-            study_uids=[s.study_instance_uid for s in studies] + [p.study.study_instance_uid for p in pacs],
-            actor_label="" if created_by else (api_key.prefix if api_key else ""),
-            detail={
-                "share": share.pk,
-                "recipient_type": recipient_type,
-                "delivery": delivery,
-                "language": language,
-                "reason": share.reason,
-            },
-        )
-        from radshare.shares.tasks import prepare_share  # late import: tasks import this module
-
-        enqueue_on_commit(prepare_share, share.pk)
+        _complete_new_share(share, studies, pacs, request)
     return NewShare(share, code, (number.warning,) if number.warning else ())
+
+
+def _complete_new_share(
+    share: Share, studies: list[Study], pacs: list[PacsSelection], request: HttpRequest | None
+) -> None:
+    """The rest of a new share's transaction: its study rows, its audit entry and its queued preparation."""
+    ShareStudy.objects.bulk_create(
+        ShareStudy(
+            share=share,
+            study=s,
+            study_instance_uid=s.study_instance_uid,
+            number_of_instances=s.number_of_instances,
+            size=s.size,
+        )
+        for s in studies
+    )
+    ShareStudy.objects.bulk_create(
+        ShareStudy(
+            share=share,
+            study_instance_uid=p.study.study_instance_uid,
+            number_of_instances=p.study.number_of_instances or 0,
+            pacs_node=p.node,
+        )
+        for p in pacs
+    )
+    record(
+        Action.SHARE_CREATE,
+        request=request,
+        user=share.created_by,
+        api_key=share.api_key,
+        organisation=share.organisation,
+        patient=share.patient,
+        study_uids=[s.study_instance_uid for s in studies] + [p.study.study_instance_uid for p in pacs],
+        actor_label="" if share.created_by else (share.api_key.prefix if share.api_key else ""),
+        detail={
+            "share": share.pk,
+            "recipient_type": share.recipient_type,
+            "delivery": share.delivery,
+            "language": share.language,
+            "reason": share.reason,
+        },
+    )
+    from radshare.shares.tasks import prepare_share  # late import: tasks import this module
+
+    enqueue_on_commit(prepare_share, share.pk)
 
 
 def prepare(share_pk: int) -> str:
@@ -278,11 +292,10 @@ def prepare(share_pk: int) -> str:
         if all(renders_done(study) for study in studies):
             share.status, share.ready_at = Share.Status.READY, timezone.now()
             share.save(update_fields=["status", "ready_at"])
-            signals.share_ready.send(
-                sender=Share, share=share
-            )  # delivery queues the e-mail in this transaction
+            # Delivery queues the e-mail in this transaction.
+            signals.share_ready.send(sender=Share, share=share)
             record(
-                "share.ready",
+                Action.SHARE_READY,
                 organisation=share.organisation_id,
                 patient=share.patient_id,
                 actor_type="system",
@@ -303,93 +316,6 @@ def prepare_waiting(sender: object, study_ids: Iterable[int], **kwargs: object) 
         .distinct()
     )
     return sum(prepare(pk) == Share.Status.READY for pk in list(waiting))
-
-
-RETRIEVE_CLAIM = timedelta(minutes=15)
-
-
-def _fail_retrieve(share: Share, reason: str) -> str:
-    Share.objects.filter(pk=share.pk, status=Share.Status.RETRIEVING).update(
-        status=Share.Status.FAILED, status_reason=reason[:200]
-    )
-    return Share.Status.FAILED
-
-
-def retrieve_missing(share_pk: int) -> str:
-    """Fetch the share's studies that are still in a PACS (S1.2/S3.1), one after the other; each counts as done
-    only when the whole study arrived, so nothing half-retrieved reaches a recipient. Then prepare as usual."""
-    share = Share.objects.select_related("organisation", "created_by", "api_key").filter(pk=share_pk).first()
-    if share is None or share.status != Share.Status.RETRIEVING:
-        return share.status if share else "missing"
-    actor = Actor(user=share.created_by, api_key=share.api_key)
-    for ss in share.share_studies.filter(study__isnull=True).select_related("pacs_node"):
-        node = ss.pacs_node
-        if node is None or not node.is_active:
-            return _fail_retrieve(share, "pacs_node_missing")
-        now = timezone.now()
-        worker = current_worker_id()
-        # A claim names its worker and is given back when that worker stops sending heartbeats (R4); only a claim
-        # made outside a worker is judged by its age. Our own claim is a leftover of a run that ended early (the
-        # database was away): a worker runs one task at a time.
-        unclaimed = Q(retrieve_claimed_at__isnull=True) | Q(
-            retrieve_claimed_by="", retrieve_claimed_at__lt=now - RETRIEVE_CLAIM
-        )
-        if worker:
-            unclaimed |= Q(retrieve_claimed_by=worker)
-        claimed = (
-            ShareStudy.objects.filter(pk=ss.pk)
-            .filter(unclaimed)
-            .update(retrieve_claimed_at=now, retrieve_claimed_by=worker)
-        )
-        if not claimed:
-            return Share.Status.RETRIEVING  # another worker is on it
-
-        def progress(received: int, expected: int | None, pk: int = ss.pk) -> None:
-            ShareStudy.objects.filter(pk=pk).update(retrieve_received=received, retrieve_expected=expected)
-
-        try:
-            result = retrieve_study(node, ss.study_instance_uid, on_progress=progress)
-            study = Study.objects.filter(
-                organisation=share.organisation, study_instance_uid=ss.study_instance_uid
-            ).first()
-            if study is None:
-                raise PacsError("the PACS sent no images of this study", temporary=False)
-        except PacsError as exc:
-            ShareStudy.objects.filter(pk=ss.pk).update(retrieve_claimed_at=None, retrieve_claimed_by="")
-            audit("pacs.retrieve", share, actor, Outcome.FAILURE, node=node.pk, reason=exc.reason)
-            return _fail_retrieve(share, exc.reason)
-        except BaseException:
-            # Nothing waits on a claim whose worker lives on but no longer retrieves (the task is retried).
-            with contextlib.suppress(DatabaseError):
-                ShareStudy.objects.filter(pk=ss.pk).update(retrieve_claimed_at=None, retrieve_claimed_by="")
-            raise
-        ShareStudy.objects.filter(pk=ss.pk).update(
-            study=study,
-            number_of_instances=study.number_of_instances,
-            size=study.size,
-            retrieve_received=result.received + result.already_here,
-            retrieve_expected=result.expected,
-            retrieve_claimed_at=None,
-            retrieve_claimed_by="",
-        )
-        audit(
-            "pacs.retrieve",
-            share,
-            actor,
-            node=node.pk,
-            received=result.received,
-            already_here=result.already_here,
-        )
-    request_render()
-    return prepare(share_pk)
-
-
-def release_retrieves_of(sender: object, worker_ids: Sequence[str], **kwargs: object) -> int:
-    """Receiver of ``core.workers.worker_died``: retrieves those workers held may be taken up again. The
-    preparation task they were running goes back to the queue with them and takes it up."""
-    return ShareStudy.objects.filter(retrieve_claimed_by__in=worker_ids).update(
-        retrieve_claimed_at=None, retrieve_claimed_by=""
-    )
 
 
 def poll_delay(attempt: int) -> timedelta:
@@ -426,7 +352,9 @@ class Actor:
 SYSTEM = Actor()
 
 
-def audit(action: str, share: Share, actor: Actor, outcome: str = Outcome.SUCCESS, **detail: object) -> None:
+def audit(
+    action: Action, share: Share, actor: Actor, outcome: str = Outcome.SUCCESS, **detail: object
+) -> None:
     record(
         action,
         outcome=outcome,
@@ -459,7 +387,7 @@ def revoke(share: Share, actor: Actor) -> Share:
         share = locked_for_change(share)
         share.revoked_at, share.revoked_by = timezone.now(), actor.user
         _end(share, Share.Status.REVOKED)
-        audit("share.revoke", share, actor)
+        audit(Action.SHARE_REVOKE, share, actor)
     return share
 
 
@@ -476,7 +404,7 @@ def expire_due(now: dt.datetime | None = None) -> int:
             if share.has_ended:
                 continue
             _end(share, Share.Status.EXPIRED)
-            audit("share.expire", share, SYSTEM)
+            audit(Action.SHARE_EXPIRE, share, SYSTEM)
             ended += 1
     return ended
 
@@ -492,7 +420,7 @@ def unlock(share: Share, actor: Actor) -> Share:
         share.save(
             update_fields=["locked_until", "birth_date_failures", "birth_date_locks", "sms_code_failures"]
         )
-        audit("share.unlock", share, actor)
+        audit(Action.SHARE_UNLOCK, share, actor)
     return share
 
 
@@ -506,7 +434,7 @@ def retry_preparation(share: Share, actor: Actor) -> Share:
         share.status = Share.Status.RETRIEVING if missing else Share.Status.PREPARING
         share.status_reason = ""
         share.save(update_fields=["status", "status_reason"])
-        audit("share.retry", share, actor)
+        audit(Action.SHARE_RETRY, share, actor)
         from radshare.shares.tasks import prepare_share  # late import: tasks import this module
 
         enqueue_on_commit(prepare_share, share.pk)
@@ -567,15 +495,3 @@ def mark_downloaded(share: Share) -> bool:
             pk=share.pk, status__in=(Share.Status.READY, Share.Status.NOTIFIED, Share.Status.OPENED)
         ).update(status=Share.Status.DOWNLOADED)
     )
-
-
-def retrieval_progress(share: Share) -> tuple[int, int | None]:
-    """(instances received, instances expected, when the PACS said) of the studies fetched from a PACS."""
-    rows = list(
-        share.share_studies.filter(pacs_node__isnull=False).values_list(
-            "retrieve_received", "retrieve_expected"
-        )
-    )
-    received = sum(r for r, _e in rows)
-    expected = None if any(e is None for _r, e in rows) else sum(e or 0 for _r, e in rows)
-    return received, expected

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from radshare.core.tasks import Periodic, retry
 from radshare.imaging.services import request_render
-from radshare.shares import services
+from radshare.shares import retrieve, services
 from radshare.shares.models import Share
 
 
@@ -21,7 +21,7 @@ def prepare_share(share_pk: int, attempt: int = 0) -> str:
     try:
         status = services.prepare(share_pk)
         if status == Share.Status.RETRIEVING:
-            status = services.retrieve_missing(share_pk)
+            status = retrieve.retrieve_missing(share_pk)
             if status == Share.Status.RETRIEVING:
                 return status  # another worker retrieves it
         if status != Share.Status.PREPARING:

@@ -7,7 +7,7 @@ audited (docs/security.md A10). Every state change is a POST with CSRF; the serv
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import segno
 from django.conf import settings
@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import record, record_not_found
 from radshare.organisations.auth import sender_required
@@ -34,6 +35,7 @@ from radshare.shares.forms import ShareFilterForm, ShareForm
 from radshare.shares.models import Share, ShareStudy
 from radshare.shares.pacs import Found, find_by_uid
 from radshare.shares.phones import PhoneError, normalize_phone
+from radshare.shares.retrieve import retrieval_progress
 from radshare.shares.services import Actor, ShareError
 from radshare.studies.models import Study
 from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
@@ -84,7 +86,7 @@ def _selected(request: HttpRequest, organisation: Organisation) -> tuple[list[St
     )
     found_ids = {s.pk for s in studies}
     for pk in set(ids) - found_ids:
-        record_not_found("portal.share.new", request, organisation, pk)
+        record_not_found(Action.PORTAL_SHARE_NEW, request, organisation, pk)
         raise Http404(_("Study not found"))
     missing = sorted(set(uids) - {s.study_instance_uid for s in studies})
     return studies, missing
@@ -94,9 +96,68 @@ def _patient_key(study: Study | PacsStudy) -> str:
     return study.patient.patient_id if isinstance(study, Study) else study.patient_id
 
 
+def _mixed_patients(request: HttpRequest, studies: list[Study], found: Found) -> bool:
+    """More than one patient, or not the one the deep link names (``patient_id``)."""
+    patients = {_patient_key(s) for s in studies} | {_patient_key(p.study) for p in found.selections}
+    wanted = request.GET.get("patient_id", "").strip()
+    if len({s.patient_id for s in studies}) > 1 or len(patients) > 1:
+        return True
+    return bool(wanted) and patients != {wanted}
+
+
+def _needs_birth_date(studies: list[Study], found: Found) -> bool:
+    """``services.needs_birth_date``; for studies still in a PACS, by the birth date the PACS gave."""
+    if studies:
+        return services.needs_birth_date(studies[0])
+    birth = found.selections[0].study.patient_birth_date
+    return birth is None or birth in PLACEHOLDER_BIRTH_DATES
+
+
+def _share_form(request: HttpRequest, studies: list[Study], needs_birth: bool) -> ShareForm:
+    initial = {
+        "recipient_type": request.GET.get("recipient_type") or Share.RecipientType.PATIENT,
+        "study": [s.pk for s in studies],
+    }
+    form = ShareForm(
+        request.POST if request.method == "POST" else None,
+        initial=initial,
+        study_choices=[s.pk for s in studies],
+        needs_birth_date=needs_birth,
+    )
+    form.fields["study"].required = bool(studies)
+    return form
+
+
+def _create(request: HttpRequest, organisation: Organisation, form: ShareForm, found: Found) -> Share | None:
+    """The share the valid ``form`` asks for; None when the service refuses it (its reason is on the form)."""
+    data = form.cleaned_data
+    try:
+        new = services.create_share(
+            organisation,
+            data["study"],
+            recipient_type=data["recipient_type"],
+            phone=data["phone"],
+            delivery=data["delivery"],
+            email=data["email"],
+            language=data["language"],
+            consent_confirmed=data["consent_confirmed"],
+            reason=data["reason"],
+            birth_date=data.get("birth_date"),
+            notify_on_open=data["notify_on_open"],
+            created_by=request.user,  # type: ignore[arg-type]  # sender_required guarantees a Sender
+            request=request,
+            pacs=found.selections,
+        )
+    except ShareError as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, str(exc.message))
+        return None
+    return new.share
+
+
 @require_http_methods(["GET", "POST"])
 @sender_required
 def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
+    """The share dialog (docs/requirements.md S2): the studies picked here or in a PACS, then the recipient."""
     studies, missing = _selected(request, organisation)
     found = Found()
     if missing:
@@ -115,28 +176,12 @@ def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
             messages.error(request, _("The PACS could not be searched: %(problem)s") % {"problem": problem})
         messages.error(request, _("Select one or more studies to share first."))
         return redirect("portal:studies")
-    patients = {_patient_key(s) for s in studies} | {_patient_key(p.study) for p in found.selections}
-    wanted = request.GET.get("patient_id", "").strip()
-    if len({s.patient_id for s in studies}) > 1 or len(patients) > 1 or (wanted and patients != {wanted}):
+    if _mixed_patients(request, studies, found):
         # The browser's check stops this before it gets here; a crafted request or deep link still meets the rule.
         context["mixed"] = True
         return render(request, "shares/share_new.html", context, status=422)
-    if studies:
-        needs_birth = services.needs_birth_date(studies[0])
-    else:
-        birth = found.selections[0].study.patient_birth_date
-        needs_birth = birth is None or birth in PLACEHOLDER_BIRTH_DATES
-    initial = {
-        "recipient_type": request.GET.get("recipient_type") or Share.RecipientType.PATIENT,
-        "study": [s.pk for s in studies],
-    }
-    form = ShareForm(
-        request.POST if request.method == "POST" else None,
-        initial=initial,
-        study_choices=[s.pk for s in studies],
-        needs_birth_date=needs_birth,
-    )
-    form.fields["study"].required = bool(studies)
+    needs_birth = _needs_birth_date(studies, found)
+    form = _share_form(request, studies, needs_birth)
     context.update(
         form=form,
         needs_birth_date=needs_birth,
@@ -144,34 +189,13 @@ def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
         validity_days=settings.RADSHARE.share_validity_days,
     )
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        warning = _phone_warning(data["phone"])
-        if warning and not data.get("phone_warning_accepted"):
+        warning = _phone_warning(form.cleaned_data["phone"])
+        if warning and not form.cleaned_data.get("phone_warning_accepted"):
             form.add_error("phone", warning)
             context["phone_warning"] = True
-        else:
-            try:
-                new = services.create_share(
-                    organisation,
-                    data["study"],
-                    recipient_type=data["recipient_type"],
-                    phone=data["phone"],
-                    delivery=data["delivery"],
-                    email=data["email"],
-                    language=data["language"],
-                    consent_confirmed=data["consent_confirmed"],
-                    reason=data["reason"],
-                    birth_date=data.get("birth_date"),
-                    notify_on_open=data["notify_on_open"],
-                    created_by=request.user,  # type: ignore[arg-type]  # sender_required guarantees a Sender
-                    request=request,
-                    pacs=found.selections,
-                )
-            except ShareError as exc:
-                form.add_error(exc.field if exc.field in form.fields else None, str(exc.message))
-            else:
-                messages.success(request, _("The share has been made."))
-                return redirect("shares:detail", new.share.pk)
+        elif (share := _create(request, organisation, form, found)) is not None:
+            messages.success(request, _("The share has been made."))
+            return redirect("shares:detail", share.pk)
     return render(request, "shares/share_new.html", context, status=422 if form.errors else 200)
 
 
@@ -213,7 +237,7 @@ def share_list(request: HttpRequest, organisation: Organisation) -> HttpResponse
     page = Paginator(_search(organisation, form), PAGE_SIZE).get_page(request.GET.get("page"))
     shown: list[Share] = list(page.object_list)
     record(
-        "portal.shares.list",
+        Action.PORTAL_SHARES_LIST,
         request=request,
         organisation=organisation,
         detail={
@@ -238,7 +262,7 @@ def share_list(request: HttpRequest, organisation: Organisation) -> HttpResponse
     )
 
 
-def share_for_sender(request: HttpRequest, organisation: Organisation, pk: int, action: str) -> Share:
+def share_for_sender(request: HttpRequest, organisation: Organisation, pk: int, action: Action) -> Share:
     """The organisation's share ``pk``; another organisation's or an unknown id is a 404, audited as ``action``."""
     share = (
         Share.objects.filter(organisation=organisation, pk=pk).select_related("patient", "created_by").first()
@@ -259,7 +283,7 @@ def _qr_svg(url: str) -> str:
 @require_safe
 @sender_required
 def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = share_for_sender(request, organisation, pk, "portal.share.view")
+    share = share_for_sender(request, organisation, pk, Action.PORTAL_SHARE_VIEW)
     show_link = share.delivery == Share.Delivery.URL and not share.has_ended
     link = ""
     if show_link:
@@ -268,7 +292,7 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
         except ShareError:
             show_link = False
     share_studies = list(share.share_studies.select_related("study"))
-    services.audit("portal.share.view", share, actor_of(request), link_shown=bool(link))
+    services.audit(Action.PORTAL_SHARE_VIEW, share, actor_of(request), link_shown=bool(link))
     total, prepared = services.preparation_progress(share)
     trail = AuditEvent.objects.filter(organisation_id=organisation.pk, detail__share=share.pk).order_by(
         "timestamp", "pk"
@@ -291,18 +315,13 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
             "link": link,
             "qr": _qr_svg(link) if link else "",
             "progress": (total, prepared),
-            "retrieval": services.retrieval_progress(share),
+            "retrieval": retrieval_progress(share),
             "locked": share.is_locked(),
             "lock_held": share.is_held,
             "trail": trail,
             "share_again_url": again,
             "status_reason_text": STATUS_REASONS.get(share.status_reason, share.status_reason),
-            # What the apps above add to this page (delivery: the e-mail's state and "send again").
-            **{
-                k: v
-                for _receiver, extra in signals.share_page.send(sender=Share, share=share)
-                for k, v in extra.items()
-            },
+            **_from_above(share),
         },
     )
 
@@ -311,7 +330,7 @@ def _from_above(share: Share) -> dict[str, Any]:
     """What the apps above add to the share's page (delivery: the e-mail's state and "send again")."""
     context: dict[str, Any] = {}
     for _receiver, extra in signals.share_page.send(sender=Share, share=share):
-        context.update(extra)
+        context.update(cast("dict[str, Any]", extra))  # each receiver returns a dict (shares/signals.py)
     return context
 
 
@@ -334,7 +353,7 @@ def act_on(request: HttpRequest, share: Share, action: Any, done: str, **kwargs:
 @require_http_methods(["GET", "POST"])
 @sender_required
 def share_revoke(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = share_for_sender(request, organisation, pk, "portal.share.revoke")
+    share = share_for_sender(request, organisation, pk, Action.PORTAL_SHARE_REVOKE)
     if request.method == "POST":
         return act_on(
             request, share, services.revoke, _("The share has been revoked: its link no longer works.")
@@ -345,12 +364,12 @@ def share_revoke(request: HttpRequest, organisation: Organisation, pk: int) -> H
 @require_POST
 @sender_required
 def share_unlock(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = share_for_sender(request, organisation, pk, "portal.share.unlock")
+    share = share_for_sender(request, organisation, pk, Action.PORTAL_SHARE_UNLOCK)
     return act_on(request, share, services.unlock, _("The share has been unlocked."))
 
 
 @require_POST
 @sender_required
 def share_retry(request: HttpRequest, organisation: Organisation, pk: int) -> HttpResponse:
-    share = share_for_sender(request, organisation, pk, "portal.share.retry")
+    share = share_for_sender(request, organisation, pk, Action.PORTAL_SHARE_RETRY)
     return act_on(request, share, services.retry_preparation, _("The share is being prepared again."))

@@ -19,6 +19,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies.services import IngestError, StoreOutcome, store_instance
@@ -146,7 +147,7 @@ class StorageSCP:
         if admission is None:
             try:
                 record(
-                    "dicom.association.rejected",
+                    Action.DICOM_ASSOCIATION_REJECTED,
                     outcome=Outcome.DENIED,
                     actor_type=ActorType.DICOM_NODE,
                     actor_label=calling,
@@ -173,7 +174,7 @@ class StorageSCP:
             if admission is not None and (admission.stored or admission.duplicate or admission.refused):
                 # One entry per association, not per image (docs/architecture.md "Audit granularity").
                 record(
-                    "dicom.store",
+                    Action.DICOM_STORE,
                     outcome=Outcome.FAILURE if admission.refused else Outcome.SUCCESS,
                     node=admission.node,
                     organisation=admission.organisation,

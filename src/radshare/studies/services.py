@@ -18,6 +18,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from radshare import dicom
+from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.core.storage import Storage, get_storage, instance_key, new_instance_name
 from radshare.dicom import DICOM_READ_ERRORS
@@ -269,6 +270,31 @@ def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
     return series.pk, created, series.modality
 
 
+def _add_to_counts(study_pk: int, series_pk: int, size: int, series_created: bool, modality: str) -> None:
+    """One more instance of ``size`` bytes in its series and study; a new series also counts in the study's
+    series and modalities."""
+    Series.objects.filter(pk=series_pk).update(
+        number_of_instances=F("number_of_instances") + 1, size=F("size") + size
+    )
+    study_update: dict[str, Any] = {
+        "number_of_instances": F("number_of_instances") + 1,
+        "size": F("size") + size,
+    }
+    if series_created:
+        study_update["number_of_series"] = F("number_of_series") + 1
+        if modality:
+            # Lock the study row, then read every series: concurrent associations adding series of other
+            # modalities to the same study each see the others' committed rows.
+            Study.objects.select_for_update().filter(pk=study_pk).values_list("pk").get()
+            modalities = (
+                Series.objects.filter(study_id=study_pk)
+                .exclude(modality="")
+                .values_list("modality", flat=True)
+            )
+            study_update["modalities_in_study"] = "\\".join(sorted(set(modalities)))[:100]
+    Study.objects.filter(pk=study_pk).update(**study_update)
+
+
 def _index(
     organisation: Organisation,
     ds: Dataset,
@@ -303,26 +329,7 @@ def _index(
     )
     # Listeners add their rows in this transaction (imaging: the render, "pending" until a worker makes it).
     signals.instance_stored.send(sender=Instance, instance=instance)
-    Series.objects.filter(pk=series_pk).update(
-        number_of_instances=F("number_of_instances") + 1, size=F("size") + stored.size
-    )
-    study_update: dict[str, Any] = {
-        "number_of_instances": F("number_of_instances") + 1,
-        "size": F("size") + stored.size,
-    }
-    if series_created:
-        study_update["number_of_series"] = F("number_of_series") + 1
-        if modality:
-            # Lock the study row, then read every series: concurrent associations adding series of other
-            # modalities to the same study each see the others' committed rows.
-            Study.objects.select_for_update().filter(pk=study_pk).values_list("pk").get()
-            modalities = (
-                Series.objects.filter(study_id=study_pk)
-                .exclude(modality="")
-                .values_list("modality", flat=True)
-            )
-            study_update["modalities_in_study"] = "\\".join(sorted(set(modalities)))[:100]
-    Study.objects.filter(pk=study_pk).update(**study_update)
+    _add_to_counts(study_pk, series_pk, stored.size, series_created, modality)
     study_uid = dicom.text(ds, "StudyInstanceUID", 64)
     transaction.on_commit(
         lambda: _ids.remember(
@@ -352,7 +359,7 @@ def _duplicate(
     if stored_sha256 != sha256:
         # DICOM requires changed content to get a new UID: keep the first copy, tell the organisation.
         record(
-            "dicom.store.conflict",
+            Action.DICOM_STORE_CONFLICT,
             outcome=Outcome.FAILURE,
             node=node,
             organisation=organisation,

@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_safe
 
+from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record, record_not_found
 from radshare.core.middleware import CsrfViewMiddleware
 from radshare.organisations.auth import sender_required
@@ -53,7 +54,7 @@ def study_list(request: HttpRequest, organisation: Organisation) -> HttpResponse
         page = Paginator(search_studies(organisation, criteria), PAGE_SIZE).get_page(request.GET.get("page"))
         shown: list[Study] = list(page.object_list)
         record(
-            "portal.studies.list",
+            Action.PORTAL_STUDIES_LIST,
             request=request,
             organisation=organisation,
             study_uids=[s.study_instance_uid for s in shown],
@@ -84,10 +85,10 @@ def study_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
         study = get_study(organisation, pk)
     except Study.DoesNotExist:
         # Another organisation's study and a missing one are refused alike; both are recorded (intrusion signal).
-        record_not_found("portal.study.view", request, organisation, pk)
+        record_not_found(Action.PORTAL_STUDY_VIEW, request, organisation, pk)
         raise Http404(_("Study not found")) from None
     record(
-        "portal.study.view",
+        Action.PORTAL_STUDY_VIEW,
         request=request,
         organisation=organisation,
         patient=study.patient,
@@ -204,7 +205,7 @@ def _record_upload(
     )
     kept = counts["stored"] + counts["duplicate"]
     record(
-        "portal.upload",
+        Action.PORTAL_UPLOAD,
         outcome=Outcome.FAILURE if counts["refused"] and not kept else Outcome.SUCCESS,
         request=request,
         organisation=organisation,
@@ -280,7 +281,7 @@ def _upload(request: HttpRequest, organisation: Organisation, spool: UploadSpool
     if (refusal := _refusal(spool)) is not None:
         if spool.too_large or spool.too_many:
             record(
-                "portal.upload",
+                Action.PORTAL_UPLOAD,
                 outcome=Outcome.FAILURE,
                 request=request,
                 organisation=organisation,

@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
 
+from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
 from radshare.core.storage import get_storage, render_key
 from radshare.imaging import reports
@@ -133,7 +134,7 @@ def viewer_reports(study: Study) -> list[ViewerReport]:
     return out
 
 
-def _refuse(request: HttpRequest, share: Share, action: str, requested_id: int, reason: str) -> Http404:
+def _refuse(request: HttpRequest, share: Share, action: Action, requested_id: int, reason: str) -> Http404:
     # Another share's id and a missing one are refused alike, and recorded as an intrusion signal (A10).
     record_recipient(action, request, share, outcome=Outcome.DENIED, requested_id=requested_id, reason=reason)
     return Http404()
@@ -142,7 +143,7 @@ def _refuse(request: HttpRequest, share: Share, action: str, requested_id: int, 
 def _record(
     request: HttpRequest,
     share: Share,
-    action: str,
+    action: Action,
     study: Study,
     outcome: str = Outcome.SUCCESS,
     **detail: Any,
@@ -161,10 +162,10 @@ def study_view(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
     """A study of the share: series thumbnails, the selected series' images, the reports (audited once)."""
     study = Study.objects.filter(share_studies__share=share, pk=pk).first()
     if study is None:
-        raise _refuse(request, share, "recipient.study.view", pk, "not in the share")
+        raise _refuse(request, share, Action.RECIPIENT_STUDY_VIEW, pk, "not in the share")
     stacks, not_shown = series_stacks(study)
     study_reports = viewer_reports(study)
-    _record(request, share, "recipient.study.view", study)
+    _record(request, share, Action.RECIPIENT_STUDY_VIEW, study)
     first = stacks[0] if stacks else None
     context = {
         "organisation": share.organisation,
@@ -225,7 +226,7 @@ def report_pdf(request: HttpRequest, share: Share, instance_pk: int) -> HttpResp
         .first()
     )
     if instance is None:
-        raise _refuse(request, share, "recipient.report.view", instance_pk, "not a report in the share")
+        raise _refuse(request, share, Action.RECIPIENT_REPORT_VIEW, instance_pk, "not a report in the share")
     study = instance.series.study
     try:
         pdf = reports.read_pdf(instance)
@@ -233,7 +234,7 @@ def report_pdf(request: HttpRequest, share: Share, instance_pk: int) -> HttpResp
         _record(
             request,
             share,
-            "recipient.report.view",
+            Action.RECIPIENT_REPORT_VIEW,
             study,
             outcome=Outcome.FAILURE,
             instance=instance.pk,
@@ -242,7 +243,7 @@ def report_pdf(request: HttpRequest, share: Share, instance_pk: int) -> HttpResp
         )
         context = {"organisation": share.organisation, "logged_in": True, "study": study}
         return render(request, "viewer/report_error.html", context)
-    _record(request, share, "recipient.report.view", study, instance=instance.pk, kind="pdf")
+    _record(request, share, Action.RECIPIENT_REPORT_VIEW, study, instance=instance.pk, kind="pdf")
     response = HttpResponse(pdf, content_type=reports.PDF_MIME_TYPE)
     response["Content-Disposition"] = 'inline; filename="report.pdf"'
     response["Content-Length"] = str(len(pdf))

@@ -16,14 +16,15 @@ from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
+from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
 from radshare.recipients.session import Stage, record_recipient, session_share
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Study
 
-QUERY = "recipient.dicomweb.query"
-RETRIEVE = "recipient.dicomweb.retrieve"
-METADATA = "recipient.dicomweb.metadata"
+QUERY = Action.RECIPIENT_DICOMWEB_QUERY
+RETRIEVE = Action.RECIPIENT_DICOMWEB_RETRIEVE
+METADATA = Action.RECIPIENT_DICOMWEB_METADATA
 DICOM_JSON = "application/dicom+json"
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -103,7 +104,7 @@ def dicomweb_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRe
 
 
 def audit(
-    request: HttpRequest, share: Share, action: str, uids: Iterable[str], outcome: str, **detail: Any
+    request: HttpRequest, share: Share, action: Action, uids: Iterable[str], outcome: str, **detail: Any
 ) -> None:
     # The same shape as the downloads' entries: the share by its id, never the code; no query values (they may
     # hold a name), only the keys.
@@ -111,7 +112,7 @@ def audit(
 
 
 def refused(
-    request: HttpRequest, share: Share, action: str, level: str, uids: tuple[str, ...]
+    request: HttpRequest, share: Share, action: Action, level: str, uids: tuple[str, ...]
 ) -> HttpResponse:
     # Another share's or organisation's UID and an unknown one are refused alike (A10), and recorded as an
     # intrusion signal. A malformed "UID" is not repeated into the trail.
@@ -171,7 +172,7 @@ def study_instances(
 
 
 def locate(
-    request: HttpRequest, share: Share, action: str, level: str, uids: tuple[str, ...]
+    request: HttpRequest, share: Share, action: Action, level: str, uids: tuple[str, ...]
 ) -> tuple[Study, list[Instance]] | HttpResponse:
     """The study and its instances named by ``uids`` (study, series, SOP instance), or the refusal (A10)."""
     study = share_study(share, uids[0])
