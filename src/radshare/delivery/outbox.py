@@ -182,6 +182,19 @@ def _share_email(n: Notification) -> backends.EmailMessage:
     )
 
 
+def _to_sender(
+    n: Notification, sender: Sender, mail: content.RenderedEmail, language: str
+) -> backends.EmailMessage:
+    return backends.EmailMessage(
+        to=sender.email,
+        subject=mail.subject,
+        text=mail.text,
+        html=mail.html,
+        message_id=n.message_id,
+        language=language,
+    )
+
+
 def _sender_email(n: Notification) -> backends.EmailMessage:
     """A notice to the sender who made the share: the share's number and a link to its page, nothing more."""
     share, sender = n.share, n.to_sender
@@ -191,14 +204,7 @@ def _sender_email(n: Notification) -> backends.EmailMessage:
     url = settings.RADSHARE.base_url + reverse("shares:detail", args=[share.pk])
     notice = content.share_opened_email if n.kind == Notification.Kind.OPENED else content.share_locked_email
     mail = notice(share.pk, url, language)
-    return backends.EmailMessage(
-        to=sender.email,
-        subject=mail.subject,
-        text=mail.text,
-        html=mail.html,
-        message_id=n.message_id,
-        language=language,
-    )
+    return _to_sender(n, sender, mail, language)
 
 
 def _login_locked_email(n: Notification) -> backends.EmailMessage:
@@ -217,14 +223,7 @@ def _login_locked_email(n: Notification) -> backends.EmailMessage:
         str(event.detail.get("scope", "")),
         language,
     )
-    return backends.EmailMessage(
-        to=sender.email,
-        subject=mail.subject,
-        text=mail.text,
-        html=mail.html,
-        message_id=n.message_id,
-        language=language,
-    )
+    return _to_sender(n, sender, mail, language)
 
 
 def _sms(n: Notification) -> backends.SmsMessage:
