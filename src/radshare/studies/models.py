@@ -7,6 +7,7 @@ same transaction as each new Instance, so lists never aggregate over instances.
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from radshare.organisations.models import Organisation, PacsNode
@@ -58,6 +59,10 @@ class Study(models.Model):
     size = models.BigIntegerField(default=0)  # bytes of the stored DICOM files
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The retention of a study no live share holds counts from here (docs/architecture.md "Destruction").
+    last_instance_at = models.DateTimeField(default=timezone.now)
+    # Set when destruction starts: from then on the study serves nobody, and a rerun finishes the job.
+    destroy_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -66,6 +71,7 @@ class Study(models.Model):
         indexes = [
             models.Index(fields=["organisation", "-study_date"], name="study_org_date"),
             models.Index(fields=["organisation", "accession_number"], name="study_org_accession"),
+            models.Index(fields=["last_instance_at"], name="study_last_instance"),
         ]
         verbose_name_plural = _("studies")
 
@@ -123,6 +129,8 @@ class Instance(models.Model):
         PacsNode, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     received_at = models.DateTimeField(auto_now_add=True)
+    # Set by `radshare storage check --repair` when the stored file is missing or no longer what was received.
+    broken_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -132,3 +140,47 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return f"instance {self.pk}"
+
+
+class StudyConflict(models.Model):
+    """A study sent again under another patient (IHE Patient Information Reconciliation): the instances are refused
+    (0xA900), and an organisation admin may accept the correction or dismiss it (docs/architecture.md
+    "Corrections from the PACS"). One open row per study and new patient; ``refused`` counts the instances."""
+
+    class State(models.TextChoices):
+        OPEN = "open", _("open")
+        ACCEPTED = "accepted", _("accepted")
+        DISMISSED = "dismissed", _("dismissed")
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conflicts")
+    old_patient_id = models.CharField(max_length=64)
+    old_issuer_of_patient_id = models.CharField(max_length=64, blank=True)
+    new_patient_id = models.CharField(max_length=64)
+    new_issuer_of_patient_id = models.CharField(max_length=64, blank=True)
+    # The new patient's attributes as the sender wrote them (Patient's field names), applied when accepted.
+    new_patient = models.JSONField(default=dict)
+    source_node = models.ForeignKey(
+        PacsNode, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    refused = models.PositiveIntegerField(default=0)
+    first_seen_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        "organisations.Sender", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "new_issuer_of_patient_id", "new_patient_id"],
+                condition=models.Q(state="open"),
+                name="conflict_one_open",
+            ),
+        ]
+        indexes = [models.Index(fields=["organisation", "state"], name="conflict_org_state")]
+
+    def __str__(self) -> str:
+        return f"conflict {self.pk} on study {self.study_id} ({self.state})"

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Now
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -279,6 +280,7 @@ def _add_to_counts(study_pk: int, series_pk: int, size: int, series_created: boo
     study_update: dict[str, Any] = {
         "number_of_instances": F("number_of_instances") + 1,
         "size": F("size") + size,
+        "last_instance_at": Now(),  # the retention of an unshared study counts from its last instance
     }
     if series_created:
         study_update["number_of_series"] = F("number_of_series") + 1
