@@ -13,7 +13,7 @@ import pickle
 import re
 import stat
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +213,36 @@ def test_listing_shows_objects_and_folders_not_the_temporary_area(storage: Stora
     assert list(storage.iterate("instances/a")) == []  # a prefix is a folder, not the start of a name
     assert list(storage.iterate("missing")) == []
     assert [read(storage, key) for key in storage.iterate()] == [key.encode() for key in sorted(keys)]
+
+
+def test_a_scan_lists_keys_in_string_order_with_size_and_age(storage: Storage) -> None:
+    """The order of whole keys, as an object store lists them (``radshare storage check`` relies on it): a folder's
+    keys sort by their "/" (after "-" and "."), not before every longer name in that folder."""
+    keys = [
+        "instances/ab/cd/1.dcm",
+        "renders/001/1001-x/0000-full.jpg",
+        "renders/001/1001.txt",
+        "renders/001/1001/0000-full.jpg",
+        "renders/001/1001/0000-thumb.jpg",
+        "renders/001/10010/0000-full.jpg",
+        "top.txt",
+    ]
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    for n, key in enumerate(reversed(keys)):
+        storage.put(key, b"x" * n)
+    with storage.temporary() as spool:
+        spool.write(b"arriving")
+        found = list(storage.scan())
+    assert [f.key for f in found] == sorted(keys) == keys
+    assert list(storage.iterate()) == keys
+    assert {f.key: f.size for f in found} == {key: n for n, key in enumerate(reversed(keys))}
+    assert all(before <= f.modified <= datetime.now(UTC) + timedelta(seconds=5) for f in found)
+    assert [f.key for f in storage.scan("renders/001")] == keys[1:6]
+    assert [f.key for f in storage.scan("renders/001/1001/")] == keys[3:5]
+    assert list(storage.scan("renders/00")) == []  # a prefix is a folder, not the start of a name
+    assert list(storage.scan("missing")) == []
+    with pytest.raises(SuspiciousFileOperation):
+        list(storage.scan("../outside"))
 
 
 # --- a failed put ----------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ def test_each_app_declares_its_own_periodic_jobs() -> None:
         "core.sweep_incoming",
         "imaging.render_housekeeping",
         "shares.expire",
+        "shares.destroy_studies",
         "notifications.housekeeping",
         "recipients.prune_login_rows",
         "downloads.prune_grants",

@@ -32,11 +32,19 @@ class Action(models.TextChoices):
     PORTAL_PACSNODE_EDIT = "portal.pacsnode.edit", _("PACS node changed")
     PORTAL_PACSNODE_DELETE = "portal.pacsnode.delete", _("PACS node removed")
     PORTAL_PACSNODE_TEST = "portal.pacsnode.test", _("PACS connection tested")
+    PORTAL_CONFLICTS_LIST = "portal.conflicts.list", _("Corrections from the PACS viewed")
+    PORTAL_CONFLICT_VIEW = "portal.conflict.view", _("Correction from the PACS opened")
+    PORTAL_CONFLICT_ACCEPT = "portal.conflict.accept", _("Correction from the PACS accepted: study moved")
+    PORTAL_CONFLICT_DISMISS = "portal.conflict.dismiss", _("Correction from the PACS dismissed")
 
     # Studies: what came in, and who looked.
     DICOM_ASSOCIATION_REJECTED = "dicom.association.rejected", _("DICOM sender refused")
     DICOM_STORE = "dicom.store", _("Images received")
     DICOM_STORE_CONFLICT = "dicom.store.conflict", _("Image received again with other content")
+    DICOM_STORE_PATIENT_CONFLICT = (
+        "dicom.store.patient_conflict",
+        _("Images refused: their study is filed under another patient"),
+    )
     PORTAL_UPLOAD = "portal.upload", _("Images uploaded")
     PORTAL_STUDIES_LIST = "portal.studies.list", _("Study list viewed")
     PORTAL_STUDY_VIEW = "portal.study.view", _("Study viewed")
@@ -45,6 +53,7 @@ class Action(models.TextChoices):
     API_STUDIES_LIST = "api.studies.list", _("Studies read through the API")
     PACS_QUERY = "pacs.query", _("PACS searched")
     PACS_RETRIEVE = "pacs.retrieve", _("Retrieved from the PACS")
+    STUDY_DESTROY = "study.destroy", _("Study destroyed: images, renders and index removed")
 
     # A share's life.
     SHARE_CREATE = "share.create", _("Share made")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
+
+from radshare.core import health
 
 logger = logging.getLogger(__name__)
 
@@ -21,14 +23,13 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 @require_safe
 def readyz(request: HttpRequest) -> HttpResponse:
-    """Readiness: the database answers."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-    except DatabaseError:
-        logger.exception("readiness check: database unavailable")
-        return JsonResponse({"status": "unavailable", "database": "error"}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
+    """Readiness, for monitoring: 503 naming the failing parts, 200 when every part works (core/health.py).
+
+    The body holds the parts' names and ok/failing only; why a part fails goes to the log (once per change) and
+    to ``radshare status``."""
+    readiness = health.check_readiness()
+    health.log_change(readiness)
+    return JsonResponse(readiness.as_json(), status=200 if readiness.ok else 503)
 
 
 def _error(request: HttpRequest, status: int) -> HttpResponse:

@@ -132,6 +132,13 @@ def _requeue_tasks(dead: Sequence[str]) -> int:
     return requeued
 
 
+def give_back_tasks_of(worker_id: str) -> int:
+    """The tasks a live worker was running when the database went away: those runs were cut short, so the tasks go
+    back to the queue, as a dead worker's do (docs/security.md R4, R8)."""
+    with transaction.atomic():
+        return _requeue_tasks([worker_id])
+
+
 def release_dead_workers() -> int:
     """Give back everything held by workers whose lease ran out, then forget them; returns how many died."""
     if _current is not None and not _current.steady:

@@ -18,4 +18,8 @@ class DeliveryConfig(AppConfig):
         signals.share_ready.connect(services.on_share_ready, dispatch_uid="radshare.delivery.share_ready")
         signals.share_opened.connect(services.on_share_opened, dispatch_uid="radshare.delivery.share_opened")
         signals.share_ended.connect(services.on_share_ended, dispatch_uid="radshare.delivery.share_ended")
+        signals.share_revoked_by_correction.connect(
+            services.on_share_revoked_by_correction,
+            dispatch_uid="radshare.delivery.share_revoked_by_correction",
+        )
         signals.share_page.connect(services.share_page, dispatch_uid="radshare.delivery.share_page")

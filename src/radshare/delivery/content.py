@@ -3,8 +3,8 @@
 
 - ``share_email``: the recipient's e-mail with the link (``share_email/``);
 - ``sms_code_text``: the recipient's SMS with the login code (``sms_code/``);
-- ``share_opened_email``, ``share_locked_email``: the notices to the sender who made a share
-  (``share_opened/``, ``share_locked/``);
+- ``share_opened_email``, ``share_locked_email``, ``share_revoked_email``: the notices to the sender who made a
+  share (``share_opened/``, ``share_locked/``, ``share_revoked/``);
 - ``login_locked_email``: the notice that wrong passwords blocked logins to a sender's account (``login_locked/``).
 
 It also owns ``share_texts``, the translated sentences the share e-mail and the letter (``letter.py``) share.
@@ -382,6 +382,13 @@ def share_locked_email(share_id: int, url: str, language: str) -> RenderedEmail:
     """docs/security.md A3: wrong attempts locked share ``share_id`` (``share_locked/``); what the sender can do.
     The share's number and ``url``, the link to its page, are all it says about the share."""
     return _share_notice("share_locked", share_id, url, language)
+
+
+def share_revoked_email(share_id: int, url: str, language: str) -> RenderedEmail:
+    """docs/architecture.md "Corrections from the PACS": share ``share_id`` was revoked because one of its studies
+    moved to another patient (``share_revoked/``). The share's number and ``url``, the link to its page, are all it
+    says about the share: no patient, old or new."""
+    return _share_notice("share_revoked", share_id, url, language)
 
 
 def _share_notice(message: str, share_id: int, url: str, language: str) -> RenderedEmail:

@@ -26,6 +26,7 @@ class Notification(models.Model):
         OPENED = "opened", _("share opened (to the sender)")
         LOCKED = "locked", _("share locked (to the sender)")
         LOGIN_LOCKED = "login_locked", _("login blocked (to the sender)")
+        REVOKED = "revoked", _("share revoked after a correction (to the sender)")
 
     class State(models.TextChoices):
         PENDING = "pending", _("waiting to be sent")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -118,6 +119,12 @@ def queue_locked_notice(share: Share) -> Notification | None:
     return _queue_sender_notice(share, Notification.Kind.LOCKED)
 
 
+def queue_revoked_notice(share: Share) -> Notification | None:
+    """docs/architecture.md "Corrections from the PACS": the share was revoked because one of its studies moved to
+    another patient; its sender is told (a sender's own revoke needs no notice)."""
+    return _queue_sender_notice(share, Notification.Kind.REVOKED)
+
+
 def queue_login_locked_notice(account: Sender, event: AuditEvent) -> Notification | None:
     """docs/security.md A26: the sender is told that wrong passwords blocked (or slowed down) logins to their
     account, at most once per lock period however many addresses are locked. Operators (no organisation) and
@@ -202,9 +209,15 @@ def _sender_email(n: Notification) -> backends.EmailMessage:
         raise _Skip("no sender address")
     language = settings.LANGUAGE_CODE
     url = settings.RADSHARE.base_url + reverse("shares:detail", args=[share.pk])
-    notice = content.share_opened_email if n.kind == Notification.Kind.OPENED else content.share_locked_email
-    mail = notice(share.pk, url, language)
+    mail = SENDER_NOTICES[n.kind](share.pk, url, language)
     return _to_sender(n, sender, mail, language)
+
+
+SENDER_NOTICES: dict[str, Callable[[int, str, str], content.RenderedEmail]] = {
+    Notification.Kind.OPENED: content.share_opened_email,
+    Notification.Kind.LOCKED: content.share_locked_email,
+    Notification.Kind.REVOKED: content.share_revoked_email,
+}
 
 
 def _login_locked_email(n: Notification) -> backends.EmailMessage:
@@ -264,7 +277,7 @@ def deliver(pk: int) -> str:
     try:
         if n.kind == Notification.Kind.SHARE_LINK:
             backends.send_email(_share_email(n))
-        elif n.kind in (Notification.Kind.OPENED, Notification.Kind.LOCKED):
+        elif n.kind in SENDER_NOTICES:
             backends.send_email(_sender_email(n))
         elif n.kind == Notification.Kind.LOGIN_LOCKED:
             backends.send_email(_login_locked_email(n))

@@ -36,6 +36,11 @@ def on_share_ended(sender: object, share: Share, **kwargs: object) -> None:
     outbox.drop_pending(share)
 
 
+def on_share_revoked_by_correction(sender: object, share: Share, **kwargs: object) -> None:
+    """The share was revoked because its study moved to another patient: its sender is told."""
+    outbox.queue_revoked_notice(share)
+
+
 def can_resend(share: Share) -> bool:
     return share.delivery == Share.Delivery.EMAIL and share.status in Share.OPENABLE
 

@@ -49,7 +49,7 @@ from radshare.recipients.session import (
 )
 from radshare.shares.models import Share
 from radshare.shares.services import mark_downloaded
-from radshare.studies.models import Study
+from radshare.studies.models import Instance, Study
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +90,32 @@ def _refusal(request: HttpRequest, share: Share, reason: str, status: int) -> Ht
 # --- the dialog -------------------------------------------------------------------------------------------
 
 
+def _broken(study: Study) -> int:
+    """The study's instances marked broken, as ``share_studies`` counted them."""
+    return int(getattr(study, "broken", 0))
+
+
 def _sizes(studies: list[Study]) -> tuple[int, int]:
     """(DICOM ZIP, JPEG ZIP) sizes from the index, without reading a file: the page stays fast. The DICOM ZIP also
     carries the previews, about the size of the full-size JPEGs (the same files for images up to 1024 px); the
-    exact sizes come with each download (Content-Length)."""
+    exact sizes come with each download (Content-Length). Instances marked broken are left out of both."""
     jpeg = (
         InstanceRender.objects.filter(
-            instance__series__study__in=studies, status=InstanceRender.Status.DONE
+            instance__series__study__in=studies,
+            instance__broken_at__isnull=True,
+            status=InstanceRender.Status.DONE,
         ).aggregate(total=Sum("jpeg_size"))["total"]
         or 0
     )
-    return sum(s.size for s in studies) + jpeg, jpeg
+    broken = 0
+    if any(_broken(s) for s in studies):
+        broken = (
+            Instance.objects.filter(series__study__in=studies, broken_at__isnull=False).aggregate(
+                total=Sum("size")
+            )["total"]
+            or 0
+        )
+    return sum(s.size for s in studies) - broken + jpeg, jpeg
 
 
 @require_safe
@@ -127,6 +142,7 @@ def choose(request: HttpRequest, share: Share) -> HttpResponse:
         "logged_in": True,
         "study": study,
         "count": len(chosen),
+        "left_out": sum(_broken(s) for s in chosen),
         "dicom_size": dicom_size,
         "jpeg_size": jpeg_size,
         "dicom_url": url(media.DICOM),

@@ -13,6 +13,9 @@ class ImagingConfig(AppConfig):
 
         worker_died.connect(services.release_claims_of, dispatch_uid="radshare.imaging.release_claims_of")
         signals.instance_stored.connect(services.add_pending_render, dispatch_uid="radshare.imaging.pending")
+        signals.study_destroying.connect(
+            services.delete_render_files, dispatch_uid="radshare.imaging.destroy"
+        )
         signals.instances_arrived.connect(
             services.on_instances_arrived, dispatch_uid="radshare.imaging.arrived"
         )

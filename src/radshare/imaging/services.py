@@ -23,7 +23,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from radshare.core.storage import get_storage, instance_key
+from radshare.core.storage import get_storage, instance_key, render_folder
 from radshare.core.tasks import backoff
 from radshare.core.workers import current_worker_id
 from radshare.imaging.models import InstanceRender
@@ -97,8 +97,29 @@ def shutdown_pool() -> None:
 
 
 def due() -> Q:
-    """Pending renders that may be tried now (one postponed by a fault of the machine waits for its turn)."""
-    return Q(status=Status.PENDING) & (Q(retry_after__isnull=True) | Q(retry_after__lte=timezone.now()))
+    """Pending renders that may be tried now (one postponed by a fault of the machine waits for its turn); never
+    those of a study being destroyed."""
+    return (
+        Q(status=Status.PENDING)
+        & (Q(retry_after__isnull=True) | Q(retry_after__lte=timezone.now()))
+        & Q(instance__series__study__destroy_started_at__isnull=True)
+    )
+
+
+def delete_render_files(sender: object, study_pk: int, instance_pks: list[int], **kwargs: object) -> None:
+    """Receiver of ``studies.signals.study_destroying``: every render file of those instances goes (the rows go
+    with the instances)."""
+    storage = get_storage()
+    for pk in instance_pks:
+        for key in list(storage.iterate(render_folder(pk))):
+            storage.delete(key)
+
+
+def rendering(study_pk: int) -> bool:
+    """Whether a worker is rendering an instance of the study now (its files may still appear)."""
+    return InstanceRender.objects.filter(
+        instance__series__study_id=study_pk, status=Status.RENDERING
+    ).exists()
 
 
 def claim_pending(limit: int = BATCH) -> list[RenderJob]:
@@ -276,6 +297,14 @@ def renders_done(study: Study) -> bool:
     """True when every instance of the study is rendered, or known not to be an image."""
     return not InstanceRender.objects.filter(
         instance__series__study=study, status__in=(Status.PENDING, Status.RENDERING)
+    ).exists()
+
+
+def renders_postponed(study: Study) -> bool:
+    """True while a render of the study waits for another try after a fault of the machine (a full disk, storage
+    away): its files could not be written (docs/security.md R6, R8)."""
+    return InstanceRender.objects.filter(
+        instance__series__study=study, status__in=(Status.PENDING, Status.RENDERING), attempts__gt=0
     ).exists()
 
 

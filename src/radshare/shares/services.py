@@ -26,7 +26,7 @@ from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record
 from radshare.core.tasks import enqueue_on_commit
 from radshare.imaging.models import InstanceRender
-from radshare.imaging.services import renders_done
+from radshare.imaging.services import renders_done, renders_postponed
 from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
 from radshare.pacs.client import PacsStudy
 from radshare.shares import codes, signals
@@ -111,7 +111,9 @@ def _studies(
             return [], list(pacs)
         raise ShareError("no_studies", _("Select at least one study."), "studies")
     studies = list(
-        Study.objects.filter(organisation=organisation, pk__in=set(study_ids)).select_related("patient")
+        Study.objects.present()
+        .filter(organisation=organisation, pk__in=set(study_ids))
+        .select_related("patient")
     )
     if len(studies) != len(set(study_ids)):
         raise ShareError("study_not_found", _("One of the selected studies was not found."), "studies")
@@ -227,6 +229,12 @@ def _complete_new_share(
     share: Share, studies: list[Study], pacs: list[PacsSelection], request: HttpRequest | None
 ) -> None:
     """The rest of a new share's transaction: its study rows, its audit entry and its queued preparation."""
+    # Locked, the studies cannot start being destroyed now; one that just started is refused (docs/architecture.md
+    # "Destruction").
+    if Study.objects.select_for_update().filter(
+        pk__in=[s.pk for s in studies], destroy_started_at__isnull=False
+    ):
+        raise ShareError("study_not_found", _("One of the selected studies was not found."), "studies")
     ShareStudy.objects.bulk_create(
         ShareStudy(
             share=share,
@@ -290,8 +298,8 @@ def prepare(share_pk: int) -> str:
             share.save(update_fields=["status", "status_reason"])
             return share.status
         if all(renders_done(study) for study in studies):
-            share.status, share.ready_at = Share.Status.READY, timezone.now()
-            share.save(update_fields=["status", "ready_at"])
+            share.status, share.ready_at, share.status_reason = Share.Status.READY, timezone.now(), ""
+            share.save(update_fields=["status", "ready_at", "status_reason"])
             # Delivery queues the e-mail in this transaction.
             signals.share_ready.send(sender=Share, share=share)
             record(
@@ -302,7 +310,16 @@ def prepare(share_pk: int) -> str:
                 study_uids=[s.study_instance_uid for s in studies],
                 detail={"share": share.pk},
             )
+        elif share.status_reason != (reason := _waiting_reason(studies)):
+            share.status_reason = reason  # shown to the sender while the share waits
+            share.save(update_fields=["status_reason"])
         return share.status
+
+
+def _waiting_reason(studies: list[Study]) -> str:
+    """Why a preparing share waits longer than usual: its renders cannot be written now (a full disk); they are
+    tried again by themselves (docs/security.md R6, R8)."""
+    return "storage_unwritable" if any(renders_postponed(study) for study in studies) else ""
 
 
 def prepare_waiting(sender: object, study_ids: Iterable[int], **kwargs: object) -> int:
@@ -379,6 +396,9 @@ def _end(share: Share, status: str) -> None:
     share.locked_until = None
     share.save()
     signals.share_ended.send(sender=Share, share=share)
+    from radshare.shares.tasks import destroy_studies  # late import: tasks import this module
+
+    enqueue_on_commit(destroy_studies)  # its studies go now, unless another live share holds them
 
 
 def revoke(share: Share, actor: Actor) -> Share:

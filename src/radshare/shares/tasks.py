@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from radshare.core.tasks import Periodic, retry
 from radshare.imaging.services import request_render
-from radshare.shares import retrieve, services
+from radshare.shares import destruction, retrieve, services
 from radshare.shares.models import Share
 
 
@@ -43,4 +43,18 @@ def expire_shares() -> int:
     return services.expire_due()
 
 
-PERIODIC = (Periodic("shares.expire", timedelta(minutes=1), expire_shares),)
+@task()
+def destroy_studies(attempt: int = 0) -> int:
+    """Periodic, and queued when a share ends: destroy the studies that are due (docs/architecture.md
+    "Destruction"); what a run leaves (a crash, a study being rendered) the next one finishes."""
+    try:
+        return destruction.destroy_due()
+    except DatabaseError:
+        retry(destroy_studies, attempt=attempt)
+        return 0
+
+
+PERIODIC = (
+    Periodic("shares.expire", timedelta(minutes=1), expire_shares),
+    Periodic("shares.destroy_studies", timedelta(minutes=1), destroy_studies),
+)

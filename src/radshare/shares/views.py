@@ -49,6 +49,10 @@ STATUS_REASONS = {
         "A study of this share is no longer in radshare. Share it again once it is back."
     ),
     "preparation_timeout": gettext_lazy("The images were not ready within 24 hours."),
+    "storage_unwritable": gettext_lazy(
+        "The images cannot be saved: the storage is full or unavailable. radshare tries again by itself; "
+        "tell the administrator."
+    ),
 }
 
 

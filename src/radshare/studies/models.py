@@ -44,6 +44,12 @@ class Patient(models.Model):
         return person_name(self.patient_name)
 
 
+class StudyQuerySet(models.QuerySet["Study"]):
+    def present(self) -> StudyQuerySet:
+        """Studies not being destroyed: the only ones anybody may list, open or share."""
+        return self.filter(destroy_started_at__isnull=True)
+
+
 class Study(models.Model):
     organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="studies")
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
@@ -63,6 +69,8 @@ class Study(models.Model):
     last_instance_at = models.DateTimeField(default=timezone.now)
     # Set when destruction starts: from then on the study serves nobody, and a rerun finishes the job.
     destroy_started_at = models.DateTimeField(null=True, blank=True)
+
+    objects = StudyQuerySet.as_manager()
 
     class Meta:
         constraints = [

@@ -34,6 +34,8 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 PROCESSING_FAILURE = 0x0110
 RENDER_REQUEST_EVERY = 50
+# The upper layer's state "transport connection open, awaiting A-ASSOCIATE-RQ PDU" (PS3.8 Table 9-10).
+AWAITING_ASSOCIATE_RQ = "Sta2"
 
 
 @dataclass
@@ -114,6 +116,7 @@ class StorageSCP:
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_RELEASED, self.on_closed),
             (evt.EVT_ABORTED, self.on_closed),
+            (evt.EVT_CONN_CLOSE, self.on_connection_closed),
         ]
 
     def start(self, *, block: bool = True) -> Any:
@@ -194,6 +197,16 @@ class StorageSCP:
             logger.exception("cannot write the audit entry for a finished association")
         finally:
             connection.close()
+
+    def on_connection_closed(self, event: Any) -> None:
+        """A peer that closes the connection before asking for an association (a readiness check of the port, a
+        load balancer's probe, a port scan) would leave pynetdicom's association thread waiting for the request
+        until the ACSE timeout, 30 s, holding one of ``maximum_associations`` all that time: a few such probes
+        would get real senders rejected. Wake that thread at once; it then ends as on a timeout (no association,
+        no audit entry)."""
+        dul = event.assoc.dul
+        if dul.state_machine.current_state == AWAITING_ASSOCIATE_RQ:
+            dul.to_user_queue.put(None)
 
     def on_echo(self, event: Any) -> int:
         return SUCCESS

@@ -25,6 +25,7 @@ from radshare.core.storage import Storage, get_storage, instance_key, new_instan
 from radshare.dicom import DICOM_READ_ERRORS
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies import signals
+from radshare.studies.conflicts import Refused, record_conflict
 from radshare.studies.encoding import EncodingError, check_encoding
 from radshare.studies.models import Instance, Patient, Series, Study
 
@@ -74,8 +75,29 @@ class ConflictError(IngestError):
     status = 0xA900
 
 
+class PatientConflictError(ConflictError):
+    """The study is filed under another patient: refused, and recorded for an admin to decide
+    (``studies/conflicts.py``, docs/architecture.md "Corrections from the PACS")."""
+
+    def __init__(self, refused: Refused) -> None:
+        super().__init__("this study is already filed under another patient")
+        self.refused = refused
+
+
+class _StaleIdsError(Exception):
+    """A cached id no longer holds (the study moved to another patient): forget the cache and index afresh."""
+
+
 class OutOfResourcesError(IngestError):
     status = 0xA700  # Refused: out of resources
+
+
+class StudyBeingDestroyedError(OutOfResourcesError):
+    """An instance of a study whose destruction has started: refused for now (0xA700), so the sender tries again
+    and the study is then simply new (docs/architecture.md "Destruction"). Acknowledging it would lose it."""
+
+
+BEING_DESTROYED = "the study is being removed; send it again later"
 
 
 @dataclass(frozen=True)
@@ -218,6 +240,11 @@ class _IdCache:
 _ids = _IdCache()
 
 
+def forget_cached_ids() -> None:
+    """Rows were removed (a study destroyed): this process looks its ids up afresh."""
+    _ids.clear()
+
+
 def _patient_pk(organisation: Organisation, ds: Dataset) -> int:
     key = (organisation.pk, dicom.text(ds, "IssuerOfPatientID", 64), dicom.text(ds, "PatientID", 64))
     if (pk := _ids.patients.get(key)) is not None:
@@ -271,9 +298,12 @@ def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
     return series.pk, created, series.modality
 
 
-def _add_to_counts(study_pk: int, series_pk: int, size: int, series_created: bool, modality: str) -> None:
+def _add_to_counts(
+    study_pk: int, patient_pk: int, series_pk: int, size: int, series_created: bool, modality: str
+) -> None:
     """One more instance of ``size`` bytes in its series and study; a new series also counts in the study's
-    series and modalities."""
+    series and modalities. The study must still be filed under ``patient_pk``: an admin may have moved it since
+    this process cached its ids (docs/architecture.md "Corrections from the PACS")."""
     Series.objects.filter(pk=series_pk).update(
         number_of_instances=F("number_of_instances") + 1, size=F("size") + size
     )
@@ -294,7 +324,12 @@ def _add_to_counts(study_pk: int, series_pk: int, size: int, series_created: boo
                 .values_list("modality", flat=True)
             )
             study_update["modalities_in_study"] = "\\".join(sorted(set(modalities)))[:100]
-    Study.objects.filter(pk=study_pk).update(**study_update)
+    if not Study.objects.filter(pk=study_pk, patient_id=patient_pk, destroy_started_at__isnull=True).update(
+        **study_update
+    ):
+        if Study.objects.filter(pk=study_pk, destroy_started_at__isnull=True).exists():
+            raise _StaleIdsError  # moved to another patient
+        raise StudyBeingDestroyedError(BEING_DESTROYED)
 
 
 def _index(
@@ -309,9 +344,7 @@ def _index(
     patient_pk = _patient_pk(organisation, ds)
     study_pk, filed_under = _study_pks(organisation, ds, patient_pk)
     if filed_under != patient_pk:
-        # One Study Instance UID under two patients is a mix-up upstream; filing it would show one patient's
-        # images to another. Refuse and let the audit trail tell the organisation.
-        raise ConflictError("this study is already filed under another patient")
+        _refuse_other_patient(organisation, ds, study_pk, patient_pk)
     series_pk, series_created, modality = _series_pk(study_pk, ds)
     instance = Instance.objects.create(
         organisation=organisation,
@@ -331,7 +364,7 @@ def _index(
     )
     # Listeners add their rows in this transaction (imaging: the render, "pending" until a worker makes it).
     signals.instance_stored.send(sender=Instance, instance=instance)
-    _add_to_counts(study_pk, series_pk, stored.size, series_created, modality)
+    _add_to_counts(study_pk, patient_pk, series_pk, stored.size, series_created, modality)
     study_uid = dicom.text(ds, "StudyInstanceUID", 64)
     transaction.on_commit(
         lambda: _ids.remember(
@@ -346,6 +379,47 @@ def _index(
     return StoreResult(StoreOutcome.STORED, instance.pk, study_uid, patient_pk)
 
 
+def _refuse_other_patient(organisation: Organisation, ds: Dataset, study_pk: int, patient_pk: int) -> None:
+    """One Study Instance UID under two patients is a mix-up upstream, or a correction: filing it would show one
+    patient's images to another. Refused, and recorded for an admin (``_index_or_record``); unless the cached id
+    is stale because an admin moved the study to this patient meanwhile."""
+    now = Study.objects.filter(pk=study_pk).values_list("patient_id", "destroy_started_at").first()
+    if now is None:
+        raise _StaleIdsError
+    filed_under, destroying = now
+    if destroying is not None:
+        raise StudyBeingDestroyedError(BEING_DESTROYED)
+    if filed_under != patient_pk:
+        refused = Refused(
+            study_pk=study_pk,
+            study_uid=dicom.text(ds, "StudyInstanceUID", 64),
+            filed_under=filed_under,
+            issuer=dicom.text(ds, "IssuerOfPatientID", 64),
+            patient_id=dicom.text(ds, "PatientID", 64),
+            new_patient=_patient_fields(ds),
+        )
+        raise PatientConflictError(refused)
+
+
+def _index_or_record(
+    organisation: Organisation,
+    ds: Dataset,
+    stored: StoredFile,
+    transfer_syntax: str,
+    source: str,
+    node: PacsNode | None,
+) -> StoreResult:
+    """``_index`` in its own transaction. A refusal for another patient rolls that back, then counts on the
+    study's conflict in a transaction of its own, so that the count stays (docs/architecture.md "Corrections from
+    the PACS")."""
+    try:
+        with transaction.atomic():
+            return _index(organisation, ds, stored, transfer_syntax, source, node)
+    except PatientConflictError as exc:
+        record_conflict(organisation, exc.refused, node)
+        raise
+
+
 def _duplicate(
     organisation: Organisation, sop_uid: str, sha256: str, node: PacsNode | None
 ) -> StoreResult | None:
@@ -353,11 +427,19 @@ def _duplicate(
     existing = (
         Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid)
         .order_by()
-        .values_list("pk", "sha256", "series__study__study_instance_uid", "series__study__patient_id")[:1]
+        .values_list(
+            "pk",
+            "sha256",
+            "series__study__study_instance_uid",
+            "series__study__patient_id",
+            "series__study__destroy_started_at",
+        )[:1]
     )
     if not existing:
         return None
-    instance_pk, stored_sha256, study_uid, patient_pk = existing[0]
+    instance_pk, stored_sha256, study_uid, patient_pk, destroying = existing[0]
+    if destroying is not None:
+        raise StudyBeingDestroyedError(BEING_DESTROYED)
     if stored_sha256 != sha256:
         # DICOM requires changed content to get a new UID: keep the first copy, tell the organisation.
         record(
@@ -411,19 +493,21 @@ def store_instance(
     storage = get_storage()
     stored = _put(storage, data, sha256, name_hint=f"{organisation.pk}:{sop_uid}")
     try:
-        with transaction.atomic():
-            return _index(organisation, ds, stored, transfer_syntax, source, node)
-    except IntegrityError:
+        return _index_or_record(organisation, ds, stored, transfer_syntax, source, node)
+    except (IntegrityError, _StaleIdsError):
         storage.delete(instance_key(stored.key))
         # A concurrent association stored the same SOP Instance UID first: theirs stays, ours goes.
         if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
             return dup
-        # Otherwise a cached id went stale (its row was removed): forget the cache and index afresh.
+        # Otherwise a cached id went stale (its row was removed, or its study moved to another patient): forget
+        # the cache and index afresh.
         _ids.clear()
         stored = _put(storage, data, sha256, name_hint=f"{organisation.pk}:{sop_uid}")
         try:
-            with transaction.atomic():
-                return _index(organisation, ds, stored, transfer_syntax, source, node)
+            return _index_or_record(organisation, ds, stored, transfer_syntax, source, node)
+        except _StaleIdsError as exc:  # moved again meanwhile: a race the sender's retry settles
+            storage.delete(instance_key(stored.key))
+            raise OutOfResourcesError("the study changed meanwhile; send it again") from exc
         except BaseException:
             storage.delete(instance_key(stored.key))
             raise
@@ -449,7 +533,7 @@ class StudySearch:
 
 def search_studies(organisation: Organisation, criteria: StudySearch) -> QuerySet[Study]:
     """Studies of ``organisation`` matching every given criterion, newest first."""
-    qs = Study.objects.filter(organisation=organisation).select_related("patient")
+    qs = Study.objects.present().filter(organisation=organisation).select_related("patient")
     if criteria.patient_id:
         qs = qs.filter(patient__patient_id__iexact=criteria.patient_id.strip())
     if criteria.issuer_of_patient_id is not None:
@@ -479,4 +563,4 @@ def search_studies(organisation: Organisation, criteria: StudySearch) -> QuerySe
 
 def get_study(organisation: Organisation, study_pk: int) -> Study:
     """One study, only if it belongs to ``organisation`` (an id alone is never enough, docs/security.md A10)."""
-    return Study.objects.select_related("patient").get(organisation=organisation, pk=study_pk)
+    return Study.objects.present().select_related("patient").get(organisation=organisation, pk=study_pk)

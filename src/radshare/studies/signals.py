@@ -23,3 +23,8 @@ def announce_arrivals() -> None:
         instances_arrived.send(sender=None)
     except DatabaseError:
         logger.exception("cannot queue rendering now")
+
+
+# Sent while a study is destroyed, before its instance files go, with ``study_pk=`` and ``instance_pks=``: the
+# apps above delete what they made of those instances (imaging: the renders).
+study_destroying = Signal()

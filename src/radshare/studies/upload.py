@@ -145,9 +145,11 @@ class UploadSpool:
         self.total = 0  # bytes of file content received, kept or not
         self.too_large = False
         self.too_many = False
+        self.storage_failed = False  # the temporary area took no more (a full disk): nothing is stored
 
     def receive(self, path: str, chunks: Iterator[bytes]) -> None:
-        """Append one file; past the limit the rest of the body is counted and dropped, never stored."""
+        """Append one file; past the limit, or once the disk is full, the rest of the body is counted and
+        dropped, never stored."""
         if len(self.files) >= MAX_FILES:
             self.too_many = True
         offset, size = self._file.tell(), 0
@@ -156,10 +158,20 @@ class UploadSpool:
             self.total += len(chunk)
             if self.total > self.limit_bytes:
                 self.too_large = True
-            if not (self.too_large or self.too_many):
-                self._file.write(chunk)
-        if not (self.too_large or self.too_many):
+            if not (self.too_large or self.too_many or self.storage_failed):
+                self._write(chunk)
+        if not (self.too_large or self.too_many or self.storage_failed):
+            self._write(b"")  # flushed now: a full disk shows here, not while the files are examined
             self.files.append(SpooledFile(path, offset, size))
+
+    def _write(self, chunk: bytes) -> None:
+        try:
+            self._file.write(chunk)
+            if not chunk:
+                self._file.flush()
+        except OSError as exc:
+            logger.error("cannot receive an upload into the temporary area: %s", exc.strerror)
+            self.storage_failed = True
 
     def refuse_all(self) -> None:
         self.too_large = True

@@ -27,6 +27,7 @@ from radshare.core.middleware import CsrfViewMiddleware
 from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation
 from radshare.studies.forms import StudySearchForm
+from radshare.studies.integrity import broken_instances
 from radshare.studies.models import Study
 from radshare.studies.services import StudySearch, get_study, search_studies
 from radshare.studies.upload import (
@@ -102,6 +103,7 @@ def study_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
             "patient": study.patient,
             "series_list": study.series.all(),
             "organisation": organisation,
+            "broken": broken_instances(study),
         },
     )
 
@@ -226,6 +228,8 @@ def _record_upload(
 def _refusal(spool: UploadSpool) -> str | None:
     """What to tell the user when the upload as a whole is refused before anything is stored."""
     limit_mb = _upload_limit_mb()
+    if spool.storage_failed:
+        return str(REASON_TEXTS[FileReason.STORAGE_FAILED])
     if spool.too_large:
         return str(
             _(
@@ -244,6 +248,12 @@ def _refusal(spool: UploadSpool) -> str | None:
     if not spool.files:
         return str(_("Choose one or more files, or a folder, to upload."))
     return None
+
+
+def _refusal_code(spool: UploadSpool) -> str:
+    if spool.storage_failed:
+        return "storage_failed"
+    return "too_large" if spool.too_large else "too_many_files"
 
 
 def _wants_stream(request: HttpRequest) -> bool:
@@ -279,15 +289,15 @@ def _upload(request: HttpRequest, organisation: Organisation, spool: UploadSpool
         return render(request, "studies/upload.html", context)
     request.POST  # noqa: B018 - parse the body (csrf_protect has, unless the check was skipped)
     if (refusal := _refusal(spool)) is not None:
-        if spool.too_large or spool.too_many:
+        if spool.storage_failed or spool.too_large or spool.too_many:
             record(
                 Action.PORTAL_UPLOAD,
                 outcome=Outcome.FAILURE,
                 request=request,
                 organisation=organisation,
-                detail={"bytes": spool.total, "reason": "too_large" if spool.too_large else "too_many_files"},
+                detail={"bytes": spool.total, "reason": _refusal_code(spool)},
             )
-        status = 413 if spool.too_large or spool.too_many else 400
+        status = 503 if spool.storage_failed else 413 if spool.too_large or spool.too_many else 400
         if _wants_stream(request):
             return JsonResponse({"event": "error", "message": refusal}, status=status)
         return render(request, "studies/upload.html", {**context, "error": refusal}, status=status)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from radshare.core.storage.base import Data, ObjectStat, Storage, check_key
+from radshare.core.storage.base import Data, ObjectStat, Storage, StoredObject, check_key
 from radshare.core.storage.filesystem import FileSystemStorage
 from radshare.core.storage.layout import instance_key, new_instance_name, render_folder, render_key
 
@@ -22,6 +22,7 @@ __all__ = [
     "FileSystemStorage",
     "ObjectStat",
     "Storage",
+    "StoredObject",
     "check_key",
     "get_storage",
     "instance_key",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +30,15 @@ Data = bytes | bytearray | memoryview | Iterable[bytes] | BinaryIO
 class ObjectStat:
     size: int
     version: str  # changes whenever the object's content does (a modification time, an ETag): for validators
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as a listing of the storage shows it (``Storage.scan``)."""
+
+    key: str
+    size: int
+    modified: datetime  # when it was last written (aware, UTC): how old a file no index row knows is
 
 
 def check_key(key: str, *, reserved: str = "") -> str:
@@ -104,8 +113,16 @@ class Storage(ABC):
         top), each sorted; both empty when there is nothing there."""
 
     @abstractmethod
+    def scan(self, prefix: str = "") -> Iterator[StoredObject]:
+        """Every object under the folder ``prefix`` ("" for all), at any depth, with its size and modification
+        time, in sorted order of the keys as strings (code point order, as an object store lists them), never
+        the temporary area. A generator that holds one folder (or one listing page) at a time, not the whole
+        listing: an installation holds millions of objects (``radshare storage check`` walks them all)."""
+
     def iterate(self, prefix: str = "") -> Iterator[str]:
         """The keys of every object under the folder ``prefix`` ("" for all), at any depth, in sorted order."""
+        for found in self.scan(prefix):
+            yield found.key
 
     # --- the temporary area ----------------------------------------------------------------------
 

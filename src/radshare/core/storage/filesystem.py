@@ -20,11 +20,11 @@ import stat
 import tempfile
 import time
 from collections.abc import Buffer, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from radshare.core.storage.base import Data, ObjectStat, Storage, check_key
+from radshare.core.storage.base import Data, ObjectStat, Storage, StoredObject, check_key
 
 TEMPORARY = "incoming"
 PARTIAL_SUFFIX = ".part"  # the durable put's temporary files: the only names the sweep removes
@@ -138,16 +138,36 @@ class FileSystemStorage(Storage):
                 files.append(entry.name)
         return sorted(folders), sorted(files)
 
-    def iterate(self, prefix: str = "") -> Iterator[str]:
+    def scan(self, prefix: str = "") -> Iterator[StoredObject]:
         prefix = prefix.removesuffix("/")
-        folders, files = self.listdir(prefix)
-        base = f"{prefix}/" if prefix else ""
-        names = [(name, False) for name in files] + [(name, True) for name in folders]
-        for name, is_folder in sorted(names):
-            if is_folder:
-                yield from self.iterate(base + name)
-            else:
-                yield base + name
+        yield from self._scan(self._folder(prefix), f"{prefix}/" if prefix else "")
+
+    def _scan(self, folder: Path, base: str) -> Iterator[StoredObject]:
+        """The objects under ``folder`` (whose keys start with ``base``) in key order. A folder ``x`` sorts as
+        ``x/``, which puts its keys where a sort of whole keys would (``x-1`` < ``x.dcm`` < ``x/…``); only this
+        folder's entries are held while its sub-folders are walked."""
+        entries: list[tuple[str, os.DirEntry[str]]] = []
+        try:
+            with os.scandir(folder) as found:
+                for entry in found:
+                    if entry.name.startswith(".") or (not base and entry.name == TEMPORARY):
+                        continue
+                    is_folder = entry.is_dir(follow_symlinks=False)
+                    entries.append((f"{entry.name}/" if is_folder else entry.name, entry))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        entries.sort(key=lambda pair: pair[0])
+        for name, entry in entries:
+            if name.endswith("/"):
+                yield from self._scan(Path(entry.path), base + name)
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue  # deleted since the folder was read
+            if stat.S_ISREG(st.st_mode):
+                modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                yield StoredObject(base + entry.name, st.st_size, modified)
 
     # --- the temporary area ----------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 * ``instances/<h>/<h>/<hash>-<token>.dcm``: an instance's bytes as received. ``Instance.storage_key`` holds the
   part after ``instances/`` (so rows stored before this module existed keep pointing at their files).
 * ``renders/<NNN>/<instance id>/<frame>-<kind>.jpg``: its JPEGs (docs/architecture.md "Renders").
+* ``probes/<token>``: a few random bytes of the readiness check (core/health.py), deleted as soon as they are read
+  back; no other data ever lives there.
 
 Keys are made from hashes, random tokens and internal ids only, never from received data, so no sender can
 choose where bytes land; the storage refuses anything else (``check_key``).
@@ -15,6 +17,7 @@ import secrets
 
 INSTANCES = "instances"
 RENDERS = "renders"
+PROBES = "probes"
 
 
 def new_instance_name(name_hint: str) -> str:
@@ -38,3 +41,8 @@ def render_folder(instance_pk: int) -> str:
 def render_key(instance_pk: int, frame: int, kind: str) -> str:
     """One render of one frame (0-based): ``kind`` is full, preview, thumb or a CT window preset."""
     return f"{render_folder(instance_pk)}/{frame:04d}-{kind}.jpg"
+
+
+def probe_key() -> str:
+    """A new key for one readiness probe: random, so that the probes of several processes never meet."""
+    return f"{PROBES}/{secrets.token_hex(8)}"

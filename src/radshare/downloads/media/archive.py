@@ -162,5 +162,7 @@ def zip_date_time(share: Share) -> DateTime:
     return (created.year, created.month, created.day, created.hour, created.minute, created.second // 2 * 2)
 
 
-def readme(name: str, template: str, share: Share) -> Entry:
-    return data_entry(name, render_to_string(template, {"organisation": share.organisation}).encode())
+def readme(name: str, template: str, share: Share, left_out: int = 0) -> Entry:
+    """The ZIP's README; ``left_out``: how many instances marked broken it lacks (the README says so)."""
+    context = {"organisation": share.organisation, "left_out": left_out}
+    return data_entry(name, render_to_string(template, context).encode())

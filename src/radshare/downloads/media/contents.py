@@ -1,5 +1,9 @@
 """What is in a share's download (docs/requirements.md S4.6): its studies' series, instances and renders in a
-stable order, and their reports as the offline copies show them (an SR rendered, a PDF taken out of its file)."""
+stable order, and their reports as the offline copies show them (an SR rendered, a PDF taken out of its file).
+
+Instances marked broken (``Instance.broken_at``, set by ``radshare storage check --repair`` when a stored file is
+missing or changed) are left out and counted, so that the layout, built before the first byte, holds only files
+that can be read (an exact Content-Length), and the ZIP says what is missing."""
 
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ class StudyContent:
     study: Study
     series: list[SeriesContent]
     reports: list[ReportContent]
+    left_out: int = 0  # instances marked broken, not in the download
 
     @property
     def title(self) -> str:
@@ -72,15 +77,24 @@ def share_contents(studies: list[Study]) -> list[StudyContent]:
         by_pk[series.pk] = SeriesContent(series)
         by_study[series.study_id].append(by_pk[series.pk])
     of_instance: dict[int, SeriesContent] = {}
+    left_out = dict.fromkeys(by_study, 0)
     for instance in Instance.objects.filter(series__study__in=studies).order_by(
         F("instance_number").asc(nulls_last=True), "pk"
     ):
-        by_pk[instance.series_id].instances.append(instance)
-        of_instance[instance.pk] = by_pk[instance.series_id]
-    for render in InstanceRender.objects.filter(instance__series__study__in=studies):
+        group = by_pk[instance.series_id]
+        if instance.broken_at is not None:
+            left_out[group.series.study_id] += 1
+            continue
+        group.instances.append(instance)
+        of_instance[instance.pk] = group
+    for render in InstanceRender.objects.filter(
+        instance__series__study__in=studies, instance__broken_at__isnull=True
+    ):
         of_instance[render.instance_id].renders[render.instance_id] = render
     return [
-        StudyContent(study, [s for s in by_study[study.pk] if s.instances], study_reports(study))
+        StudyContent(
+            study, [s for s in by_study[study.pk] if s.instances], study_reports(study), left_out[study.pk]
+        )
         for study in studies
     ]
 
@@ -90,6 +104,8 @@ def study_reports(study: Study) -> list[ReportContent]:
     left out of the offline copies (their DICOM files are in the DICOM ZIP all the same)."""
     found = []
     for instance in reports.study_report_instances(study):
+        if instance.broken_at is not None:
+            continue  # its file is missing or not what was received
         try:
             if reports.is_pdf(instance.sop_class_uid):
                 ds = reports.read_instance(instance)

@@ -127,18 +127,21 @@ def dicom_layout(share: Share, studies: list[Study], language: str) -> Layout:
     """Portable media: DICOMDIR, README.TXT, INDEX.HTM and IHE_PDI/ (the offline viewer), DICOM/ (the files)."""
     with translation.override(language):
         media = _Media(get_storage())
-        index_studies = [_study(media, item, si) for si, item in enumerate(share_contents(studies), 1)]
+        contents = share_contents(studies)
+        left_out = sum(item.left_out for item in contents)
+        index_studies = [_study(media, item, si) for si, item in enumerate(contents, 1)]
         uids = [s.study_instance_uid for s in studies]
         directory = dicomdir(
             directory_entries(media.sources),
             generate_uid(entropy_srcs=["radshare DICOMDIR", str(share.pk), *uids]),
         )
         index = render_to_string(
-            "downloads/media/index.html", {"organisation": share.organisation, "studies": index_studies}
+            "downloads/media/index.html",
+            {"organisation": share.organisation, "studies": index_studies, "left_out": left_out},
         )
         entries = [
             data_entry("DICOMDIR", directory),
-            readme("README.TXT", "downloads/media/dicom_readme.txt", share),
+            readme("README.TXT", "downloads/media/dicom_readme.txt", share, left_out),
             data_entry("INDEX.HTM", index.encode()),
             *media.viewer,
             *media.files,

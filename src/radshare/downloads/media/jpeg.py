@@ -75,8 +75,10 @@ def jpeg_layout(share: Share, studies: list[Study], language: str) -> Layout:
     """One full-size JPEG per frame under "<date> <study>/<series>/image-0001.jpg", the reports beside them."""
     with translation.override(language):
         storage = get_storage()
-        entries = [readme("README.txt", "downloads/media/jpeg_readme.txt", share)]
+        contents = share_contents(studies)
+        left_out = sum(item.left_out for item in contents)
+        entries = [readme("README.txt", "downloads/media/jpeg_readme.txt", share, left_out)]
         study_names: set[str] = set()
-        for item in share_contents(studies):
+        for item in contents:
             entries += _study_entries(storage, item, study_names)
     return Layout(JPEG, entries, zip_date_time(share), [s.study_instance_uid for s in studies])

@@ -153,10 +153,12 @@ def study_instances(
     study: Study, series_uid: str | None = None, sop_uid: str | None = None
 ) -> list[Instance]:
     """The study's instances (of one series, or one instance), in series and instance order; [] for a UID that is
-    not in the study."""
+    not in the study. Never one marked broken (its file is missing or not what was received): as if absent."""
     if (series_uid is not None and not is_uid(series_uid)) or (sop_uid is not None and not is_uid(sop_uid)):
         return []
-    instances = Instance.objects.filter(series__study=study, organisation_id=study.organisation_id)
+    instances = Instance.objects.filter(
+        series__study=study, organisation_id=study.organisation_id, broken_at__isnull=True
+    )
     if series_uid is not None:
         instances = instances.filter(series__series_instance_uid=series_uid)
     if sop_uid is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,7 @@ class _Urls:
         return f"{self.series(study, series)}/instances/{sop}"
 
 
-def _study_record(study: Study, urls: _Urls) -> dict[str, Any]:
+def _study_record(study: Study, urls: _Urls, broken: int = 0) -> dict[str, Any]:
     patient = study.patient
     return {
         "00080020": _element("DA", _da(study.study_date)),
@@ -93,12 +94,12 @@ def _study_record(study: Study, urls: _Urls) -> dict[str, Any]:
         "00100040": _element("CS", patient.patient_sex),
         "0020000D": _element("UI", study.study_instance_uid),
         "00201206": _element("IS", study.number_of_series),
-        "00201208": _element("IS", study.number_of_instances),
+        "00201208": _element("IS", study.number_of_instances - broken),
     }
 
 
 def _series_record(
-    series: Series, study_record: dict[str, Any], study_uid: str, urls: _Urls
+    series: Series, study_record: dict[str, Any], study_uid: str, urls: _Urls, broken: int = 0
 ) -> dict[str, Any]:
     return {
         **study_record,
@@ -108,7 +109,7 @@ def _series_record(
         "00180015": _element("CS", series.body_part_examined),
         "0020000E": _element("UI", series.series_instance_uid),
         "00200011": _element("IS", series.series_number),
-        "00201209": _element("IS", series.number_of_instances),
+        "00201209": _element("IS", series.number_of_instances - broken),
     }
 
 
@@ -132,7 +133,16 @@ def _records(
     request: HttpRequest, studies: list[Study], level: str, series_uid: str | None = None
 ) -> list[Any]:
     urls = _Urls(request)
-    study_records = {s.pk: _study_record(s, urls) for s in studies}
+    # Instances marked broken (their file missing or changed) are neither listed nor counted.
+    broken = Counter(
+        Instance.objects.filter(series__study__in=studies, broken_at__isnull=False).values_list(
+            "series__study_id", "series_id"
+        )
+    )
+    in_study = Counter[int]()
+    for (study_pk, _), n in broken.items():
+        in_study[study_pk] += n
+    study_records = {s.pk: _study_record(s, urls, in_study[s.pk]) for s in studies}
     if level == Level.STUDY:
         return [study_records[s.pk] for s in studies]
     place = {s.pk: n for n, s in enumerate(studies)}
@@ -145,14 +155,15 @@ def _records(
         key=lambda s: (place[s.study_id], s.series_number is None, s.series_number or 0, s.pk),
     )
     series_records = {
-        s.pk: _series_record(s, study_records[s.study_id], uid_of[s.study_id], urls) for s in ordered
+        s.pk: _series_record(s, study_records[s.study_id], uid_of[s.study_id], urls, broken[s.study_id, s.pk])
+        for s in ordered
     }
     if level == Level.SERIES:
         return [series_records[s.pk] for s in ordered]
     series_of = {s.pk: s for s in ordered}
     series_place = {s.pk: n for n, s in enumerate(ordered)}
     instances = sorted(
-        Instance.objects.filter(series__in=ordered).only(
+        Instance.objects.filter(series__in=ordered, broken_at__isnull=True).only(
             "series_id",
             "sop_class_uid",
             "sop_instance_uid",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.utils.crypto import get_random_string
 from django_tasks_db.management.commands.db_worker import Worker
 
-from radshare.core.workers import LEASE, Heartbeat
+from radshare.core.workers import LEASE, Heartbeat, give_back_tasks_of
 from radshare.imaging.services import shutdown_pool
 from radshare.runtime.scheduler import enqueue_due_periodic
 
@@ -25,10 +26,46 @@ PERIODIC_POLL = 5.0
 # Signals this close together are one stop: Ctrl-C reaches the whole process group of `radshare serve`, which
 # then also sends its own SIGTERM. The task queue's worker takes a second signal as "abort the current task".
 SAME_STOP_SECONDS = 2.0
+# While the database is away, the worker looks again after 0.5 s, doubling up to 5 s.
+DATABASE_RETRY_FIRST = 0.5
+DATABASE_RETRY_MAX = 5.0
 
 
 class _Worker(Worker):
     _stop_at: float | None = None
+
+    def run(self) -> None:
+        """django-tasks-db's loop ends at the first database error it does not expect. A database that is away for
+        a while (a restart, a failover) must not end the worker: it waits for the database, puts back the task that
+        was cut short (tasks can run again) and goes on (docs/security.md R8)."""
+        while True:
+            try:
+                super().run()
+            except DatabaseError:
+                if not self.running:
+                    return  # stopping anyway: the task cut short goes back once this worker's lease ends
+                logger.warning("the database is away; the worker waits for it, then goes on")
+                self.running_task = False
+                self.startup_delay = False
+                self._wait_for_database()
+            else:
+                return
+
+    def _wait_for_database(self) -> None:
+        delay = DATABASE_RETRY_FIRST
+        while self.running:
+            with contextlib.suppress(DatabaseError):
+                connection.close()
+            try:
+                given_back = give_back_tasks_of(self.worker_id)
+            except DatabaseError:
+                time.sleep(delay)
+                delay = min(delay * 2, DATABASE_RETRY_MAX)
+            else:
+                logger.warning(
+                    "the database is back; %d task(s) cut short went back to the queue", given_back
+                )
+                return
 
     def shutdown(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
