@@ -77,6 +77,22 @@ def _not_in_share(request: HttpRequest, share: Share, requested: int) -> Http404
     return Http404()
 
 
+def _refuse_start(
+    request: HttpRequest,
+    share: Share,
+    studies: list[Study],
+    kind: str,
+    outcome: str,
+    why: str,
+    page: str,
+    status: int,
+) -> HttpResponse:
+    """A download that does not start: audited with ``why``, answered with the refusal page for ``page``."""
+    uids = [s.study_instance_uid for s in studies]
+    _audit(request, share, Action.RECIPIENT_DOWNLOAD_START, uids, outcome, kind=kind, reason=why)
+    return _refusal(request, share, page, status)
+
+
 def _refusal(request: HttpRequest, share: Share, reason: str, status: int) -> HttpResponse:
     context = {
         "organisation": share.organisation,
@@ -250,32 +266,13 @@ def _layout(
     request: HttpRequest, share: Share, kind: str, studies: list[Study]
 ) -> media.Layout | HttpResponse:
     """The ZIP's layout, or the refusal when this device may not download or a stored file is missing."""
-    uids = [s.study_instance_uid for s in studies]
     if refused_on_device(request):
-        _audit(
-            request,
-            share,
-            Action.RECIPIENT_DOWNLOAD_START,
-            uids,
-            Outcome.DENIED,
-            kind=kind,
-            reason="mobile device",
-        )
-        return _refusal(request, share, "device", 403)
+        return _refuse_start(request, share, studies, kind, Outcome.DENIED, "mobile device", "device", 403)
     try:
         return media.layout(kind, share, studies, translation.get_language() or settings.LANGUAGE_CODE)
     except media.MissingFileError:
         logger.error("share %s: a stored file of the %s download is missing", share.pk, kind)
-        _audit(
-            request,
-            share,
-            Action.RECIPIENT_DOWNLOAD_START,
-            uids,
-            Outcome.FAILURE,
-            kind=kind,
-            reason="file missing",
-        )
-        return _refusal(request, share, "missing", 500)
+        return _refuse_start(request, share, studies, kind, Outcome.FAILURE, "file missing", "missing", 500)
 
 
 def _span(request: HttpRequest, layout: media.Layout) -> tuple[int, int] | HttpResponse | None:
@@ -321,17 +318,7 @@ def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBas
         return response
     download.session = session_hash(request)
     if not services.retry_locked(lambda: _begin(request, download)):
-        uids = [s.study_instance_uid for s in studies]
-        _audit(
-            request,
-            share,
-            Action.RECIPIENT_DOWNLOAD_START,
-            uids,
-            Outcome.DENIED,
-            kind=kind,
-            reason="daily limit",
-        )
-        return _refusal(request, share, "limit", 429)
+        return _refuse_start(request, share, studies, kind, Outcome.DENIED, "daily limit", "limit", 429)
     return download
 
 
