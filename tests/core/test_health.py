@@ -28,8 +28,6 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radshare.audit.models import AuditEvent
 from radshare.core import health, workers
@@ -51,7 +49,7 @@ from radshare.organisations.services import add_pacs_node
 from radshare.studies.scp import StorageSCP
 from tests.cli_runner import migrated_data_dir, radshare_env, start_radshare, stop_group
 from tests.conftest import free_port
-from tests.runtime.test_serve import START_TIMEOUT, healthz, wait_for
+from tests.runtime.test_serve import START_TIMEOUT, c_echo, healthz, wait_for
 
 ALL_OK = {"status": "ok", "failing": [], "checks": dict.fromkeys(PARTS, "ok")}
 
@@ -319,19 +317,6 @@ def get_readyz(port: int) -> tuple[int, dict[str, Any], float]:
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
     return status, json.loads(raw), time.monotonic() - started
-
-
-def c_echo(port: int, calling: str) -> bool:
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
-    assoc = ae.associate("127.0.0.1", port, ae_title="RADSHARE")
-    if not assoc.is_established:
-        return False
-    try:
-        return bool(assoc.send_c_echo().Status == 0x0000)
-    finally:
-        assoc.release()
 
 
 def database_state(port: int) -> str:

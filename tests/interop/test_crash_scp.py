@@ -23,8 +23,6 @@ from typing import Any
 import pydicom
 import pytest
 from django.db.models import Sum
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radshare.audit.models import AuditEvent
 from radshare.core.storage import get_storage, instance_key
@@ -43,6 +41,7 @@ from tests.interop.test_dcmtk_store import (
     write_study,
 )
 from tests.runtime.processes import START_TIMEOUT, kill, log_of, process_env, start, stop, wait_for
+from tests.runtime.test_serve import c_echo
 
 pytestmark = [pytest.mark.interop, pytest.mark.django_db(transaction=True)]
 
@@ -51,19 +50,6 @@ KILL_AFTER = 50  # acknowledged instances before the SCP is killed
 SUCCESS = "I: Received Store Response (Success)"
 SENDING = "I: Sending Store Request"
 IN_FLIGHT = 0.02  # seconds: longer than one instance takes from request to response here
-
-
-def c_echo(port: int) -> bool:
-    ae = AE(ae_title=CALLING)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
-    assoc = ae.associate("127.0.0.1", port, ae_title="RADSHARE")
-    if not assoc.is_established:
-        return False
-    try:
-        return bool(assoc.send_c_echo().Status == 0x0000)
-    finally:
-        assoc.release()
 
 
 def start_scp(tmp_path: Path, port: int, run: str) -> subprocess.Popen[bytes]:
@@ -78,7 +64,7 @@ def _answers(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()  # listening yet? (quietly)
     except OSError:
         return False
-    return c_echo(port)
+    return c_echo(port, CALLING)
 
 
 def send_and_kill(scp_proc: subprocess.Popen[bytes], port: int, files: list[Path]) -> str:

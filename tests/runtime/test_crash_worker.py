@@ -14,7 +14,6 @@ import email
 import email.policy
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from radshare.shares.models import Share
 from radshare.studies.models import Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import FakePatient, ct_series, encode
-from tests.conftest import free_port, require
+from tests.conftest import require
 from tests.delivery.test_outbox import SmtpServer
 from tests.runtime.processes import (
     START_TIMEOUT,
@@ -49,14 +48,6 @@ SIZE = 256
 HEARTBEAT_TIMEOUT = "3"  # seconds: the dead worker's claims are taken over within about 20 s
 # Takeover: the lease (3 s), then the next run of core.release_dead_workers (every 15 s, looked for every 5 s).
 FINISH_TIMEOUT = 90
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def address(i: int) -> str:

@@ -131,14 +131,6 @@ def cluster() -> Iterator[Cluster]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
 # Run in `radshare shell` against the private cluster: the same services a sender's request runs.
 SETUP = textwrap.dedent(
     """

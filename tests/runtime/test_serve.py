@@ -76,8 +76,9 @@ def healthz(port: int) -> bool:
         return response.status == 200 and json.load(response) == {"status": "ok"}
 
 
-def c_echo(port: int) -> bool:
-    ae = AE(ae_title="ECHOSCU")
+def c_echo(port: int, calling: str = "ECHOSCU") -> bool:
+    """A C-ECHO from ``calling`` to the radshare SCP on ``port``: whether it succeeded."""
+    ae = AE(ae_title=calling)
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
     assoc = ae.associate("127.0.0.1", port, ae_title="RADSHARE")
