@@ -25,7 +25,7 @@ from radshare.core.storage import get_storage, instance_key, render_folder
 from radshare.imaging import services as imaging
 from radshare.imaging.models import InstanceRender
 from radshare.shares import codes
-from radshare.shares.destruction import destroy_due, due, next_due
+from radshare.shares.destruction import destroy_due, due, next_retention_end
 from radshare.shares.models import Share
 from radshare.shares.services import SYSTEM, ShareError, prepare, revoke
 from radshare.shares.tasks import destroy_studies, expire_shares
@@ -249,11 +249,15 @@ def test_a_destruction_killed_in_the_middle_is_finished_by_the_next_run(
 
 
 @pytest.mark.django_db
-def test_next_due_names_the_earliest_end(organisation: Any) -> None:
+def test_the_next_retention_end_counts_only_studies_no_live_share_holds(organisation: Any) -> None:
     ct = make_study(organisation, ANNA)
-    share, _ = _ready(organisation, [ct])
+    _ready(organisation, [ct])
     lone = make_study(organisation, PIET)
-    retention = lone.last_instance_at + timedelta(days=settings.RADSHARE.unshared_retention_days)
-    assert next_due() == min(share.expires_at, retention)
+    Study.objects.filter(pk=ct.pk).update(
+        last_instance_at=lone.last_instance_at - timedelta(days=3)
+    )  # older, held
+    assert next_retention_end() == lone.last_instance_at + timedelta(
+        days=settings.RADSHARE.unshared_retention_days
+    )
     lone.delete()
-    assert next_due() == share.expires_at
+    assert next_retention_end() is None

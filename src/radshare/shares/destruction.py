@@ -88,14 +88,6 @@ def destroy_due(now: dt.datetime | None = None, limit: int = BATCH) -> int:
     return destroyed
 
 
-def next_due(now: dt.datetime | None = None) -> dt.datetime | None:
-    """When the next destruction falls due (for the operator's status): the earliest end of a live share, or of
-    an unshared study's retention."""
-    now = now or timezone.now()
-    ends = Share.objects.live(now).order_by("expires_at").values_list("expires_at", flat=True).first()
-    return min((t for t in (ends, next_retention_end(now)) if t is not None), default=None)
-
-
 def next_retention_end(now: dt.datetime | None = None) -> dt.datetime | None:
     """When the retention of the longest-kept study no live share holds runs out (in the past: overdue)."""
     unshared = (

@@ -396,9 +396,13 @@ def _end(share: Share, status: str) -> None:
     share.locked_until = None
     share.save()
     signals.share_ended.send(sender=Share, share=share)
+
+
+def _destroy_soon() -> None:
+    """Shares ended: their studies go now, unless another live share holds them (one task for any number)."""
     from radshare.shares.tasks import destroy_studies  # late import: tasks import this module
 
-    enqueue_on_commit(destroy_studies)  # its studies go now, unless another live share holds them
+    enqueue_on_commit(destroy_studies)
 
 
 def revoke(share: Share, actor: Actor) -> Share:
@@ -408,6 +412,7 @@ def revoke(share: Share, actor: Actor) -> Share:
         share.revoked_at, share.revoked_by = timezone.now(), actor.user
         _end(share, Share.Status.REVOKED)
         audit(Action.SHARE_REVOKE, share, actor)
+        _destroy_soon()
     return share
 
 
@@ -426,6 +431,8 @@ def expire_due(now: dt.datetime | None = None) -> int:
             _end(share, Share.Status.EXPIRED)
             audit(Action.SHARE_EXPIRE, share, SYSTEM)
             ended += 1
+    if ended:
+        _destroy_soon()
     return ended
 
 

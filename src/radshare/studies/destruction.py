@@ -4,7 +4,8 @@ above this app (shares know what is live); here a marked study loses its files a
 The order makes it crash-safe: a study is first marked (``destroy_started_at``; from then on nobody lists, opens,
 shares or adds to it), then every file is deleted (deleting a missing file is no error), then the rows go in one
 transaction with one audit entry. A kill at any point leaves a marked study that the next run finishes; no row
-points at a missing file except a marked one's.
+points at a missing file except a marked one's. No instance joins a marked study (ingest refuses it), so the files
+listed before the deletion are all there are.
 """
 
 from __future__ import annotations
@@ -61,11 +62,6 @@ def destroy(study_pk: int, reason: str) -> Destroyed | None:
         )
         if study is None:
             return None
-        left = list(Instance.objects.filter(series__study=study).values_list("storage_key", flat=True))
-        for key in (
-            left
-        ):  # arrived between the listing and the lock: not possible while marked, but cheap to be sure
-            storage.delete(instance_key(key))
         done = Destroyed(study.pk, len(rows), sum(size for _pk, _key, size in rows))
         record(
             Action.STUDY_DESTROY,
