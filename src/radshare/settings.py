@@ -9,12 +9,15 @@ from django.utils.csp import CSP
 from django.utils.translation import gettext_lazy as _
 
 from radshare.core import config as _config
+from radshare.core.keys import Purpose, derive
 
 RADSHARE = _config.load()
 
 BASE_DIR = Path(__file__).resolve().parent
 DATA_DIR = Path(RADSHARE.data_dir)
-SECRET_KEY = RADSHARE.secret_key
+# Sessions, CSRF and signing get a key of their own; old keys still verify (docs/security.md, key rotation).
+SECRET_KEY = derive(RADSHARE.secret_key, Purpose.SESSIONS).hex()
+SECRET_KEY_FALLBACKS = [derive(old, Purpose.SESSIONS).hex() for old in RADSHARE.old_secret_keys]
 DEBUG = False
 BASE_URL = RADSHARE.base_url
 _base = urlsplit(BASE_URL)
@@ -30,6 +33,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_tasks_db",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "ninja",  # its docs page then serves Swagger UI from our own static files, not a CDN
     "radshare.core",
     "radshare.audit",
@@ -160,8 +165,16 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        # One JSON object a line (RADSHARE_LOG_FORMAT=json); the same messages, so the same hygiene.
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": RADSHARE.log_format}},
     "root": {"handlers": ["console"], "level": RADSHARE.log_level},
     "loggers": {
         # Django's request logger repeats the full path with its query string: ours logs without it.

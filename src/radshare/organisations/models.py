@@ -33,6 +33,9 @@ class Organisation(models.Model):
     contact_email = models.EmailField(_("e-mail for questions"), blank=True)
     contact_url = models.URLField(_("web page for questions"), blank=True)
     is_active = models.BooleanField(_("active"), default=True)
+    # Every sender must pass a second factor (TOTP) after the password (docs/security.md A9). On unless the
+    # organisation was made in demo mode; operators (superusers) always need one, whatever this says.
+    require_two_factor = models.BooleanField(_("require two-factor authentication"), default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -60,6 +63,8 @@ class Sender(AbstractUser):
         verbose_name=_("organisation"),
     )
     role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.SENDER)
+    # A log administrator reads the organisation's audit trail (NEN 7513), as an organisation admin may.
+    is_log_admin = models.BooleanField(_("log administrator"), default=False)
 
     class Meta:
         verbose_name = _("sender")
@@ -68,6 +73,11 @@ class Sender(AbstractUser):
     @property
     def is_org_admin(self) -> bool:
         return self.organisation_id is not None and self.role == self.Role.ADMIN
+
+    @property
+    def may_read_audit(self) -> bool:
+        """Organisation admins and log administrators read their organisation's audit trail."""
+        return self.organisation_id is not None and (self.role == self.Role.ADMIN or self.is_log_admin)
 
 
 class PacsNode(models.Model):
@@ -143,7 +153,7 @@ class ApiKey(models.Model):
     )
     name = models.CharField(_("name"), max_length=100)
     prefix = models.CharField(_("prefix"), max_length=16, unique=True)
-    key_hash = models.CharField(max_length=64)
+    key_hash = models.CharField(max_length=100)  # tagged with its scheme (organisations.services)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     created_by = models.ForeignKey(
         Sender,

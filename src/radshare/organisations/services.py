@@ -302,14 +302,24 @@ def remember_device(request: HttpRequest, response: HttpResponseBase, user: Abst
 
 
 def create_organisation(
-    slug: str, name: str, *, contact_phone: str = "", contact_email: str = "", contact_url: str = ""
+    slug: str,
+    name: str,
+    *,
+    contact_phone: str = "",
+    contact_email: str = "",
+    contact_url: str = "",
+    require_two_factor: bool | None = None,
 ) -> Organisation:
+    """A new organisation. ``require_two_factor``: default on, except in demo mode (docs/security.md A9)."""
+    if require_two_factor is None:
+        require_two_factor = not settings.RADSHARE.demo
     org = Organisation(
         slug=slug,
         name=name.strip(),
         contact_phone=contact_phone,
         contact_email=contact_email,
         contact_url=contact_url,
+        require_two_factor=require_two_factor,
     )
     if not org.name:
         raise ValidationError({"name": "the name must not be empty"})

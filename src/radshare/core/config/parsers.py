@@ -124,3 +124,8 @@ def log_level(raw: str) -> str:
 
 def text(raw: str) -> str:
     return raw.strip()
+
+
+def key_list(raw: str) -> tuple[str, ...]:
+    """Earlier secret keys, separated by commas or white space (a generated key holds neither)."""
+    return tuple(k for k in re.split(r"[\s,]+", raw.strip()) if k)

@@ -19,6 +19,7 @@ from radshare.core.config.parsers import (
     email_from,
     hosts,
     int_range,
+    key_list,
     log_level,
     proxies,
     sms_sender,
@@ -67,6 +68,14 @@ SETTINGS: tuple[Setting, ...] = (
         text,
         "Signs sessions and keys code hashes. Required (the same on every machine) with PostgreSQL outside demo "
         "mode; otherwise generated into the data dir on first run.",
+        secret=True,
+    ),
+    Setting(
+        "OLD_SECRET_KEYS",
+        "",
+        key_list,
+        "Earlier secret keys (comma-separated), newest first: what they made still verifies and decrypts until "
+        "`radshare keys rotate` has moved it to the current key; then drop them.",
         secret=True,
     ),
     Setting(
@@ -175,4 +184,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("UNSHARED_RETENTION_DAYS", "14", int_range(1, 3650), "Days a study nobody shared is kept."),
     Setting("AUDIT_RETENTION_YEARS", "5", int_range(1, 100), "Years audit entries are kept (NEN 7513)."),
     Setting("LOG_LEVEL", "INFO", log_level, "Log level: DEBUG, INFO, WARNING or ERROR."),
+    Setting(
+        "LOG_FORMAT",
+        "plain",
+        choice("plain", "json"),
+        "`plain` (one line of text an entry) or `json` (one JSON object a line, for a log collector).",
+    ),
 )

@@ -22,6 +22,7 @@ class Config:
     database_url: str
     database_pool_size: int
     secret_key: str
+    old_secret_keys: tuple[str, ...]
     demo: bool
     role: str
     base_url: str
@@ -50,6 +51,7 @@ class Config:
     unshared_retention_days: int
     audit_retention_years: int
     log_level: str
+    log_format: str
     # Not a setting: where ``secret_key`` came from (the environment or a key file), for ``radshare config``.
     secret_key_source: str
 
@@ -58,7 +60,9 @@ class Config:
         rows = []
         for setting in SETTINGS:
             value = getattr(self, setting.name.lower())
-            if setting.secret:
+            if setting.name == "OLD_SECRET_KEYS":
+                shown = f"({len(value)} set)" if value else "(none)"
+            elif setting.secret:
                 shown = f"(set, from {self.secret_key_source})"
             elif isinstance(value, bool):
                 shown = "true" if value else "false"
