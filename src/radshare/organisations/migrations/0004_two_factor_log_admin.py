@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('organisations', '0003_pacs_query_retrieve'),
+        ("organisations", "0003_pacs_query_retrieve"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='organisation',
-            name='require_two_factor',
-            field=models.BooleanField(default=True, verbose_name='require two-factor authentication'),
+            model_name="organisation",
+            name="require_two_factor",
+            field=models.BooleanField(default=True, verbose_name="require two-factor authentication"),
         ),
         migrations.AddField(
-            model_name='sender',
-            name='is_log_admin',
-            field=models.BooleanField(default=False, verbose_name='log administrator'),
+            model_name="sender",
+            name="is_log_admin",
+            field=models.BooleanField(default=False, verbose_name="log administrator"),
         ),
         migrations.AlterField(
-            model_name='apikey',
-            name='key_hash',
+            model_name="apikey",
+            name="key_hash",
             field=models.CharField(max_length=100),
         ),
     ]
