@@ -6,12 +6,14 @@ import dataclasses
 import os
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django_otp.oath import TOTP
 
 from radshare.core.config import Config
 
@@ -95,17 +97,65 @@ def radshare_config(settings: Any) -> Any:
 
 
 @pytest.fixture
+def sms_file(radshare_config: Any, tmp_path: Path) -> Path:
+    """E-mails and SMS messages go to files under ``tmp_path``; the SMS file's path (read with
+    ``tests.recipients.conftest.sms_codes``)."""
+    path = tmp_path / "sms.jsonl"
+    radshare_config(sms_url=f"file://{path}", email_url=f"file://{tmp_path / 'mail'}")
+    return path
+
+
+@pytest.fixture
 def organisation(db: None) -> Any:
+    """An organisation whose senders log in with a password only: most tests are not about the second login step.
+    Those that are use ``two_factor_organisation`` (tests/security/test_two_factor.py)."""
     from radshare.organisations.services import create_organisation
 
-    return create_organisation("hospital-a", "Hospital A", contact_phone="+31 20 123 4567")
+    return create_organisation(
+        "hospital-a", "Hospital A", contact_phone="+31 20 123 4567", require_two_factor=False
+    )
 
 
 @pytest.fixture
 def other_organisation(db: None) -> Any:
     from radshare.organisations.services import create_organisation
 
-    return create_organisation("hospital-b", "Hospital B")
+    return create_organisation("hospital-b", "Hospital B", require_two_factor=False)
+
+
+@pytest.fixture
+def two_factor_organisation(db: None) -> Any:
+    """An organisation as one is made outside demo mode: its senders pass a second login step (TOTP)."""
+    from radshare.organisations.services import create_organisation
+
+    return create_organisation("hospital-t", "Hospital T", contact_phone="+31 20 765 4321")
+
+
+def totp_code(device: Any, at: float | None = None) -> str:
+    """The code an authenticator app shows for ``device`` at ``at`` (now), as django-otp computes it; never a
+    step already used (django-otp refuses a code twice), so two logins within 30 seconds both work."""
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits)  # an app knows of no drift
+    totp.time = time.time() if at is None else at
+    if totp.t() <= device.last_t:  # the app's next code: still within the ±1 step django-otp allows
+        totp.time = (device.last_t + 1) * device.step + device.t0
+    return f"{totp.token():0{device.digits}d}"
+
+
+def pass_second_factor(client: Any, user: Any, *, site: str = "portal") -> Any:
+    """Pass the second login step for real on ``client``, whose session passed the password: set up an app on the
+    setup page when the account has none, else type the app's code. Returns the step's response (a redirect)."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    base = "/admin/two-factor/" if site == "admin" else "/portal/two-factor/"
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    url = base
+    if device is None:
+        url = f"{base}setup/"
+        assert client.get(url).status_code == 200
+        device = TOTPDevice.objects.get(user=user, confirmed=False)
+    response = client.post(url, {"code": totp_code(device)})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return response
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "radshare.viewer",
     "radshare.downloads",
     "radshare.api",
+    "radshare.trail",
     "radshare.runtime",
 ]
 
@@ -62,11 +63,17 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "radshare.core.middleware.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "radshare.core.middleware.NoStoreMiddleware",
     "radshare.api.middleware.ApiMethodNotAllowedMiddleware",
+    # Holds a session at its second login step (docs/security.md A9); after the headers' middleware, so that its
+    # redirect carries them too.
+    "radshare.organisations.auth.SecondFactorMiddleware",
+    # Last: answers 413 for a body radshare.asgi refused, before anything reads it (core/middleware.py).
+    "radshare.core.middleware.BodyLimitMiddleware",
 ]
 
 ROOT_URLCONF = "radshare.urls"
@@ -108,6 +115,9 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "organisations:login"
 LOGIN_REDIRECT_URL = "portal:studies"
 LOGOUT_REDIRECT_URL = "organisations:login"
+# Wrong second-step codes are limited like passwords (organisations/two_factor.py); django-otp's own per-device
+# back-off would refuse a right code after a stranger's wrong ones.
+OTP_TOTP_THROTTLE_FACTOR = 0
 
 TASKS = {
     "default": {
@@ -167,12 +177,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
-        # One JSON object a line (RADSHARE_LOG_FORMAT=json); the same messages, so the same hygiene.
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-        },
+        # One JSON object a line (RADSHARE_LOG_FORMAT=json): the same messages and only the fields named in
+        # core/logs.py, so the same hygiene (docs/security.md A21).
+        "json": {"()": "radshare.core.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": RADSHARE.log_format}},
     "root": {"handlers": ["console"], "level": RADSHARE.log_level},

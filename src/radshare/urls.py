@@ -24,6 +24,7 @@ urlpatterns = [
     path("portal/", include(("radshare.pacs.urls", "pacs"), namespace="pacs")),
     path("portal/", include(("radshare.shares.urls", "shares"), namespace="shares")),
     path("portal/", include(("radshare.delivery.urls", "delivery"), namespace="delivery")),
+    path("portal/", include(("radshare.trail.urls", "trail"), namespace="trail")),
     path("api/v1/", api.urls),
     path("dev/outbox/", notification_views.outbox, name="dev_outbox"),
     path("dev/outbox/mail/<str:name>", notification_views.outbox_html, name="dev_outbox_html"),

@@ -21,6 +21,7 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from radshare.api import throttle
 from radshare.organisations.services import create_api_key
 from radshare.shares.models import Share
 from radshare.shares.services import SYSTEM, revoke
@@ -89,6 +90,14 @@ def known(organisation: Any) -> Iterator[Known]:
     )
     yield _known
     _known = None
+
+
+@pytest.fixture(autouse=True)
+def _no_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After each success, Schemathesis asks again without the key and with a wrong one, all from one address:
+    past the throttle's limit every answer would be a 429 (a documented one). The throttle has its own tests
+    (tests/security/test_edges.py); here the limit is out of reach, so the generated requests reach the API."""
+    monkeypatch.setattr(throttle, "LIMIT", 10**9)
 
 
 @pytest.fixture

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.db import OperationalError
 from django.test import Client
+from django.utils import timezone
 
+from radshare.api import throttle
 from radshare.audit.models import AuditEvent
 from radshare.organisations.models import ApiKey, Organisation
 from radshare.organisations.services import create_api_key, create_sender, revoke_api_key
@@ -88,16 +92,19 @@ def test_missing_wrong_malformed_and_revoked_keys_get_the_same_401(
         assert response["WWW-Authenticate"].startswith("Bearer")
         bodies.add(response.content)
     assert len(bodies) == 1
-    failures = AuditEvent.objects.filter(action="api.auth.failed")
-    assert failures.count() == len(attempts)
-    for event in failures:
-        assert event.outcome == AuditEvent.Outcome.DENIED
-        assert event.actor_type == AuditEvent.ActorType.ANONYMOUS
-        row = repr(event.__dict__)
-        # No key material in the audit trail: neither the secrets nor even the prefixes.
-        for plain in (key_a, revoked_plain, wrong_secret):
-            assert plain not in row
-            assert plain[:11] not in row
+    # One entry for the address's minute, with its count, once that minute is over (api/throttle.py).
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert throttle.report_closed_minutes() == 1
+    [event] = AuditEvent.objects.filter(action="api.auth.failed")
+    assert event.outcome == AuditEvent.Outcome.DENIED
+    assert event.actor_type == AuditEvent.ActorType.ANONYMOUS
+    assert event.client_address == "127.0.0.1"
+    assert event.detail["failures"] == len(attempts)
+    row = repr(event.__dict__)
+    # No key material in the audit trail: neither the secrets nor even the prefixes.
+    for plain in (key_a, revoked_plain, wrong_secret):
+        assert plain not in row
+        assert plain[:11] not in row
     key.refresh_from_db()
     assert key.last_used_at is None  # a wrong secret with this key's prefix did not count as a use
     # the right key works

@@ -13,6 +13,7 @@ from django.test import Client, RequestFactory
 
 from radshare.core.middleware import TrustedProxyMiddleware
 from radshare.organisations.models import Sender
+from tests.conftest import pass_second_factor
 
 SUPERUSER_PASSWORD = "operator pass phrase 1"
 SENDER_PASSWORD = "correct horse battery staple"  # the ``sender`` fixture's
@@ -134,6 +135,9 @@ def test_admin_admits_a_superuser(operator: Sender) -> None:
     )
     assert login.status_code == 302
     assert login["Location"] == "/admin/"
+    # Operators always pass the second login step (docs/security.md A9; tests/security/test_two_factor.py).
+    assert client.get("/admin/")["Location"] == "/admin/two-factor/?next=/admin/"
+    pass_second_factor(client, operator, site="admin")
     assert client.get("/admin/").status_code == 200
     assert client.get("/admin/organisations/organisation/").status_code == 200
     assert client.get("/admin/audit/auditevent/").status_code == 200

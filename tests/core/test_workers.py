@@ -183,7 +183,7 @@ def start_worker(tmp_path: Path, settings: Any) -> Iterator[Callable[..., subpro
         tmp_path / "data",
         database_url=_database_url(),
         storage_url=settings.RADSHARE.storage_url,
-        secret_key=settings.SECRET_KEY,
+        secret_key=settings.RADSHARE.secret_key,
         render_processes="1",
         log_level="INFO",
     )

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -23,6 +22,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
+from radshare.core import crypto, keys
+from radshare.core.keys import Purpose
 from radshare.organisations import services
 from radshare.organisations.models import ApiKey, Organisation, Sender
 from radshare.organisations.services import (
@@ -54,10 +55,9 @@ def test_the_key_is_random_and_only_its_keyed_hash_and_prefix_are_stored(organis
     assert plaintext not in stored
     assert secret not in stored
     assert secret[:16] not in stored
-    expected = hmac.new(
-        settings.SECRET_KEY.encode(), f"apikey:{plaintext}".encode(), hashlib.sha256
-    ).hexdigest()
-    assert row["key_hash"] == expected
+    hashing = keys.current(Purpose.HASHING)  # tagged with the key that made it (docs/security.md A28)
+    expected = hmac.new(hashing, f"apikey:{plaintext}".encode(), hashlib.sha256).hexdigest()
+    assert row["key_hash"] == f"h1${keys.key_id(hashing)}${expected}"
     assert row["last_used_at"] is None
     assert row["revoked_at"] is None
     # Every key is different.
@@ -118,7 +118,7 @@ def test_the_hash_is_compared_in_constant_time_for_known_and_unknown_prefixes(
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(services.hmac, "compare_digest", spy)
+    monkeypatch.setattr(crypto.hmac, "compare_digest", spy)
     assert authenticate_api_key(plaintext) is not None
     assert authenticate_api_key(plaintext[:-2] + "zz") is None  # known prefix, wrong secret
     assert (
@@ -126,6 +126,50 @@ def test_the_hash_is_compared_in_constant_time_for_known_and_unknown_prefixes(
     )  # unknown prefix: a comparison all the same
     assert len(calls) == 3
     assert all(len(a) == len(b) == 64 for a, b in calls)
+
+
+@pytest.mark.django_db
+def test_a_hash_under_an_old_key_works_while_listed_and_moves_on_its_next_use(
+    organisation: Organisation, radshare_config: Any
+) -> None:
+    """docs/security.md A28: an API key cannot be hashed again without the key itself, so its hash moves to the
+    current key the next time it is used; once its key is dropped unused, it no longer works."""
+    used, used_key = create_api_key(organisation, "used")
+    unused, unused_key = create_api_key(organisation, "unused")
+    first = radshare_config().secret_key
+    radshare_config(
+        secret_key="the second secret key of this installation, long enough", old_secret_keys=(first,)
+    )
+    assert not crypto.tagged_hash_is_current(used.key_hash)
+    assert authenticate_api_key(used_key) is not None
+    used.refresh_from_db()
+    assert crypto.tagged_hash_is_current(used.key_hash)
+    assert ApiKey.objects.get(pk=unused.pk).key_hash == unused.key_hash  # not used: still under the old key
+    assert authenticate_api_key(used_key + "x") is None
+    radshare_config(old_secret_keys=())
+    assert authenticate_api_key(used_key) is not None
+    assert authenticate_api_key(unused_key) is None  # its key was dropped before it was used again
+
+
+@pytest.mark.django_db
+def test_a_legacy_hash_made_with_the_secret_key_itself_works_and_is_moved(
+    organisation: Organisation, radshare_config: Any
+) -> None:
+    """Keys made before hashes were tagged (HMAC keyed with the secret key itself, no tag) keep working and move to
+    the current key's tagged hash on their first use, also right after the secret key was replaced."""
+    key, plaintext = create_api_key(organisation, "PACS")
+    secret = radshare_config().secret_key
+    legacy = hmac.new(secret.encode(), f"apikey:{plaintext}".encode(), hashlib.sha256).hexdigest()
+    ApiKey.objects.filter(pk=key.pk).update(key_hash=legacy)
+    radshare_config(
+        secret_key="the second secret key of this installation, long enough", old_secret_keys=(secret,)
+    )
+    assert authenticate_api_key(plaintext[:-1] + "x") is None
+    assert authenticate_api_key(plaintext) is not None
+    key.refresh_from_db()
+    assert key.key_hash.startswith(f"h1${keys.key_id(keys.current(Purpose.HASHING))}$")
+    radshare_config(old_secret_keys=())
+    assert authenticate_api_key(plaintext) is not None
 
 
 @pytest.mark.django_db

@@ -81,6 +81,15 @@ def test_sender_create_admin(organisation: Any) -> None:
 
 
 @pytest.mark.django_db
+def test_sender_create_log_administrator(organisation: Any) -> None:
+    out = run("sender", "create", "hospital-a", "lars", "--log-admin", stdin=GOOD_PASSWORD + "\n")
+    assert out.strip() == "created sender (log administrator) lars in hospital-a"
+    lars = Sender.objects.get(username="lars")
+    assert (lars.is_org_admin, lars.may_read_audit) == (False, True)
+    assert "lars\tsender+log-admin\tactive" in run("sender", "list", "hospital-a")
+
+
+@pytest.mark.django_db
 def test_sender_create_without_stdin_prints_a_generated_password_once(organisation: Any, client: Any) -> None:
     out = run("sender", "create", "hospital-a", "dave", stdin=None)
     match = re.search(r"^password \(shown once\): (\S+)$", out, flags=re.MULTILINE)

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from django.test import Client
 from django.utils import timezone
 
+from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
-from radshare.audit.services import ActorType, Outcome
+from radshare.audit.services import ActorType, Outcome, record
 from radshare.delivery import outbox
 from radshare.delivery.models import Notification
 from radshare.organisations.models import Sender
@@ -87,14 +89,14 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 def fail_at(moment: datetime, username: str, address: str) -> None:
     """A failure on the record at ``moment`` (as the audit receiver writes it)."""
-    AuditEvent(
-        timestamp=moment,
-        action="portal.login.failed",
-        outcome=Outcome.FAILURE,
-        actor_type=ActorType.ANONYMOUS,
-        actor_label=username,
-        client_address=address,
-    ).save()
+    with time_machine.travel(moment, tick=False):
+        record(
+            Action.PORTAL_LOGIN_FAILED,
+            outcome=Outcome.FAILURE,
+            actor_type=ActorType.ANONYMOUS,
+            actor_label=username,
+            client=address,
+        )
 
 
 @pytest.mark.django_db

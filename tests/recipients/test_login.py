@@ -26,13 +26,6 @@ from tests.shares.helpers import ANNA, make_share, make_study
 
 
 @pytest.fixture
-def sms_file(radshare_config: Any, tmp_path: Path) -> Path:
-    path = tmp_path / "sms.jsonl"
-    radshare_config(sms_url=f"file://{path}", email_url=f"file://{tmp_path / 'mail'}")
-    return path
-
-
-@pytest.fixture
 def shared(organisation: Any, sender: Any, sms_file: Path) -> tuple[Share, str]:
     sender.email = "alice@hospital.example"
     sender.save()

@@ -46,7 +46,7 @@ def process_env(data_dir: Path, *, database: str | None = None, **extra: str) ->
         data_dir,
         database_url=database or database_url(),
         storage_url=settings.RADSHARE.storage_url,
-        secret_key=settings.SECRET_KEY,
+        secret_key=settings.RADSHARE.secret_key,
         **extra,
     )
 

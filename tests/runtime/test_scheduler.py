@@ -32,6 +32,9 @@ def test_each_app_declares_its_own_periodic_jobs() -> None:
         "notifications.housekeeping",
         "recipients.prune_login_rows",
         "downloads.prune_grants",
+        "api.report_refused_keys",
+        "audit.checkpoint",
+        "audit.prune",
     }
     # Each job's task lives in the app that declares it; only taking over dead workers runs inline.
     assert jobs["shares.expire"].task.module_path == "radshare.shares.tasks.expire_shares"

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import secrets
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet, InvalidToken
 
+from radshare.core import crypto, keys
+from radshare.core.keys import Purpose
 from radshare.shares import codes
 
 CODE_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}$")
@@ -61,17 +67,40 @@ def test_what_cannot_be_a_code_is_none(typed: str) -> None:
     assert codes.normalize_code(typed) is None
 
 
-def test_hash_is_keyed_and_stable(settings: Any) -> None:
+def test_hash_is_keyed_and_stable(radshare_config: Any) -> None:
     code = codes.generate_code()
     first = codes.code_hash(code)
     assert first == codes.code_hash(code)
     assert code not in first
     assert len(first) == 64
-    settings.SECRET_KEY = "another secret key for another installation, long enough"
+    radshare_config(secret_key="another secret key for another installation, long enough")
     assert codes.code_hash(code) != first  # without the secret key the hash cannot be recomputed
 
 
-def test_encrypted_copy_round_trips_and_rejects_tampering(settings: Any) -> None:
+def test_a_code_is_looked_up_under_every_listed_key_alike(radshare_config: Any) -> None:
+    """docs/security.md A28, A1: the current key's hash first, then each old key's, then the legacy ones (made
+    with the secret key itself, before keys had a purpose); as many hashes for any input."""
+    code = codes.generate_code()
+    old = codes.code_hash(code)
+    old_secret = radshare_config().secret_key
+    legacy = hmac.new(
+        old_secret.encode(), b"radshare-share-code:" + code.encode(), hashlib.sha256
+    ).hexdigest()
+    assert codes.code_hashes(code) == [old, legacy]
+    radshare_config(
+        secret_key="the next secret key of this installation, long enough", old_secret_keys=(old_secret,)
+    )
+    hashes = codes.code_hashes(code)
+    assert hashes[0] == codes.code_hash(code) != old
+    assert old in hashes
+    assert legacy in hashes
+    assert len(hashes) == len(set(hashes)) == 4
+    assert len(codes.code_hashes("0" * 12)) == 4
+    radshare_config(old_secret_keys=())
+    assert old not in codes.code_hashes(code)  # dropped: what it made is no longer found
+
+
+def test_encrypted_copy_round_trips_and_rejects_tampering(radshare_config: Any) -> None:
     code = codes.generate_code()
     token = codes.encrypt_code(code)
     assert code not in token
@@ -80,8 +109,39 @@ def test_encrypted_copy_round_trips_and_rejects_tampering(settings: Any) -> None
     tampered = token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB")
     assert codes.decrypt_code(tampered) is None
     assert codes.decrypt_code("") is None
-    settings.SECRET_KEY = "another secret key for another installation, long enough"
+    old_secret = radshare_config().secret_key
+    radshare_config(secret_key="another secret key for another installation, long enough")
     assert codes.decrypt_code(token) is None
+    radshare_config(old_secret_keys=(old_secret,))
+    assert codes.decrypt_code(token) == code  # an old key still decrypts
+    assert not crypto.is_current(codes.PURPOSE, token)
+    moved = crypto.reencrypt(codes.PURPOSE, token)
+    assert moved is not None
+    assert crypto.is_current(codes.PURPOSE, moved)
+    radshare_config(old_secret_keys=())
+    assert codes.decrypt_code(moved) == code
+
+
+def test_the_encryption_key_is_not_the_hashing_key_and_differs_per_purpose(radshare_config: Any) -> None:
+    """docs/security.md A28: a Fernet key of its own per purpose, from the ENCRYPTION key only."""
+    token = crypto.encrypt("one purpose", "secret")
+    assert crypto.decrypt("one purpose", token) == "secret"
+    assert crypto.decrypt("another purpose", token) is None
+    current = keys.current(Purpose.ENCRYPTION)
+    derived = hmac.new(current, b"radshare-fernet:one purpose", hashlib.sha256).digest()
+    assert Fernet(base64.urlsafe_b64encode(derived)).decrypt(token.encode()) == b"secret"
+    hashing = hmac.new(keys.current(Purpose.HASHING), b"radshare-fernet:one purpose", hashlib.sha256).digest()
+    with pytest.raises(InvalidToken):
+        Fernet(base64.urlsafe_b64encode(hashing)).decrypt(token.encode())
+
+
+def test_legacy_tokens_made_with_the_secret_key_itself_still_decrypt(radshare_config: Any) -> None:
+    """Copies encrypted before keys had a purpose (Fernet keyed by SHA-256 of the secret key) keep working."""
+    secret = radshare_config().secret_key
+    legacy_key = hashlib.sha256(f"radshare-{codes.PURPOSE}:".encode() + secret.encode()).digest()
+    token = Fernet(base64.urlsafe_b64encode(legacy_key)).encrypt(b"ABCDEFGHJKMN").decode()
+    assert codes.decrypt_code(token) == "ABCDEFGHJKMN"
+    assert not crypto.is_current(codes.PURPOSE, token)
 
 
 def test_share_url(radshare_config: Any) -> None:

@@ -226,7 +226,7 @@ def test_a_destruction_killed_in_the_middle_is_finished_by_the_next_run(
         tmp_path / "data",
         database_url=_database_url(),
         storage_url=settings.RADSHARE.storage_url,
-        secret_key=settings.SECRET_KEY,
+        secret_key=settings.RADSHARE.secret_key,
     )
     env["DJANGO_SETTINGS_MODULE"] = "radshare.settings"
     run = subprocess.run([sys.executable, str(script), "120"], env=env, capture_output=True, timeout=120)

@@ -18,6 +18,7 @@ from radshare.organisations.services import create_sender
 from radshare.studies import views
 from radshare.studies.models import Study
 from radshare.studies.synthetic import FakePatient
+from tests.conftest import pass_second_factor
 from tests.studies.factories import make_study
 
 ANNA = FakePatient("P100", "Jansen^Anna", dt.date(1968, 3, 14), sex="F")
@@ -274,6 +275,8 @@ def test_operator_without_organisation_gets_403(studies: Studies) -> None:
     plain = Sender.objects.create_user("loose", password="loose pass phrase 1")
     for user in (operator, plain):
         client = english(user)
+        if user.is_superuser:  # an operator passes the second login step first, always (docs/security.md A9)
+            pass_second_factor(client, user)
         assert client.get("/portal/").status_code == 403
         assert client.get(f"/portal/studies/{studies.ct.pk}/").status_code == 403
     assert not AuditEvent.objects.filter(action__startswith="portal.stud").exists()

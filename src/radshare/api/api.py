@@ -10,7 +10,7 @@ from typing import Any
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import translation
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, AuthorizationError, HttpError, ValidationError
+from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Throttled, ValidationError
 
 from radshare.api.auth import ApiKeyBearer
 from radshare.api.views import router, shares_router
@@ -33,6 +33,7 @@ CODES = {
     403: "forbidden",
     404: "not_found",
     409: "conflict",
+    429: "too_many_requests",
     502: "pacs_unavailable",
 }
 
@@ -48,6 +49,20 @@ def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse
         request, 401, "unauthorized", "A valid API key is required: Authorization: Bearer <key>."
     )
     response["WWW-Authenticate"] = 'Bearer realm="radshare"'
+    return response
+
+
+@api.exception_handler(Throttled)
+def throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
+    # Too many refused keys from this address (api/throttle.py): refused before any key is looked at.
+    wait = exc.wait or 1
+    response = error(
+        request,
+        429,
+        "too_many_requests",
+        f"Too many requests with a wrong API key from this address; try again in {wait} seconds.",
+    )
+    response["Retry-After"] = str(wait)
     return response
 
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
+from ninja.errors import Throttled
 from ninja.security import HttpBearer
 
-from radshare.audit.actions import Action
-from radshare.audit.services import ActorType, Outcome, record
+from radshare.api import throttle
+from radshare.core.net import client_address
 from radshare.organisations.models import ApiKey
 from radshare.organisations.services import authenticate_api_key
 
 
 class ApiKeyBearer(HttpBearer):
-    """An organisation API key as a bearer token. Every refusal is audited, without any of the key.
+    """An organisation API key as a bearer token. Every refusal is counted per client address and reaches the
+    audit trail, without any of the key, as one entry per address and minute (``api/throttle.py``). An address
+    with too many refusals is answered 429 before its key is looked at.
 
     Bearer tokens are not sent by browsers on their own, so no CSRF check is needed (``csrf`` stays False);
     a session cookie that comes along carries no authority here.
@@ -21,6 +24,10 @@ class ApiKeyBearer(HttpBearer):
 
     def __call__(self, request: HttpRequest) -> ApiKey | None:
         request.user = AnonymousUser()
+        wait = throttle.retry_after(client_address(request))
+        if wait is not None:
+            throttle.count_throttled(request)
+            raise Throttled(wait)
         scheme, _, token = request.headers.get(self.header, "").partition(" ")
         token = token.strip()
         if not scheme:
@@ -32,13 +39,7 @@ class ApiKeyBearer(HttpBearer):
             if key is not None:
                 return key
             reason = "unknown, malformed or revoked key"
-        record(
-            Action.API_AUTH_FAILED,
-            outcome=Outcome.DENIED,
-            request=request,
-            actor_type=ActorType.ANONYMOUS,
-            detail={"reason": reason},
-        )
+        throttle.count_failure(request, reason)
         return None
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:

@@ -82,7 +82,7 @@ def _study_out(study: Study) -> StudyOut:
 
 @router.get(
     "/studies",
-    response={200: list[StudyOut], 401: Error, 422: Error, 502: Error},
+    response={200: list[StudyOut], 401: Error, 422: Error, 429: Error, 502: Error},
     operation_id="list_studies",
     summary="A patient's studies held by the organisation",
 )
@@ -210,7 +210,7 @@ def _created_out(request: HttpRequest, new: NewShare, warnings: list[str]) -> Sh
 
 @shares_router.post(
     "/shares",
-    response={201: ShareCreatedOut, 400: Error, 401: Error, 404: Error, 422: Error},
+    response={201: ShareCreatedOut, 400: Error, 401: Error, 404: Error, 422: Error, 429: Error},
     operation_id="create_share",
     summary="Share one patient's studies (the PACS button)",
 )
@@ -276,7 +276,7 @@ def _share_out(share: Share) -> ShareOut:
 
 @shares_router.get(
     "/shares/{share_id}",
-    response={200: ShareOut, 401: Error, 404: Error, 422: Error},
+    response={200: ShareOut, 401: Error, 404: Error, 422: Error, 429: Error},
     operation_id="get_share",
     summary="A share's status and preparation progress",
 )
@@ -296,7 +296,7 @@ def get_share(request: HttpRequest, share_id: int) -> ShareOut:
 
 @shares_router.post(
     "/shares/{share_id}/revoke",
-    response={200: ShareOut, 401: Error, 404: Error, 409: Error, 422: Error},
+    response={200: ShareOut, 401: Error, 404: Error, 409: Error, 422: Error, 429: Error},
     operation_id="revoke_share",
     summary="End a share now; its link stops working at once",
 )
@@ -308,7 +308,7 @@ def revoke_share(request: HttpRequest, share_id: int) -> ShareOut:
 
 @shares_router.post(
     "/shares/{share_id}/resend",
-    response={202: ResendOut, 400: Error, 401: Error, 404: Error, 409: Error, 422: Error},
+    response={202: ResendOut, 400: Error, 401: Error, 404: Error, 409: Error, 422: Error, 429: Error},
     operation_id="resend_share",
     summary="Send the e-mail with the link again (optionally to a corrected address)",
 )
@@ -322,7 +322,7 @@ def resend_share(request: HttpRequest, share_id: int, body: ResendIn | None = No
 
 @shares_router.get(
     "/shares/{share_id}/letter",
-    response={401: Error, 404: Error, 409: Error, 422: Error},
+    response={401: Error, 404: Error, 409: Error, 422: Error, 429: Error},
     operation_id="share_letter",
     summary="The letter with the link and its QR code, as PDF (made on request, never stored)",
     openapi_extra={

@@ -1,17 +1,21 @@
-"""The one door into the audit trail: ``record(...)``.
+"""The one door into the audit trail: ``record(...)``; and its one way out, ``prune()``.
 
-It fails closed (docs/security.md A18): if the entry cannot be written, the exception propagates and the caller's
-data request fails with it.
+``record`` fails closed (docs/security.md A18): if the entry cannot be written, the exception propagates and the
+caller's data request fails with it. Call it inside the transaction of what it records (or before that happens):
+the entry is linked into its chain (``audit.chain``) in that transaction, and commits or rolls back with it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.utils import timezone
+from django.conf import settings
+from django.db import transaction
 
+from radshare.audit import chain
 from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.core.net import client_address
@@ -85,7 +89,6 @@ def record(
     org_id = organisation if isinstance(organisation, int) or organisation is None else organisation.pk
     patient_id = patient if isinstance(patient, int) or patient is None else patient.pk
     event = AuditEvent(
-        timestamp=timezone.now(),
         action=action,
         outcome=outcome,
         actor_type=actor_type or ActorType.ANONYMOUS,
@@ -99,8 +102,7 @@ def record(
         user_agent=user_agent,
         detail=dict(detail or {}),
     )
-    event.save()
-    return event
+    return chain.append(event)  # stamps the time under the chain's lock
 
 
 def record_not_found(
@@ -115,3 +117,28 @@ def record_not_found(
         organisation=organisation,
         detail={"requested_id": requested_id, "reason": "not found in the organisation"},
     )
+
+
+def prune(now: dt.datetime | None = None) -> list[chain.Pruned]:
+    """Remove the entries past ``RADSHARE_AUDIT_RETENTION_YEARS`` (daily, and ``radshare audit prune``), chain by
+    chain up to a signed checkpoint (``chain.prune_chain``); each pruning is one entry of its own chain, in the
+    same transaction (docs/security.md A17)."""
+    cutoff = chain.retention_cutoff(now)
+    done = []
+    for key in chain.chains_older_than(cutoff):
+        with transaction.atomic():
+            pruned = chain.prune_chain(key, cutoff)
+            if pruned is None:
+                continue
+            record(
+                Action.AUDIT_PRUNE,
+                actor_type=ActorType.SYSTEM,
+                organisation=chain.organisation_id(key),
+                detail={
+                    "deleted": pruned.deleted,
+                    "through_seq": pruned.through_seq,
+                    "retention_years": settings.RADSHARE.audit_retention_years,
+                },
+            )
+        done.append(pruned)
+    return done

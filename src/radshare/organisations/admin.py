@@ -1,8 +1,16 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
+
+# django-otp's own admin would show every authenticator's secret (and its QR code) to operators. A second factor is
+# set up only by its owner, and reset with `radshare sender reset-2fa` or by an organisation admin
+# (docs/security.md A9).
+if admin.site.is_registered(TOTPDevice):
+    admin.site.unregister(TOTPDevice)
 
 
 class PacsNodeInline(admin.TabularInline[PacsNode, Organisation]):
@@ -12,16 +20,32 @@ class PacsNodeInline(admin.TabularInline[PacsNode, Organisation]):
 
 @admin.register(Organisation)
 class OrganisationAdmin(admin.ModelAdmin[Organisation]):
-    list_display = ("name", "slug", "is_active", "created_at")
+    list_display = ("name", "slug", "is_active", "require_two_factor", "created_at")
+    list_filter = ("is_active", "require_two_factor")
     search_fields = ("name", "slug")
     inlines = [PacsNodeInline]
 
 
 @admin.register(Sender)
 class SenderAdmin(UserAdmin[Sender]):
-    list_display = ("username", "organisation", "role", "is_active", "last_login")
-    list_filter = ("organisation", "role", "is_active", "is_superuser")
-    fieldsets = (*UserAdmin.fieldsets, ("radshare", {"fields": ("organisation", "role")}))  # type: ignore[misc]
+    list_display = (
+        "username",
+        "organisation",
+        "role",
+        "is_log_admin",
+        "is_active",
+        "last_login",
+        "has_authenticator",
+    )
+    list_filter = ("organisation", "role", "is_log_admin", "is_active", "is_superuser")
+    fieldsets = (
+        *UserAdmin.fieldsets,  # type: ignore[misc]
+        ("radshare", {"fields": ("organisation", "role", "is_log_admin")}),
+    )
+
+    @admin.display(boolean=True, description=_("authenticator app"))
+    def has_authenticator(self, obj: Sender) -> bool:
+        return bool(TOTPDevice.objects.filter(user=obj, confirmed=True).exists())
 
 
 @admin.register(PacsNode)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -8,6 +8,9 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
 from radshare.organisations.services import LoginAttempt, login_refusal, record_refused_login
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 THROTTLED = _("Too many failed attempts. Wait 15 minutes and try again, or ask your administrator.")
 
@@ -42,3 +45,22 @@ class ApiKeyCreateForm(forms.Form):
         max_length=100,
         help_text=_("What uses the key, e.g. the PACS that calls radshare."),
     )
+
+
+def _code_field(label: StrOrPromise, **attrs: str | bool) -> forms.CharField:
+    widget = forms.TextInput(
+        attrs={"autocomplete": "one-time-code", "autocapitalize": "off", "spellcheck": "false", **attrs}
+    )
+    return forms.CharField(label=label, max_length=40, widget=widget)
+
+
+class SecondFactorForm(forms.Form):
+    """The second login step: the 6-digit code from the app, or a recovery code (docs/security.md A9)."""
+
+    code = _code_field(_("Code"), autofocus=True)
+
+
+class EnrolmentCodeForm(forms.Form):
+    """Setting up an app: the code it shows proves it holds the secret."""
+
+    code = _code_field(_("Code from the app"), inputmode="numeric")

@@ -185,3 +185,24 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class RecoveryCode(models.Model):
+    """One of a sender's one-time recovery codes for the second login step (docs/security.md A9).
+
+    Only a keyed hash is stored (``organisations.two_factor``); the code itself is shown once, when it is made. A
+    used code keeps its row with ``used_at`` set, so that it cannot work again.
+    """
+
+    sender = models.ForeignKey(Sender, on_delete=models.CASCADE, related_name="recovery_codes")
+    code_hash = models.CharField(max_length=100)  # "<key id>$<HMAC-SHA256 hex>"
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["sender", "code_hash"], name="recoverycode_sender_hash")]
+        verbose_name = _("recovery code")
+        verbose_name_plural = _("recovery codes")
+
+    def __str__(self) -> str:
+        return f"recovery code {self.pk} of {self.sender_id}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from django.utils import timezone
 from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import record
+from radshare.core import crypto
 from radshare.core.net import client_address
 from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
 
@@ -86,13 +85,25 @@ class Refusal:
     until: datetime
 
 
+@dataclass(frozen=True)
+class Counted:
+    """What a set of limits counts: its failures, and the successes whose addresses its slow-down spares. The
+    password and the second login step (``two_factor.SECOND_STEP``) have the same limits, each on its own entries."""
+
+    failed: tuple[Action, ...]
+    passed: tuple[Action, ...]
+
+
+PASSWORD = Counted(FAILED_LOGIN_ACTIONS, LOGIN_ACTIONS)
+
+
 def login_site(request: HttpRequest | None) -> str:
     """``admin`` for the operators' admin site, ``portal`` for everything else (the audit action's prefix)."""
     return "admin" if request is not None and request.path.startswith("/admin/") else "portal"
 
 
-def _failures(attempt: LoginAttempt, scope: LockScope) -> models.QuerySet[AuditEvent]:
-    failed = AuditEvent.objects.filter(action__in=FAILED_LOGIN_ACTIONS)
+def _failures(attempt: LoginAttempt, scope: LockScope, counted: Counted) -> models.QuerySet[AuditEvent]:
+    failed = AuditEvent.objects.filter(action__in=counted.failed)
     if scope == LockScope.DEVICE:
         return failed.filter(actor_label=attempt.username, detail__device=attempt.device)
     # A known device's failures are its own: they count against nobody else.
@@ -104,28 +115,30 @@ def _failures(attempt: LoginAttempt, scope: LockScope) -> models.QuerySet[AuditE
     return failed.filter(actor_label=attempt.username)
 
 
-def _latest(attempt: LoginAttempt, scope: LockScope, window: timedelta, limit: int) -> list[datetime]:
+def _latest(
+    attempt: LoginAttempt, scope: LockScope, window: timedelta, limit: int, counted: Counted
+) -> list[datetime]:
     """The times of the latest ``limit`` failures in ``scope`` within ``window``, newest first."""
     since = timezone.now() - window
-    failures = _failures(attempt, scope).filter(timestamp__gte=since).order_by("-timestamp")
+    failures = _failures(attempt, scope, counted).filter(timestamp__gte=since).order_by("-timestamp")
     return list(failures.values_list("timestamp", flat=True)[:limit])
 
 
-def _locked_until(attempt: LoginAttempt, scope: LockScope) -> datetime | None:
+def _locked_until(attempt: LoginAttempt, scope: LockScope, counted: Counted) -> datetime | None:
     """While ``scope`` has its maximum of failures in LOGIN_WINDOW: when the oldest of them leaves the window."""
     limit = {
         LockScope.DEVICE: MAX_FAILED_PER_DEVICE,
         LockScope.ACCOUNT_AND_ADDRESS: MAX_FAILED_PER_ACCOUNT_AND_ADDRESS,
         LockScope.ADDRESS: MAX_FAILED_PER_ADDRESS,
     }[scope]
-    failures = _latest(attempt, scope, LOGIN_WINDOW, limit)
+    failures = _latest(attempt, scope, LOGIN_WINDOW, limit, counted)
     return failures[-1] + LOGIN_WINDOW if len(failures) >= limit else None
 
 
-def _known_address(attempt: LoginAttempt) -> bool:
+def _known_address(attempt: LoginAttempt, counted: Counted) -> bool:
     """The account logged in from this address lately (the slow-down spares its owner's usual places)."""
     return AuditEvent.objects.filter(
-        action__in=LOGIN_ACTIONS,
+        action__in=counted.passed,
         outcome=AuditEvent.Outcome.SUCCESS,
         actor_label=attempt.username,
         client_address=attempt.address,
@@ -140,23 +153,24 @@ def _scopes(attempt: LoginAttempt) -> list[LockScope]:
     return scopes + ([LockScope.ADDRESS] if attempt.address else [])
 
 
-def login_refusal(attempt: LoginAttempt) -> Refusal | None:
-    """Why ``attempt`` is refused before its password is checked, or None (docs/security.md A9, A26).
+def login_refusal(attempt: LoginAttempt, counted: Counted = PASSWORD) -> Refusal | None:
+    """Why ``attempt`` is refused before its password (or, with ``two_factor.SECOND_STEP``, its code) is checked,
+    or None (docs/security.md A9, A26).
 
     Only counts are compared, never whether the account exists, so unknown and known accounts take the same work
     and get the same answer.
     """
     for scope in _scopes(attempt):
-        until = _locked_until(attempt, scope)
+        until = _locked_until(attempt, scope, counted)
         if until is not None:
             return Refusal(scope, until)
     if attempt.device or not attempt.username:
         return None
-    failures = _latest(attempt, LockScope.ACCOUNT, ACCOUNT_WINDOW, MAX_FAILED_PER_ACCOUNT)
+    failures = _latest(attempt, LockScope.ACCOUNT, ACCOUNT_WINDOW, MAX_FAILED_PER_ACCOUNT, counted)
     if len(failures) < MAX_FAILED_PER_ACCOUNT:
         return None
     next_try = failures[0] + SLOW_DOWN_INTERVAL
-    if next_try <= timezone.now() or _known_address(attempt):
+    if next_try <= timezone.now() or _known_address(attempt, counted):
         return None
     return Refusal(LockScope.ACCOUNT, next_try)
 
@@ -184,6 +198,7 @@ def record_failed_login(request: HttpRequest | None, username: str) -> None:
     account's owner. Unknown accounts are counted, locked and recorded like known ones (timing, A26)."""
     attempt = LoginAttempt.of(request, username)
     account = Sender.objects.filter(username=attempt.username).first()
+    counted = PASSWORD
     with transaction.atomic():
         record(
             Action(f"{attempt.site}.login.failed"),
@@ -195,11 +210,11 @@ def record_failed_login(request: HttpRequest | None, username: str) -> None:
             detail={"device": attempt.device} if attempt.device else None,
         )
         for scope in _scopes(attempt):
-            until = _locked_until(attempt, scope)
+            until = _locked_until(attempt, scope, counted)
             if until is not None:
                 _lock(request, attempt, account, scope, until)
         if not attempt.device and attempt.username:
-            failures = _latest(attempt, LockScope.ACCOUNT, ACCOUNT_WINDOW, MAX_FAILED_PER_ACCOUNT)
+            failures = _latest(attempt, LockScope.ACCOUNT, ACCOUNT_WINDOW, MAX_FAILED_PER_ACCOUNT, counted)
             if len(failures) >= MAX_FAILED_PER_ACCOUNT:
                 _lock(request, attempt, account, LockScope.ACCOUNT, failures[-1] + ACCOUNT_WINDOW)
 
@@ -252,9 +267,10 @@ def device_cookie_name() -> str:
     return "__Host-rs_device" if settings.SESSION_COOKIE_SECURE else "rs_device"
 
 
-def _account_tag(username: str) -> str:
-    key = settings.SECRET_KEY.encode()
-    return hmac.new(key, f"known-device:{username}".encode(), hashlib.sha256).hexdigest()[:32]
+def _account_tags(username: str) -> list[str]:
+    """The tags that may name ``username`` in a cookie: under the current key first, then under each older one
+    (docs/security.md A28), so a key rotation forgets no known device."""
+    return [digest[:32] for digest in crypto.keyed_hashes(f"known-device:{username}".encode())]
 
 
 def _read_device(request: HttpRequest) -> tuple[str, dict[str, int]]:
@@ -275,7 +291,7 @@ def _read_device(request: HttpRequest) -> tuple[str, dict[str, int]]:
 def known_device(request: HttpRequest, username: str) -> str:
     """The id of this browser when it holds a valid known-device cookie for ``username``, else ""."""
     device, accounts = _read_device(request)
-    logged_in_at = accounts.get(_account_tag(username), 0)
+    logged_in_at = max(accounts.get(tag, 0) for tag in _account_tags(username))
     fresh = logged_in_at > time.time() - KNOWN_DEVICE_AGE.total_seconds()
     return device if device and fresh else ""
 
@@ -284,7 +300,10 @@ def remember_device(request: HttpRequest, response: HttpResponseBase, user: Abst
     """After a successful login: mark this browser as a known device of ``user`` (for KNOWN_DEVICE_AGE)."""
     device, accounts = _read_device(request)
     now = int(time.time())
-    accounts[_account_tag(user.get_username())] = now
+    current, *older = _account_tags(user.get_username())
+    for tag in older:
+        accounts.pop(tag, None)
+    accounts[current] = now
     cutoff = now - KNOWN_DEVICE_AGE.total_seconds()
     latest = sorted(((at, tag) for tag, at in accounts.items() if at > cutoff), reverse=True)
     value = {
@@ -333,13 +352,20 @@ def generate_password() -> str:
 
 
 def create_sender(
-    organisation: Organisation, username: str, password: str, *, admin: bool = False, email: str = ""
+    organisation: Organisation,
+    username: str,
+    password: str,
+    *,
+    admin: bool = False,
+    email: str = "",
+    log_admin: bool = False,
 ) -> Sender:
     sender = Sender(
         username=username,
         organisation=organisation,
         email=email,
         role=Sender.Role.ADMIN if admin else Sender.Role.SENDER,
+        is_log_admin=log_admin,
     )
     sender.full_clean(exclude=["password"])
     validate_password(password, user=sender)
@@ -347,6 +373,26 @@ def create_sender(
     with transaction.atomic():
         sender.save()
     return sender
+
+
+def set_log_admin(organisation: Organisation, sender_id: int, on: bool, request: HttpRequest) -> Sender:
+    """An organisation admin gives a sender of their own organisation the log administrator role (reading the audit
+    trail, docs/security.md A19) or takes it away; audited. Another organisation's sender, or an operator, is
+    ``Sender.DoesNotExist``."""
+    with transaction.atomic():
+        target = Sender.objects.select_for_update().get(
+            organisation=organisation, pk=sender_id, is_superuser=False
+        )
+        if target.is_log_admin != on:
+            target.is_log_admin = on
+            target.save(update_fields=["is_log_admin"])
+            record(
+                Action.PORTAL_SENDER_LOG_ADMIN,
+                request=request,
+                organisation=organisation,
+                detail={"sender_id": target.pk, "username": target.get_username(), "log_admin": on},
+            )
+    return target
 
 
 def add_pacs_node(
@@ -391,8 +437,9 @@ API_KEY_LAST_USED_PRECISION = timedelta(minutes=1)
 
 
 def api_key_hash(plaintext: str) -> str:
-    """Keyed hash (HMAC-SHA256 with the secret key) of a whole API key; the key itself is never stored."""
-    return hmac.new(settings.SECRET_KEY.encode(), f"apikey:{plaintext}".encode(), hashlib.sha256).hexdigest()
+    """Keyed hash of a whole API key, tagged with the key that made it (``core.crypto.tagged_hash``); the API key
+    itself is never stored. A hash under an old key is moved to the current one when the API key is next used."""
+    return crypto.tagged_hash(f"apikey:{plaintext}".encode())
 
 
 def create_api_key(
@@ -433,15 +480,17 @@ def authenticate_api_key(plaintext: str) -> ApiKey | None:
         or plaintext[API_KEY_PREFIX_LENGTH : API_KEY_PREFIX_LENGTH + 1] != "_"
     ):
         return None
-    digest = api_key_hash(plaintext)
     key = (
         ApiKey.objects.select_related("organisation").filter(prefix=plaintext[:API_KEY_PREFIX_LENGTH]).first()
     )
-    expected = key.key_hash if key is not None else "0" * len(digest)
-    if not hmac.compare_digest(digest, expected) or key is None:
+    stored = key.key_hash if key is not None else ""
+    if not crypto.tagged_hash_matches(stored, f"apikey:{plaintext}".encode()) or key is None:
         return None
     if key.revoked_at is not None or not key.organisation.is_active:
         return None
+    if not crypto.tagged_hash_is_current(stored):  # made under an old key: moved now (docs/security.md A28)
+        key.key_hash = api_key_hash(plaintext)
+        ApiKey.objects.filter(pk=key.pk, key_hash=stored).update(key_hash=key.key_hash)
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at >= API_KEY_LAST_USED_PRECISION:
         # Conditional update: of concurrent requests at most one writes.

@@ -8,14 +8,12 @@ Comparisons run in constant time; nothing here logs or stores a code, a date of 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.http import HttpRequest
@@ -23,6 +21,7 @@ from django.utils import timezone
 
 from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
+from radshare.core import crypto
 from radshare.core.net import client_address
 from radshare.delivery import outbox
 from radshare.delivery.models import Notification
@@ -73,8 +72,10 @@ def find_share(request: HttpRequest, typed: str) -> Share | None:
     """The share whose code this is, whatever its state (the caller decides what to show); None when unknown.
     Unknown, expired and revoked codes are recorded alike; the hash is computed for every input (timing)."""
     code = codes.normalize_code(typed)
-    digest = codes.code_hash(code or "0" * codes.LENGTH)
-    share = Share.objects.select_related("organisation").filter(code_hash=digest).first() if code else None
+    digests = codes.code_hashes(code or "0" * codes.LENGTH)
+    share = (
+        Share.objects.select_related("organisation").filter(code_hash__in=digests).first() if code else None
+    )
     usable = share is not None and share.is_live()
     _attempt(request, Step.CODE, share if usable else None, usable)
     _audit(
@@ -135,9 +136,19 @@ def check_birth_date(request: HttpRequest, share: Share, typed: dt.date) -> Chec
         return Check(ok=False, tries_left=max(left, 0), locked=left <= 0)
 
 
+def _code_message(share: Share, code: str) -> bytes:
+    return f"radshare-sms-code:{share.pk}:{code}".encode()
+
+
 def _code_hash(share: Share, code: str) -> str:
-    message = f"radshare-sms-code:{share.pk}:{code}".encode()
-    return hmac.new(settings.SECRET_KEY.encode(), message, hashlib.sha256).hexdigest()
+    """The keyed hash an SMS code of ``share`` is stored as (under the current key)."""
+    return crypto.keyed_hash(_code_message(share, code))
+
+
+def _code_matches(share: Share, stored: str, typed: str) -> bool:
+    """Whether ``typed`` is the code ``stored`` was made of, under any candidate key (docs/security.md A28: a code
+    sent just before a key rotation still works); constant time."""
+    return crypto.hash_matches(stored, _code_message(share, typed))
 
 
 def sms_allowed(share: Share) -> bool:
@@ -200,7 +211,7 @@ def check_sms_code(request: HttpRequest, share: Share, typed: str) -> str:
             result = SmsResult.USED
         elif otp.failures >= SMS_CODE_TRIES:
             result = SmsResult.TOO_MANY
-        elif hmac.compare_digest(otp.code_hash, _code_hash(share, typed)):
+        elif _code_matches(share, otp.code_hash, typed):
             otp.used_at = now
             otp.save(update_fields=["used_at"])
             _attempt(request, Step.SMS_CODE, share, True)

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from radshare.audit.actions import Action
+from radshare.audit.queries import share_visits
 from radshare.recipients import access, session
 from radshare.recipients.access import SmsResult, Step
 from radshare.recipients.forms import BirthDateForm, CodeForm, SmsCodeForm
@@ -240,4 +241,6 @@ def studies(request: HttpRequest, share: Share) -> HttpResponse:
         studies=shown,
         downloads_offered=not refused_on_device(request),
         care_provider=share.recipient_type == Share.RecipientType.CARE_PROVIDER,
+        # When and from where this share was opened and downloaded (docs/security.md A19): this share only.
+        visits=share_visits(share.organisation_id, share.pk, share.created_at),
     )

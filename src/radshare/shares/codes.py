@@ -3,13 +3,13 @@
 12 characters of Crockford's base32 (60 bits from the CSPRNG), shown as ``XXXX-XXXX-XXXX``. People type the code
 from a letter, so reading it back is forgiving: any case, with or without dashes or spaces, and the look-alike
 letters O, I and L read as the digits 0, 1 and 1 (Crockford's decoding rules). The database holds only a keyed hash
-(HMAC-SHA256 with the secret key) for look-up and, until the share ends, a Fernet-encrypted copy for re-sending.
+(HMAC-SHA256 under the HASHING key, ``core.crypto``) for look-up and, until the share ends, a Fernet-encrypted copy
+for re-sending. A code is looked up under every candidate key (docs/security.md A28), and ``shares.rotation``
+moves the codes of live shares to the current key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 
 from django.conf import settings
@@ -45,10 +45,19 @@ def normalize_code(raw: str) -> str | None:
     return code
 
 
+def _message(code: str) -> bytes:
+    return b"radshare-share-code:" + code.encode("ascii")
+
+
 def code_hash(code: str) -> str:
-    """The keyed hash the share is found by (the code itself is never stored in clear)."""
-    key = settings.SECRET_KEY.encode()
-    return hmac.new(key, b"radshare-share-code:" + code.encode("ascii"), hashlib.sha256).hexdigest()
+    """The keyed hash a new share is stored with (the code itself is never stored in clear)."""
+    return crypto.keyed_hash(_message(code))
+
+
+def code_hashes(code: str) -> list[str]:
+    """The hashes a share with this code may be stored under: one per candidate key, as many for every code, so
+    that a look-up costs the same whatever was typed (docs/security.md A1)."""
+    return crypto.keyed_hashes(_message(code))
 
 
 def encrypt_code(code: str) -> str:

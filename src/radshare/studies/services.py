@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,6 +20,7 @@ from pydicom.dataset import Dataset
 from radshare import dicom
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
+from radshare.core import crypto
 from radshare.core.storage import Storage, get_storage, instance_key, new_instance_name
 from radshare.dicom import DICOM_READ_ERRORS
 from radshare.organisations.models import Organisation, PacsNode
@@ -116,8 +116,13 @@ class StoreResult:
 
 
 def bsn_hash(bsn: str) -> str:
-    """Keyed hash of a BSN for search (docs/security.md A23); the secret key is the HMAC key."""
-    return hmac.new(settings.SECRET_KEY.encode(), f"bsn:{bsn}".encode(), hashlib.sha256).hexdigest()
+    """Keyed hash of a BSN for search (docs/security.md A23), under the current HASHING key (``core.crypto``)."""
+    return crypto.keyed_hash(f"bsn:{bsn}".encode())
+
+
+def bsn_hashes(bsn: str) -> list[str]:
+    """The hashes a patient with this BSN may be stored under, one per candidate key (docs/security.md A28)."""
+    return crypto.keyed_hashes(f"bsn:{bsn}".encode())
 
 
 def _bsn(ds: Dataset) -> str:
@@ -529,6 +534,7 @@ class StudySearch:
     study_date_to: dt.date | None = None
     accession_number: str = ""
     modality: str = ""
+    bsn: str = ""  # matched by its keyed hash only (docs/security.md A23)
 
 
 def search_studies(organisation: Organisation, criteria: StudySearch) -> QuerySet[Study]:
@@ -550,6 +556,9 @@ def search_studies(organisation: Organisation, criteria: StudySearch) -> QuerySe
         qs = qs.filter(study_date__lte=criteria.study_date_to)
     if criteria.accession_number:
         qs = qs.filter(accession_number__iexact=criteria.accession_number.strip())
+    if criteria.bsn:
+        digits = "".join(c for c in criteria.bsn if c.isdigit())  # "1234.56.782" as people write it
+        qs = qs.filter(patient__bsn_hash__in=bsn_hashes(digits.zfill(9)))
     if criteria.modality:
         m = criteria.modality.strip().upper()
         qs = qs.filter(

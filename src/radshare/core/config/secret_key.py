@@ -46,7 +46,34 @@ def resolve_secret_key(
     values: dict[str, Any], env: Mapping[str, str], problems: list[str], create: bool
 ) -> str:
     """Put the key in ``values["SECRET_KEY"]`` and say where it came from: ``environment``, ``missing`` or the
-    key file's path. ``create``: generate the key file when there is none."""
+    key file's path. ``create``: generate the key file when there is none. Check the old keys too."""
+    source = _resolve(values, env, problems, create)
+    _check_old_keys(values, problems)
+    return source
+
+
+def _check_old_keys(values: dict[str, Any], problems: list[str]) -> None:
+    """An old key still verifies what it made, sessions included (docs/security.md A28): it must be as strong as
+    a current one, and never a key that was published."""
+    for number, key in enumerate(values.get("OLD_SECRET_KEYS") or (), start=1):
+        which = f"{PREFIX}OLD_SECRET_KEYS: key {number}"
+        if _leaked(key):
+            problems.append(f"{which} was published once; anyone could sign a session with it, so remove it")
+        elif _weak(key) and not values.get("DEMO"):
+            problems.append(f"{which} looks like a placeholder; an old key must be a real earlier key")
+        if key == values.get("SECRET_KEY"):
+            problems.append(f"{which} is the current key ({PREFIX}SECRET_KEY); list only earlier keys")
+
+
+def _weak(key: str) -> bool:
+    return (
+        key.lower() in PLACEHOLDER_SECRETS
+        or key.startswith("django-insecure")
+        or len(key) < MIN_SECRET_LENGTH
+    )
+
+
+def _resolve(values: dict[str, Any], env: Mapping[str, str], problems: list[str], create: bool) -> str:
     raw = env.get(PREFIX + "SECRET_KEY")
     is_sqlite = str(values.get("DATABASE_URL", "")).startswith("sqlite")
     if raw is not None:
@@ -66,11 +93,7 @@ def resolve_secret_key(
 
 def _from_environment(raw: str, problems: list[str], *, demo: bool) -> str:
     key = raw.strip()
-    if (
-        key.lower() in PLACEHOLDER_SECRETS
-        or key.startswith("django-insecure")
-        or len(key) < MIN_SECRET_LENGTH
-    ) and not demo:
+    if _weak(key) and not demo:
         problems.append(
             f"{PREFIX}SECRET_KEY: looks like a placeholder; use at least {MIN_SECRET_LENGTH} random characters "
             "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
