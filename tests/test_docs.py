@@ -1,6 +1,6 @@
-"""The documents point at code that exists: every `path.py` and `path.py::name` in README.md and docs/*.md names a
-file (under src/radshare/ or the repository root) and a definition in it. Moving code without updating the
-documents fails here."""
+"""The documents point at code that exists: every `path.py` and `path.py::name` in README.md, SECURITY.md and
+docs/*.md names a file (under src/radshare/ or the repository root) and a definition in it. Moving code without
+updating the documents fails here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "radshare"
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [ROOT / "README.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").glob("*.md"))]
 REFERENCE = re.compile(r"`([\w./-]+/[\w.-]+\.(?:py|js|css|html|txt|toml))(?:::([\w., ]+))?`")
 
 
