@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import Generator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -23,6 +21,7 @@ from django.views.decorators.http import require_http_methods, require_safe
 
 from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record, record_not_found
+from radshare.core import streaming
 from radshare.core.middleware import CsrfViewMiddleware
 from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation
@@ -304,7 +303,7 @@ def _upload(request: HttpRequest, organisation: Organisation, spool: UploadSpool
     run = UploadImport(organisation, spool)
     if _wants_stream(request):
         response = StreamingHttpResponse(
-            _streaming(request, _upload_events(request, organisation, run, spool)),
+            streaming.pulled(request, _upload_events(request, organisation, run, spool)),
             content_type="application/x-ndjson",
         )
         response["X-Accel-Buffering"] = "no"  # let a reverse proxy pass the progress on as it comes
@@ -339,23 +338,3 @@ def _upload_events(
 
 def _line(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj).encode() + b"\n"
-
-
-def _streaming(request: HttpRequest, lines: Generator[bytes]) -> Iterator[bytes] | AsyncIterator[bytes]:
-    """Under ASGI a plain iterator would be read whole before sending (docs/architecture.md "Gotchas"): hand
-    it over as an async generator that pulls each line in the request's own sync thread (database work
-    included)."""
-    if not isinstance(request, ASGIRequest):
-        return lines
-
-    def step() -> bytes | None:
-        return next(lines, None)
-
-    async def pull() -> AsyncIterator[bytes]:
-        try:
-            while (line := await sync_to_async(step, thread_sensitive=True)()) is not None:
-                yield line
-        finally:
-            await sync_to_async(lines.close, thread_sensitive=True)()
-
-    return pull()

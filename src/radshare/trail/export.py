@@ -11,18 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from itertools import batched
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
 from radshare.audit.queries import CSV_HEADER, Entry, Names, entries, local_iso
+from radshare.core import streaming
 from radshare.organisations.models import Organisation, Sender
 from radshare.studies.models import Patient
 
@@ -82,32 +81,13 @@ def json_lines(
     yield b"\n]}\n"
 
 
-def _streamed(request: HttpRequest, pieces: Generator[bytes]) -> Iterator[bytes] | AsyncIterator[bytes]:
-    """Under ASGI, an async generator that pulls each piece in the request's sync thread (database work
-    included), so nothing is read whole before it is sent; under WSGI, the pieces as they are."""
-    if not isinstance(request, ASGIRequest):
-        return pieces
-
-    def step() -> bytes | None:
-        return next(pieces, None)
-
-    async def pull() -> AsyncIterator[bytes]:
-        try:
-            while (piece := await sync_to_async(step, thread_sensitive=True)()) is not None:
-                yield piece
-        finally:
-            await sync_to_async(pieces.close, thread_sensitive=True)()
-
-    return pull()
-
-
 def filename(organisation: Organisation, fmt: str) -> str:
     # Server-chosen ASCII (docs/security.md A14): the organisation's slug and the day of the export.
     return f"audit-{organisation.slug}-{timezone.localdate():%Y-%m-%d}.{fmt}"
 
 
 def response(request: HttpRequest, fmt: str, pieces: Generator[bytes], name: str) -> StreamingHttpResponse:
-    streamed = StreamingHttpResponse(_streamed(request, pieces), content_type=FORMATS[fmt])
+    streamed = StreamingHttpResponse(streaming.pulled(request, pieces), content_type=FORMATS[fmt])
     streamed["Content-Disposition"] = f'attachment; filename="{name}"'
     streamed["X-Accel-Buffering"] = "no"  # a reverse proxy passes the pieces on as they come
     return streamed
