@@ -401,8 +401,9 @@ def test_the_json_export_has_the_nen7513_shape(seed: Seed) -> None:
     by_id = {item["id"]: item for item in document["entries"]}
     newest_first = [store, *(seed.events[k] for k in ("formula", "piet", "failed", "login"))]
     assert list(by_id) == [str(e.event_id) for e in newest_first]
-    assert by_id[str(seed.events["login"].event_id)] == {
-        "id": str(seed.events["login"].event_id),
+    login = seed.events["login"]
+    assert by_id[str(login.event_id)] == {
+        "id": str(login.event_id),
         "event": {"code": "recipient.login", "label": "Recipient logged in"},
         "datetime": "2025-03-02T23:30:00.000+01:00",
         "patient": "S1",
@@ -414,7 +415,9 @@ def test_the_json_export_has_the_nen7513_shape(seed: Seed) -> None:
         "studies": [],
         "share": 101,
         "detail": {"share": 101, "method": "link+dob+sms"},
+        "chain": {"seq": login.seq, "hash": login.entry_hash, "previous": login.prev_hash},
     }
+    assert by_id[str(seed.events["failed"].event_id)]["chain"]["previous"] == login.entry_hash
     from_node = by_id[str(store.event_id)]
     assert from_node["user"] == {"type": "dicom_node", "id": node.pk, "label": "CT_ROOM_1"}
     assert from_node["source"]["ae_title"] == "CT_ROOM_1"

@@ -172,7 +172,8 @@ class Entry:
 
     def nen7513(self) -> dict[str, Any]:
         """The entry in the shape NEN 7513 asks of a log line: the event, when, which patient, who, on whose
-        behalf, from where (address, program, system or AE title) and the outcome; the rest in ``detail``."""
+        behalf, from where (address, program, system or AE title) and the outcome; the rest in ``detail``; and
+        its link in the hash chain."""
         event = self.event
         dicom_node = event.actor_type == ActorType.DICOM_NODE
         return {
@@ -197,6 +198,9 @@ class Entry:
             "studies": list(event.study_uids),
             "share": self.share,
             "detail": event.detail,
+            # Its place in the organisation's hash chain (docs/security.md A17): an auditor can match an exported
+            # entry with what `radshare audit verify` checked.
+            "chain": {"seq": event.seq, "hash": event.entry_hash, "previous": event.prev_hash},
         }
 
 
