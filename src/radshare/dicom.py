@@ -14,7 +14,17 @@ from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    UID,
+    BasicTextSRStorage,
+    Comprehensive3DSRStorage,
+    ComprehensiveSRStorage,
+    EncapsulatedPDFStorage,
+    EnhancedSRStorage,
+    ExplicitVRLittleEndian,
+    ExtensibleSRStorage,
+    generate_uid,
+)
 
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.10.1548"  # generate_uid's pydicom root + radshare branch
 
@@ -34,6 +44,21 @@ DICOM_READ_ERRORS: tuple[type[Exception], ...] = (
     UnicodeError,
     zlib.error,
 )
+
+# The general-purpose SR documents a radiologist writes (PS3.3 A.35.1-A.35.3, A.35.13, A.35.21). Dose reports,
+# CAD findings and key-object selections are SR too, but no one reads them as "the report".
+SR_SOP_CLASSES = frozenset(
+    {
+        BasicTextSRStorage,
+        EnhancedSRStorage,
+        ComprehensiveSRStorage,
+        Comprehensive3DSRStorage,
+        ExtensibleSRStorage,
+    }
+)
+PDF_SOP_CLASS = EncapsulatedPDFStorage
+# A report (an SR document or a PDF, PS3.3 A.45.1) is counted apart from the images wherever a count is shown.
+REPORT_SOP_CLASSES = SR_SOP_CLASSES | {PDF_SOP_CLASS}
 
 
 def text(ds: Dataset, keyword: str, limit: int | None = None) -> str:

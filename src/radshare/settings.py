@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "radshare.core.middleware.RoleMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    # A recipient's pages in the share's language, unless the language switch was used (recipients/middleware.py).
+    "radshare.recipients.middleware.ShareLanguageMiddleware",
     "django.middleware.common.CommonMiddleware",
     "radshare.core.middleware.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

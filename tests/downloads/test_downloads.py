@@ -44,7 +44,8 @@ PHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148 Safari/604.1"
 )
 ANDROID_TABLET = "Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 Chrome/130.0 Safari/537.36"
-SAFE_NAME = re.compile(r'attachment; filename="radshare-(dicom|jpeg)-[a-z0-9-]+\.zip"')
+# Several studies: "radiology" and the newest study's date (docs/security.md A14).
+SAFE_NAME = re.compile(r'attachment; filename="radiology-\d{4}-\d{2}-\d{2}-(dicom|jpeg)\.zip"')
 
 
 def body(response: Any) -> bytes:
@@ -288,9 +289,7 @@ def test_per_study_zip_holds_that_study_only(with_reports: Recipient, tmp_path: 
     cr = with_reports.studies[1]
     response, data = get(with_reports.client, f"/r/studies/{cr.pk}/download/dicom.zip")
     assert response.status_code == 200
-    assert re.fullmatch(
-        r'attachment; filename="radshare-dicom-study-\d\.zip"', response["Content-Disposition"]
-    )
+    assert response["Content-Disposition"] == f'attachment; filename="CR-{cr.study_date:%Y-%m-%d}-dicom.zip"'
     unzip(data, tmp_path)
     assert [i.SOPInstanceUID for i in FileSet(tmp_path / "DICOMDIR")] == [
         i.sop_instance_uid for i in _all_instances([cr])
@@ -560,3 +559,19 @@ def test_safe_names_and_ranges() -> None:
         parse("bytes=100-", 100)
     with pytest.raises(views.UnsatisfiableRangeError):
         parse("bytes=-0", 100)
+
+
+def test_file_names_say_modality_and_date_not_an_id() -> None:
+    def study(modalities: str, date: dt.date | None) -> Study:
+        return Study(modalities_in_study=modalities, study_date=date)
+
+    name = views._filename
+    ct_with_reports = study("CT\\DOC\\SR", dt.date(2025, 3, 14))
+    # The images' modality, not the reports'.
+    assert name("dicom", [ct_with_reports]) == "CT-2025-03-14-dicom.zip"
+    assert name("jpeg", [study("CT\\PT", dt.date(2025, 3, 14))]) == "CT-PT-2025-03-14-jpeg.zip"
+    assert name("dicom", [study("MR", None)]) == "MR-dicom.zip"
+    assert name("dicom", [study("SR", dt.date(2025, 1, 2))]) == "radiology-2025-01-02-dicom.zip"
+    assert name("dicom", [study("M/R é<x>", dt.date(2025, 1, 2))]) == "MRX-2025-01-02-dicom.zip"  # ASCII only
+    several = [ct_with_reports, study("CR", dt.date(2024, 11, 2)), study("MR", None)]
+    assert name("jpeg", several) == "radiology-2025-03-14-jpeg.zip"  # the newest study's date

@@ -150,3 +150,93 @@ def test_on_a_phone_the_image_fits_the_width_and_swipes(
     expect(position).not_to_have_text(f"1 / {IMAGES}")
     assert problems == []
     context.close()
+
+
+@pytest.mark.once
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("height", [768, 657])  # the screen; the window on it, with the browser's own bars
+def test_on_a_laptop_screen_the_tools_are_in_sight_without_scrolling(
+    browser: Any, live_server: Any, organisation: Any, height: int
+) -> None:
+    from playwright.sync_api import expect
+
+    share, study = ct_share(organisation)
+    context = logged_in_context(browser, live_server.url, share, viewport={"width": 1366, "height": height})
+    page = context.new_page()
+    problems, _ = watch(page)
+    page.goto(f"{live_server.url}/r/studies/{study.pk}/")
+    expect(page.locator("#viewer-image")).to_have_js_property("complete", True)
+    assert page.evaluate("window.scrollY") == 0
+    controls = [
+        *(f"button[data-zoom={z}]" for z in ("out", "in", "reset")),
+        *(f"button[data-kind={k}]" for k in ("preview", "soft", "lung", "bone")),
+    ]
+    for selector in controls:
+        box = page.locator(selector).bounding_box()
+        assert box is not None, selector
+        assert box["y"] >= 0, selector
+        assert box["y"] + box["height"] <= height, (selector, box)
+        assert box["x"] + box["width"] <= 1366, selector
+    if height == 768:  # the slider too, on the screen the issue names
+        box = page.locator("#viewer-slider").bounding_box()
+        assert box["y"] + box["height"] <= height, box
+    assert problems == []
+    context.close()
+
+
+def _device(playwright: Any, name: str) -> dict[str, Any]:
+    """Playwright's descriptor of a phone, for Chromium (the descriptor's own browser choice left out)."""
+    return {k: v for k, v in playwright.devices[name].items() if k != "default_browser_type"}
+
+
+@pytest.mark.once
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("device", ["iPhone 15", "Pixel 7"])
+def test_on_a_phone_no_download_is_offered_only_why(
+    playwright: Any, browser: Any, live_server: Any, organisation: Any, device: str
+) -> None:
+    from playwright.sync_api import expect
+
+    share, study = ct_share(organisation)
+    context = logged_in_context(browser, live_server.url, share, **_device(playwright, device))
+    page = context.new_page()
+    problems, _ = watch(page)
+    why = "Downloading works on a computer (laptop or desktop), not on a phone or tablet."
+    page.goto(f"{live_server.url}/r/studies/{study.pk}/")
+    expect(page.locator("#viewer-position")).to_have_text(f"1 / {IMAGES}")
+    expect(page.get_by_text(why)).to_be_visible()
+    page.get_by_role("link", name="Back to your studies").click()
+    page.wait_for_url(re.compile(r".*/r/studies$"))
+    expect(page.get_by_text("To download them, open the link on a computer.")).to_be_visible()
+    assert page.locator("a[href*='/r/download'], a[href$='.zip']").count() == 0
+    assert page.get_by_role("link", name=re.compile("Download")).count() == 0
+    page.goto(f"{live_server.url}/r/download?study={study.pk}")  # typed, or from history
+    expect(page.get_by_text(why).first).to_be_visible()
+    assert page.locator("a[href*='/r/download'], a[href$='.zip']").count() == 0
+    assert problems == []
+    context.close()
+
+
+@pytest.mark.once
+@pytest.mark.django_db(transaction=True)
+def test_a_share_revoked_while_viewing_leads_to_the_page_that_says_so(
+    browser: Any, live_server: Any, organisation: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    from radshare.shares.services import Actor, revoke
+
+    share, study = ct_share(organisation)
+    context = logged_in_context(browser, live_server.url, share, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{live_server.url}/r/studies/{study.pk}/")
+    image = page.locator("#viewer-image")
+    expect(image).to_have_js_property("complete", True)
+    revoke(share, Actor())
+    # The next image the viewer loads is refused (410): the viewer reloads, and the server says the link ended.
+    page.evaluate("document.getElementById('viewer-image').src += '?next'")
+    page.wait_for_url(re.compile(r".*/r/ended$"))
+    expect(page.locator("h1")).to_have_text("This link no longer works")
+    expect(page.get_by_text("Ask Hospital A for a new link")).to_be_visible()
+    expect(page.get_by_role("link", name="+31 20 123 4567")).to_be_visible()
+    context.close()

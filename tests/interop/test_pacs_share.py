@@ -184,10 +184,10 @@ def test_a_pacs_that_is_down_fails_the_share_clearly_and_retry_completes_it(
         orthanc.start()
     share.refresh_from_db()
     assert share.status == "failed"
-    assert share.status_reason
+    assert share.status_reason == "pacs:unreachable"  # the code; the sender reads its text in their language
     page = _text(client.get(f"/portal/shares/{share.pk}/"))
     assert "Preparing this share failed." in page
-    assert share.status_reason in page
+    assert "The PACS could not be reached." in page
     assert (
         not Instance.objects.filter(series__study__study_instance_uid=uid).exists()
         or share.status == "failed"

@@ -64,7 +64,9 @@ def logged_in_client(share: Share) -> Client:
 
 
 def ready_share(organisation: Any, studies: list[Study], **kwargs: Any) -> tuple[Share, str]:
-    new = make_share(organisation, studies, **kwargs)
+    """A prepared share; in English unless ``language`` says otherwise (its pages follow it, and tests read them in
+    English)."""
+    new = make_share(organisation, studies, **{"language": "en", **kwargs})
     imaging.render_pending_now(parallel=False)
     assert prepare(new.share.pk) == "ready"
     new.share.refresh_from_db()

@@ -124,7 +124,9 @@ def test_a_missing_birth_date_must_be_confirmed_in_the_dialog(client: Client, or
     missing = client.post("/portal/shares/new", _form([study]))
     assert missing.status_code == 422
     assert Share.objects.count() == 0
-    ok = client.post("/portal/shares/new", _form([study], birth_date="02-05-1971"))
+    ok = client.post(
+        "/portal/shares/new", _form([study], birth_date="02-05-1971", birth_date_again="2-5-1971")
+    )
     assert ok.status_code == 302
     assert str(Share.objects.get().confirmed_birth_date) == "1971-05-02"
 

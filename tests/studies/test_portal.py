@@ -174,7 +174,7 @@ def test_table_shows_the_s2_2_columns(studies: Studies, sender: Sender) -> None:
             "Date of birth": "14-03-1968",
             "Study": "CT thorax",
             "Study date": "10-01-2024",
-            "Images": "4",  # two CT images, two SR documents
+            "Images": "2 images and 2 reports",  # two CT images, two SR documents (S4.12)
             "Size": _size(studies.ct.size),
         }
     ]
@@ -307,8 +307,10 @@ def test_state_changing_methods_are_refused(studies: Studies, sender: Sender) ->
             "study_date_to",
             "The end date lies before the start date.",
         ),
-        ({"study_date_from": "31-02-2024"}, "study_date_from", "Enter a valid date."),
-        ({"patient_birth_date": "yesterday"}, "patient_birth_date", "Enter a valid date."),
+        ({"study_date_from": "31-02-2024"}, "study_date_from", "This date does not exist."),
+        ({"study_date_from": "02-13-2024"}, "study_date_from", "There is no month 13. Type the day first"),
+        ({"study_date_to": "1-2-24"}, "study_date_to", "Type the year in full, with four digits"),
+        ({"patient_birth_date": "yesterday"}, "patient_birth_date", "Type the date in digits"),
         ({"patient_id": "X" * 65}, "patient_id", "Ensure this value has at most 64 characters"),
     ],
 )
@@ -321,3 +323,25 @@ def test_invalid_search_shows_the_error_and_lists_nothing(
     assert list(response.context["form"].errors) == [field]
     assert message in response.content.decode()
     assert not AuditEvent.objects.filter(action="portal.studies.list").exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "fields"),
+    [
+        ("/portal/", ["patient_birth_date", "study_date_from", "study_date_to"]),
+        ("/portal/shares/", ["created_from", "created_to"]),
+    ],
+)
+def test_every_date_filter_is_typed_as_day_month_year_whatever_the_browser(
+    sender: Sender, url: str, fields: list[str]
+) -> None:
+    """A native date input shows mm/dd/yyyy in an English browser; the portal's filters read day-month-year in every
+    browser, as the recipient's date of birth does (one field for all, radshare.core.dates)."""
+    html = english(sender).get(url).content.decode()
+    assert 'type="date"' not in html
+    for name in fields:
+        match = re.search(rf'<input[^>]*name="{name}"[^>]*>', html)
+        assert match is not None, name
+        assert 'type="text"' in match[0], name
+        assert 'inputmode="numeric"' in match[0], name

@@ -104,7 +104,11 @@ class NotificationOut(Schema):
 class ShareOut(Schema):
     id: int
     status: str
-    status_reason: str
+    status_reason: str = Field(
+        description="Why the share failed or waits, as a code: 'study_missing', 'preparation_timeout', "
+        "'storage_unwritable', 'pacs_node_missing', or 'pacs:' and what went wrong with the PACS (e.g. "
+        "'pacs:unreachable', 'pacs:no_service'); empty when there is nothing to say."
+    )
     recipient_type: str
     delivery: str
     created_at: dt.datetime

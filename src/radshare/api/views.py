@@ -124,9 +124,7 @@ def _pacs_studies(request: HttpRequest, key: ApiKey, query: StudyQuery) -> list[
         try:
             found = find_studies(node, PacsQuery(patient_id=query.patient_id))
         except PacsError as exc:
-            audit_query(
-                Actor(api_key=key, request=request), key.organisation, node, 0, ["patient_id"], exc.reason
-            )
+            audit_query(Actor(api_key=key, request=request), key.organisation, node, 0, ["patient_id"], exc)
             problems.append(f"{node.ae_title}: {exc.reason}")
             continue
         audit_query(Actor(api_key=key, request=request), key.organisation, node, len(found), ["patient_id"])

@@ -57,6 +57,8 @@ class Action(models.TextChoices):
     PORTAL_SENDER_LOG_ADMIN = "portal.sender.log_admin", _("Log administrator role given or taken away")
     PORTAL_AUDIT_VIEW = "portal.audit.view", _("Audit trail read")
     PORTAL_AUDIT_EXPORT = "portal.audit.export", _("Audit trail exported")
+    # A sender's own account page.
+    PORTAL_ACCOUNT_EMAIL = "portal.account.email", _("Own e-mail address changed")
 
     # Studies: what came in, and who looked.
     DICOM_ASSOCIATION_REJECTED = "dicom.association.rejected", _("DICOM sender refused")

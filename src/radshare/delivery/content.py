@@ -203,10 +203,16 @@ def _steps(patient: bool, medium: Medium) -> tuple[str, ...]:
     """How to open the images: the link (or the QR code), the date of birth, the SMS code, what comes next."""
     if medium == "email":
         first = gettext("Open the link in this e-mail.")
-    else:
+    elif settings.RADSHARE.download_on_mobile:
         first = gettext(
             "Scan the QR code with the camera of your phone, or type the link into the address bar of your web "
             "browser."
+        )
+    else:
+        # A letter is read on paper and its QR code scanned with a phone, where downloading does not work.
+        first = gettext(
+            "Scan the QR code with the camera of your phone to look at the images, or type the link into the "
+            "address bar of your web browser. To download the images you need a computer: type the link there."
         )
     if patient:
         dob = gettext("Accept the terms of use and enter your date of birth.")

@@ -1,9 +1,10 @@
 """The letter (docs/requirements.md S2.5): an A4 PDF with the link, its QR code, the code and the steps.
 
 Made on request and never stored (docs/architecture.md "Codes"). Unlike the e-mail it holds no BSN digits: a
-letter can be
-printed and handed over, so it says nothing about the patient at all. Helvetica and Courier are the PDF standard
-fonts (no font files to ship); they cover Windows-1252, so other characters in an organisation's name are
+letter can be printed and handed over, so of the patient it gives only the initials. At its top it names its
+addressee as the sender typed it (if they did), the share's number as a reference and those initials, so that a
+desk printing several letters does not mix them up (docs/security.md A20). Helvetica and Courier are the PDF
+standard fonts (no font files to ship); they cover Windows-1252, so other characters in an organisation's name are
 simplified or replaced rather than drawn as empty boxes.
 """
 
@@ -40,6 +41,7 @@ from radshare.audit.actions import Action
 from radshare.delivery.content import ShareTexts, share_texts
 from radshare.shares.models import Share
 from radshare.shares.services import Actor, audit, current_code
+from radshare.studies.templatetags.dicom import person_initials
 
 MARGIN = 20 * mm
 QR_SIZE = 4 * cm  # the symbol with its quiet zone
@@ -206,7 +208,21 @@ def _bullets(items: tuple[str, ...], styles: dict[str, Any], *, numbered: bool) 
     )
 
 
-def _story(texts: ShareTexts, width: float) -> list[Any]:
+def _addressee(share: Share, styles: dict[str, Any]) -> list[Any]:
+    """Whom the letter is for (as the sender typed it), its reference and the patient's initials; in the active
+    language."""
+    lines: list[Any] = []
+    if name := share.recipient_name:
+        lines.append(Paragraph(f"<b>{_markup(name)}</b>", styles["body"]))
+    reference = gettext("Reference: share %(number)s") % {"number": share.pk}
+    initials = person_initials(share.patient.patient_name) if share.patient is not None else ""
+    if initials:
+        reference += "  \u00b7  " + gettext("Patient's initials: %(initials)s") % {"initials": initials}
+    lines += [Paragraph(_markup(reference), styles["contact"]), Spacer(1, 12)]
+    return lines
+
+
+def _story(texts: ShareTexts, width: float, addressee: list[Any]) -> list[Any]:
     styles = _styles()
     # Label and value stay on one line; the line may break between contacts.
     contact_line = " &nbsp;\u00b7&nbsp; ".join(
@@ -218,6 +234,7 @@ def _story(texts: ShareTexts, width: float) -> list[Any]:
     story += [
         Spacer(1, 4),
         HRFlowable(width="100%", thickness=1.2, color=ACCENT, spaceBefore=2, spaceAfter=14),
+        *addressee,
         Paragraph(_markup(texts.title), styles["title"]),
         Paragraph(_markup(texts.greeting), styles["body"]),
         Spacer(1, 6),
@@ -274,7 +291,7 @@ def letter_pdf(share: Share, code: str) -> bytes:
         invariant=True,  # same share and code, same bytes: no timestamps or random ids in the file
     )
     with translation.override(share.language):
-        doc.build(_story(texts, doc.width))
+        doc.build(_story(texts, doc.width, _addressee(share, _styles())))
     return buffer.getvalue()
 
 

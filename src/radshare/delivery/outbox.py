@@ -94,19 +94,28 @@ def queue_sms_code(share: Share, code: str, valid_until: datetime) -> Notificati
     )
 
 
+NO_SENDER_ADDRESS = "no sender address"  # ``last_error`` of a notice its sender has no address for
+
+
 def _queue_sender_notice(share: Share, kind: str) -> Notification | None:
+    """A notice to the sender who made the share. One without an e-mail address gets the row all the same, "not
+    sent" at once, so that the share's page shows what they were not told (``delivery.services.share_page``)."""
     sender = share.created_by
-    if sender is None or not sender.email:
+    if sender is None:
         return None  # made through the API: the share's page and the API show it
-    return _queue(
-        Notification(
-            organisation_id=share.organisation_id,
-            share=share,
-            to_sender=sender,
-            channel=Notification.Channel.EMAIL,
-            kind=kind,
-        )
+    notice = Notification(
+        organisation_id=share.organisation_id,
+        share=share,
+        to_sender=sender,
+        channel=Notification.Channel.EMAIL,
+        kind=kind,
     )
+    if not sender.email:
+        notice.state, notice.last_error = Notification.State.DROPPED, NO_SENDER_ADDRESS
+        notice.message_id = new_message_id()
+        notice.save()
+        return notice
+    return _queue(notice)
 
 
 def queue_opened_notice(share: Share) -> Notification | None:
@@ -157,11 +166,14 @@ def on_login_locked(sender: Any, account: Sender, event: AuditEvent, **kwargs: A
     queue_login_locked_notice(account, event)
 
 
+ENDED = "share ended"  # ``last_error`` of what a share's end dropped
+
+
 def drop_pending(share: Share) -> int:
     """A share that ends sends nothing more; secrets go with it."""
     return Notification.objects.filter(
         share=share, state__in=(Notification.State.PENDING, Notification.State.FAILED)
-    ).update(state=Notification.State.DROPPED, secret="", last_error="share ended")
+    ).update(state=Notification.State.DROPPED, secret="", last_error=ENDED)
 
 
 class _Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -206,7 +218,7 @@ def _sender_email(n: Notification) -> backends.EmailMessage:
     """A notice to the sender who made the share: the share's number and a link to its page, nothing more."""
     share, sender = n.share, n.to_sender
     if share is None or sender is None or not sender.email or not sender.is_active:
-        raise _Skip("no sender address")
+        raise _Skip(NO_SENDER_ADDRESS)
     language = settings.LANGUAGE_CODE
     url = settings.RADSHARE.base_url + reverse("shares:detail", args=[share.pk])
     mail = SENDER_NOTICES[n.kind](share.pk, url, language)
@@ -348,3 +360,13 @@ def requeue_stale() -> int:
 def link_notification(share: Share) -> Notification | None:
     """The latest e-mail with the link, for the share page ("sent", "failed: reason")."""
     return share.notifications.filter(kind=Notification.Kind.SHARE_LINK).first()
+
+
+def unsent_sender_notices(share: Share) -> list[Notification]:
+    """The notices to the share's sender that did not reach them (no address, or delivery failed), newest first,
+    for the share's page. A notice dropped because the share ended is no news to anyone."""
+    return list(
+        share.notifications.filter(kind__in=SENDER_NOTICES, to_sender__isnull=False)
+        .filter(state__in=(Notification.State.FAILED, Notification.State.DROPPED))
+        .exclude(last_error=ENDED)
+    )

@@ -5,11 +5,14 @@ sender's "send again", which the portal and the API both call.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from radshare.audit.actions import Action
@@ -45,12 +48,39 @@ def can_resend(share: Share) -> bool:
     return share.delivery == Share.Delivery.EMAIL and share.status in Share.OPENABLE
 
 
+# What each notice to the sender would have told them, for the share's page when it did not reach them.
+NOTICE_TEXTS: dict[str, Promise] = {
+    Notification.Kind.OPENED: _("The recipient opened the share for the first time."),
+    Notification.Kind.LOCKED: _("Wrong attempts locked the share."),
+    Notification.Kind.REVOKED: _("The share was revoked after a correction from the PACS."),
+}
+
+
+@dataclass(frozen=True)
+class UnsentNotice:
+    """A notice to the sender that did not reach them: when, what it said, and whether for want of an address."""
+
+    created_at: datetime
+    text: str
+    no_address: bool
+
+
+def unsent_notices(share: Share) -> list[UnsentNotice]:
+    return [
+        UnsentNotice(n.created_at, str(NOTICE_TEXTS[n.kind]), n.last_error == outbox.NO_SENDER_ADDRESS)
+        for n in outbox.unsent_sender_notices(share)
+        if n.kind in NOTICE_TEXTS
+    ]
+
+
 def share_page(sender: object, share: Share, **kwargs: object) -> dict[str, Any]:
-    """What the share's portal page shows of its delivery: the e-mail's state, and the form to send it again."""
+    """What the share's portal page shows of its delivery: the e-mail's state, the form to send it again, and the
+    notices to the sender that could not be sent (no address, or delivery failed)."""
     return {
         "notification": outbox.link_notification(share),
         "resend_form": ResendForm(initial={"email": share.email}),
         "can_resend": can_resend(share),
+        "unsent_notices": unsent_notices(share),
     }
 
 

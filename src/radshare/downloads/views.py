@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import translation
 from django.views.decorators.http import require_safe
@@ -44,6 +44,7 @@ from radshare.recipients.session import (
     Stage,
     recipient_required,
     record_recipient,
+    refusal,
     session_hash,
     session_share,
 )
@@ -54,6 +55,8 @@ from radshare.studies.models import Instance, Study
 logger = logging.getLogger(__name__)
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# Modalities of objects that are not images: a file name names the images' modality ("CT", not "CT-SR").
+_NOT_IMAGES = frozenset({"SR", "DOC", "KO", "PR"})
 
 
 def _audit(
@@ -215,11 +218,18 @@ class _Download:
         return self.last - self.first + 1
 
 
-def _filename(kind: str, number: int | None) -> str:
-    # Server-chosen and ASCII, never patient data (A14): the day of the download, or the study's place in the list.
-    if number is None:
-        return f"radshare-{kind}-{services.today():%Y-%m-%d}.zip"
-    return f"radshare-{kind}-study-{number}.zip"
+def _filename(kind: str, studies: list[Study]) -> str:
+    """Server-chosen and ASCII (A14): what a person recognises, never a name, number or description. One study: its
+    modality and date (``CT-2025-03-14-dicom.zip``); several: "radiology" and the newest study's date."""
+    modalities: list[str] = []
+    if len(studies) == 1:
+        for modality in studies[0].modalities:
+            clean = re.sub(r"[^A-Z0-9]", "", modality.upper())[:8]
+            if clean and clean not in _NOT_IMAGES and clean not in modalities:
+                modalities.append(clean)
+    dates = [s.study_date for s in studies if s.study_date is not None]
+    parts = ["-".join(modalities[:3]) or "radiology", f"{max(dates):%Y-%m-%d}" if dates else "", kind]
+    return "-".join(p for p in parts if p) + ".zip"
 
 
 def _begin(request: HttpRequest, download: _Download) -> bool:
@@ -251,15 +261,15 @@ def _begin(request: HttpRequest, download: _Download) -> bool:
     return True
 
 
-def _chosen(request: HttpRequest, share: Share, pk: int | None) -> tuple[list[Study], int | None]:
-    """The studies of the download (all, or the one ``pk`` of the share) and that one's place in the list."""
+def _chosen(request: HttpRequest, share: Share, pk: int | None) -> list[Study]:
+    """The studies of the download: all, or the one ``pk`` of the share."""
     studies = share_studies(share)
     if pk is None:
-        return studies, None
-    number = next((n for n, s in enumerate(studies, 1) if s.pk == pk), None)
-    if number is None:
+        return studies
+    study = next((s for s in studies if s.pk == pk), None)
+    if study is None:
         raise _not_in_share(request, share, pk)
-    return [studies[number - 1]], number
+    return [study]
 
 
 def _layout(
@@ -292,10 +302,10 @@ def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBas
     """Everything before the first byte, in one thread with the database: the answer when it is not a ZIP."""
     share = session_share(request, Stage.IN)
     if share is None:
-        return redirect("recipients:start")
+        return refusal(request)  # e.g. the share ended: the page that says so, not the start page
     if kind not in media.KINDS:
         raise Http404
-    studies, number = _chosen(request, share, pk)
+    studies = _chosen(request, share, pk)
     layout = _layout(request, share, kind, studies)
     if isinstance(layout, HttpResponse):
         return layout
@@ -309,7 +319,7 @@ def _prepare(request: HttpRequest, kind: str, pk: int | None) -> HttpResponseBas
         first=first,
         last=last,
         partial=span is not None,
-        filename=_filename(kind, number),
+        filename=_filename(kind, studies),
         detail={"kind": kind, "size": layout.size, "range": f"{first}-{last}" if span is not None else ""},
     )
     if request.method == "HEAD":

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 from django.utils.translation import gettext_lazy as _
@@ -23,6 +25,13 @@ class ReportAttachForm(forms.Form):
         widget=forms.ClearableFileInput(attrs={"accept": "application/pdf,.pdf"}),
         error_messages={"empty": _("This file is empty."), "required": _("Choose a PDF file.")},
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["file"].help_text = _(
+            "A PDF file of at most %(limit_mb)s MB. It is stored with the study as a DICOM document, so it travels "
+            "with the images."
+        ) % {"limit_mb": upload_limit_bytes() >> 20}
 
     def clean_title(self) -> str:
         title: str = self.cleaned_data["title"]

@@ -172,7 +172,6 @@ def _attach_page(
             "study": study,
             "form": form,
             "organisation": organisation,
-            "limit_mb": reports.upload_limit_bytes() >> 20,
         },
         status=status,
     )

@@ -39,6 +39,22 @@ class OperatorLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
     """The operator admin's login form, throttled like the portal's."""
 
 
+class AccountForm(forms.Form):
+    """A sender's own details: the e-mail address radshare sends their notices to."""
+
+    email = forms.EmailField(
+        label=_("Your e-mail address"),
+        required=False,
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
+        help_text=_(
+            "radshare e-mails you here when a recipient first opens a share (if you ask for it), when wrong "
+            "attempts lock one of your shares, and when wrong passwords block logins to your account. Leave it "
+            "empty and you are not told."
+        ),
+    )
+
+
 class ApiKeyCreateForm(forms.Form):
     name = forms.CharField(
         label=_("Name"),
@@ -47,17 +63,19 @@ class ApiKeyCreateForm(forms.Form):
     )
 
 
-def _code_field(label: StrOrPromise, **attrs: str | bool) -> forms.CharField:
+def _code_field(label: StrOrPromise, help_text: StrOrPromise = "", **attrs: str | bool) -> forms.CharField:
     widget = forms.TextInput(
         attrs={"autocomplete": "one-time-code", "autocapitalize": "off", "spellcheck": "false", **attrs}
     )
-    return forms.CharField(label=label, max_length=40, widget=widget)
+    return forms.CharField(label=label, max_length=40, widget=widget, help_text=help_text)
 
 
 class SecondFactorForm(forms.Form):
     """The second login step: the 6-digit code from the app, or a recovery code (docs/security.md A9)."""
 
-    code = _code_field(_("Code"), autofocus=True)
+    code = _code_field(
+        _("Code"), help_text=_("Lost your phone? Type one of your recovery codes instead."), autofocus=True
+    )
 
 
 class EnrolmentCodeForm(forms.Form):

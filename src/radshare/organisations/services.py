@@ -13,6 +13,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.password_validation import validate_password
 from django.core import signing
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, models, transaction
 from django.dispatch import Signal
 from django.http import HttpRequest
@@ -393,6 +394,31 @@ def set_log_admin(organisation: Organisation, sender_id: int, on: bool, request:
                 detail={"sender_id": target.pk, "username": target.get_username(), "log_admin": on},
             )
     return target
+
+
+def set_own_email(sender: Sender, email: str, request: HttpRequest | None = None) -> bool:
+    """A sender sets (or clears) their own e-mail address, where radshare sends them notices: a share opened or
+    locked, logins to their account blocked. Audited without the address itself (docs/security.md A16, A21).
+    Returns whether it changed; raises ``ValidationError`` for an address that is not one."""
+    email = email.strip()
+    if email:
+        validate_email(email)
+    with transaction.atomic():
+        locked = Sender.objects.select_for_update().get(pk=sender.pk)
+        if locked.email == email:
+            return False
+        had = bool(locked.email)
+        locked.email = email
+        locked.save(update_fields=["email"])
+        sender.email = email
+        record(
+            Action.PORTAL_ACCOUNT_EMAIL,
+            request=request,
+            user=sender,
+            organisation=sender.organisation,
+            detail={"sender_id": sender.pk, "had_address": had, "has_address": bool(email)},
+        )
+    return True
 
 
 def add_pacs_node(

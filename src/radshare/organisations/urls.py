@@ -9,6 +9,7 @@ urlpatterns = [
     path("two-factor/", two_factor_views.verify, name="two_factor"),
     path("two-factor/setup/", two_factor_views.setup, name="two_factor_setup"),
     path("two-factor/recovery-codes/", two_factor_views.recovery_codes, name="two_factor_recovery_codes"),
+    path("account/", views.account, name="account"),
     path("api-keys/", views.api_keys, name="api_keys"),
     path("api-keys/<int:pk>/revoke/", views.api_key_revoke, name="api_key_revoke"),
     path("senders/", two_factor_views.senders, name="senders"),

@@ -1,4 +1,5 @@
-"""Portal pages for organisation admins: the organisation's API keys (docs/security.md A11)."""
+"""Portal pages: a sender's own account; for organisation admins, the organisation's API keys (docs/security.md
+A11)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -17,9 +18,9 @@ from django.views.decorators.http import require_http_methods
 from radshare.audit.actions import Action
 from radshare.audit.services import record, record_not_found
 from radshare.organisations.auth import sender_required
-from radshare.organisations.forms import ApiKeyCreateForm
+from radshare.organisations.forms import AccountForm, ApiKeyCreateForm
 from radshare.organisations.models import ApiKey, Organisation, Sender
-from radshare.organisations.services import create_api_key, revoke_api_key
+from radshare.organisations.services import create_api_key, revoke_api_key, set_own_email
 
 # A new key waits here (in the server-side session) for the one page that shows it, and is removed as it is shown.
 NEW_KEY_SESSION = "radshare_new_api_key"
@@ -43,6 +44,29 @@ def org_admin_required(view: Callable[..., HttpResponseBase]) -> Callable[..., H
         return view(request, organisation, *args, **kwargs)
 
     return wrapper
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+@sender_required
+def account(request: HttpRequest, organisation: Organisation) -> HttpResponse:
+    """A sender's own account: the e-mail address their notices go to."""
+    sender = _sender(request)
+    form = AccountForm(request.POST or None, initial={"email": sender.email})
+    if request.method == "POST" and form.is_valid():
+        try:
+            changed = set_own_email(sender, form.cleaned_data["email"], request)
+        except ValidationError as exc:
+            form.add_error("email", exc)
+        else:
+            if changed:
+                messages.success(request, _("Your e-mail address has been saved."))
+            return redirect("organisations:account")
+    return render(
+        request,
+        "organisations/account.html",
+        {"form": form, "organisation": organisation, "sender": sender},
+        status=422 if form.errors else 200,
+    )
 
 
 @require_http_methods(["GET", "HEAD", "POST"])

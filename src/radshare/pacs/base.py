@@ -11,8 +11,11 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 from pydicom.dataset import Dataset
 
 from radshare import dicom
@@ -37,19 +40,106 @@ class RetrieveResult:
     failed: int
 
 
+class Failure(StrEnum):
+    """What went wrong with a PACS, as a stable code: stored on a share and in the audit trail, and the key of the
+    text a person reads (``FAILURE_TEXTS``, in their language)."""
+
+    NODE_OFF = "node_off"
+    NODE_UNADDRESSED = "node_unaddressed"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    BROKEN_OFF = "broken_off"
+    ASSOCIATION_REJECTED = "association_rejected"
+    NO_SERVICE = "no_service"
+    ECHO_FAILED = "echo_failed"
+    CREDENTIALS_REFUSED = "credentials_refused"
+    HTTP_ERROR = "http_error"
+    TLS_UNVERIFIED = "tls_unverified"
+    UNREADABLE_ANSWER = "unreadable_answer"
+    REQUEST_FAILED = "request_failed"
+    QUERY_FAILED = "query_failed"
+    NO_IMAGES = "no_images"
+    MOVE_DESTINATION_UNKNOWN = "move_destination_unknown"
+    MOVE_FAILED = "move_failed"
+    RETRIEVE_FAILED = "retrieve_failed"
+    OUT_OF_RESOURCES = "out_of_resources"
+    CANCELLED = "cancelled"
+    PARTIAL = "partial"
+
+
+# What a sender or an organisation admin reads, by code (the English ``reason`` with its details goes to the log
+# and the audit trail only).
+FAILURE_TEXTS: dict[Failure, Promise] = {
+    Failure.NODE_OFF: _("This PACS node is switched off."),
+    Failure.NODE_UNADDRESSED: _(
+        "This PACS node has neither a DICOM address (host and port) nor a DICOMweb URL."
+    ),
+    Failure.UNREACHABLE: _(
+        "The PACS could not be reached. Check that it is running and that its address is right."
+    ),
+    Failure.TIMEOUT: _("The PACS did not answer in time. Try again later."),
+    Failure.BROKEN_OFF: _("The PACS broke off the connection. Try again later."),
+    Failure.ASSOCIATION_REJECTED: _(
+        "The PACS refused the connection. Check that the PACS knows radshare's AE title, and the AE title of "
+        "this PACS node."
+    ),
+    Failure.NO_SERVICE: _(
+        "The PACS does not offer the DICOM service that was asked for (search or retrieve). Check its "
+        "settings for radshare."
+    ),
+    Failure.ECHO_FAILED: _("The PACS answered the connection test with an error."),
+    Failure.CREDENTIALS_REFUSED: _("The PACS refused radshare's DICOMweb user name, password or token."),
+    Failure.HTTP_ERROR: _("The PACS answered with an error. Try again later."),
+    Failure.TLS_UNVERIFIED: _("The security certificate (TLS) of the PACS could not be verified."),
+    Failure.UNREADABLE_ANSWER: _("The PACS sent an answer that radshare cannot read."),
+    Failure.REQUEST_FAILED: _("The request to the PACS failed. Try again later."),
+    Failure.QUERY_FAILED: _("The PACS could not carry out the search."),
+    Failure.NO_IMAGES: _("The PACS has no images of this study."),
+    Failure.MOVE_DESTINATION_UNKNOWN: _(
+        "The PACS does not know radshare as a destination (C-MOVE). Register radshare's AE title in the PACS."
+    ),
+    Failure.MOVE_FAILED: _(
+        "The PACS could not send the images to radshare. Check that the PACS knows radshare's AE title and "
+        "address, and that the AE title and host of this PACS node are right."
+    ),
+    Failure.RETRIEVE_FAILED: _("The PACS could not carry out the retrieve."),
+    Failure.OUT_OF_RESOURCES: _("The PACS is too busy (out of resources). Try again later."),
+    Failure.CANCELLED: _("The PACS cancelled the retrieve."),
+    Failure.PARTIAL: _(
+        "Some images could not be retrieved from the PACS. Try again: images that arrived are not fetched again."
+    ),
+}
+
+
+def failure_text(code: str) -> str | None:
+    """The text for a stored failure code, in the active language; None for a code that is not a ``Failure``."""
+    try:
+        return str(FAILURE_TEXTS[Failure(code)])
+    except ValueError:
+        return None
+
+
 class PacsError(Exception):
     """A PACS could not do what was asked.
 
-    ``reason`` is short English for operators and logs, without patient data; ``temporary`` says whether trying
-    again later may help (PACS down, busy, timed out, some images failed) or not (refused, misconfigured).
-    ``result`` holds the counts of a retrieve that got part of the way.
+    ``code`` says what went wrong (``Failure``), and ``message`` says it to a person in the active language.
+    ``reason`` is short English for operators and logs, with details, without patient data; ``temporary`` says
+    whether trying again later may help (PACS down, busy, timed out, some images failed) or not (refused,
+    misconfigured). ``result`` holds the counts of a retrieve that got part of the way.
     """
 
-    def __init__(self, reason: str, *, temporary: bool, result: RetrieveResult | None = None) -> None:
+    def __init__(
+        self, reason: str, *, code: Failure, temporary: bool, result: RetrieveResult | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
         self.temporary = temporary
         self.result = result
+
+    @property
+    def message(self) -> str:
+        return str(FAILURE_TEXTS[self.code])
 
 
 @dataclass(frozen=True)
@@ -138,10 +228,15 @@ def date_range(date_from: dt.date | None, date_to: dt.date | None) -> str:
     return f"{start}-{end}"
 
 
+def is_uid(value: str) -> bool:
+    """A DICOM UID: digits and dots, at most 64 characters (PS3.5 9.1)."""
+    return len(value) <= 64 and bool(_UID.match(value))
+
+
 def study_uids(query: StudyQuery) -> list[str]:
     uids = [u.strip() for u in query.study_uids if u.strip()]
     for uid in uids:
-        if len(uid) > 64 or not _UID.match(uid):
+        if not is_uid(uid):
             raise ValueError("a study instance UID is not a valid UID")
     return uids
 
@@ -242,4 +337,6 @@ def stored_uids(organisation_pk: int, sop_uids: list[str]) -> set[str]:
 def partial_error(failed: int, asked: int, result: RetrieveResult, hint: str = "") -> PacsError:
     noun = "image" if asked == 1 else "images"
     reason = f"{failed} of {asked} {noun} could not be retrieved"
-    return PacsError(reason + (f" ({hint})" if hint else ""), temporary=True, result=result)
+    return PacsError(
+        reason + (f" ({hint})" if hint else ""), code=Failure.PARTIAL, temporary=True, result=result
+    )

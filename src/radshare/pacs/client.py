@@ -20,6 +20,7 @@ import re
 from radshare.organisations.models import PacsNode
 from radshare.pacs import dicomweb, dimse
 from radshare.pacs.base import (
+    Failure,
     PacsError,
     PacsStudy,
     ProgressCallback,
@@ -34,6 +35,7 @@ from radshare.pacs.base import (
 from radshare.studies.signals import announce_arrivals
 
 __all__ = [
+    "Failure",
     "PacsError",
     "PacsStudy",
     "RetrieveResult",
@@ -50,10 +52,12 @@ _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 def _usable(node: PacsNode) -> None:
     if not node.is_active:
-        raise PacsError("this PACS node is switched off", temporary=False)
+        raise PacsError("this PACS node is switched off", code=Failure.NODE_OFF, temporary=False)
     if not node.dimse_queryable and not node.dicomweb_url:
         raise PacsError(
-            "this PACS node has neither a DICOM address (host and port) nor a DICOMweb URL", temporary=False
+            "this PACS node has neither a DICOM address (host and port) nor a DICOMweb URL",
+            code=Failure.NODE_UNADDRESSED,
+            temporary=False,
         )
 
 
@@ -101,7 +105,7 @@ def _compare(
     if remote is None:
         return None, 0
     if not remote:
-        raise PacsError("the PACS has no images of this study", temporary=False)
+        raise PacsError("the PACS has no images of this study", code=Failure.NO_IMAGES, temporary=False)
     here = stored_uids(node.organisation_id, [r.sop_instance_uid for r in remote])
     missing = [r for r in remote if r.sop_instance_uid not in here]
     if on_progress is not None:

@@ -25,6 +25,7 @@ from pydicom.uid import generate_uid
 from radshare.organisations.models import PacsNode
 from radshare.pacs.base import (
     STUDY_RETURN_KEYS,
+    Failure,
     PacsError,
     PacsStudy,
     ProgressCallback,
@@ -98,39 +99,58 @@ def _http_errors(node: PacsNode, timeout: float, *, what: str = "answer") -> Ite
     except requests.exceptions.ConnectTimeout:
         raise PacsError(
             f"the PACS could not be reached at {_where(node)} (no connection within {CONNECT_TIMEOUT:g} s)",
+            code=Failure.UNREACHABLE,
             temporary=True,
         ) from None
     except requests.exceptions.ReadTimeout:
-        raise PacsError(f"no answer from the PACS within {timeout:g} s", temporary=True) from None
+        raise PacsError(
+            f"no answer from the PACS within {timeout:g} s", code=Failure.TIMEOUT, temporary=True
+        ) from None
     except requests.exceptions.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
         if status in (401, 403):
             raise PacsError(
-                f"the PACS refused radshare's DICOMweb credentials (HTTP {status})", temporary=False
+                f"the PACS refused radshare's DICOMweb credentials (HTTP {status})",
+                code=Failure.CREDENTIALS_REFUSED,
+                temporary=False,
             ) from None
         if status == 404 and what == "transfer":
-            raise PacsError("the PACS has no images of this study (HTTP 404)", temporary=False) from None
+            raise PacsError(
+                "the PACS has no images of this study (HTTP 404)", code=Failure.NO_IMAGES, temporary=False
+            ) from None
         temporary = status in (408, 429) or status >= 500
-        raise PacsError(f"the PACS answered HTTP {status}", temporary=temporary) from None
+        raise PacsError(
+            f"the PACS answered HTTP {status}", code=Failure.HTTP_ERROR, temporary=temporary
+        ) from None
     except requests.exceptions.SSLError:
         raise PacsError(
-            f"the TLS certificate of {_where(node)} could not be verified", temporary=False
+            f"the TLS certificate of {_where(node)} could not be verified",
+            code=Failure.TLS_UNVERIFIED,
+            temporary=False,
         ) from None
     except requests.exceptions.ConnectionError as exc:
         if what == "transfer":
             # Streaming: a read timeout or a dropped connection mid-answer also arrives as ConnectionError.
             raise PacsError(
-                f"the PACS broke off the transfer (or sent nothing for {timeout:g} s)", temporary=True
+                f"the PACS broke off the transfer (or sent nothing for {timeout:g} s)",
+                code=Failure.BROKEN_OFF,
+                temporary=True,
             ) from exc
         raise PacsError(
-            f"the PACS could not be reached at {_where(node)} (connection refused or dropped)", temporary=True
+            f"the PACS could not be reached at {_where(node)} (connection refused or dropped)",
+            code=Failure.UNREACHABLE,
+            temporary=True,
         ) from None
     except requests.exceptions.RequestException:
-        raise PacsError("the DICOMweb request to the PACS failed", temporary=True) from None
+        raise PacsError(
+            "the DICOMweb request to the PACS failed", code=Failure.REQUEST_FAILED, temporary=True
+        ) from None
     except (ValueError, KeyError, EOFError, InvalidDicomError) as exc:
         # dicomweb-client/pydicom could not read the answer (not JSON, not multipart, not DICOM).
         raise PacsError(
-            f"the PACS sent an answer radshare cannot read ({type(exc).__name__})", temporary=False
+            f"the PACS sent an answer radshare cannot read ({type(exc).__name__})",
+            code=Failure.UNREADABLE_ANSWER,
+            temporary=False,
         ) from None
 
 

@@ -45,6 +45,11 @@ class PacsNodeForm(forms.ModelForm[PacsNode]):
     def __init__(self, *args: Any, organisation: Organisation, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.instance.organisation = organisation
+        if not self.instance.dicomweb_secret:
+            # Nothing is stored to keep (a new node, or one without a password or token).
+            self.fields["dicomweb_secret_new"].help_text = gettext_lazy(
+                "Only for basic or bearer token authentication."
+            )
 
     def save(self, commit: bool = True) -> PacsNode:
         node: PacsNode = super().save(commit=False)

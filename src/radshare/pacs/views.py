@@ -96,10 +96,18 @@ def node_test(request: HttpRequest, organisation: Organisation, pk: int) -> Http
     try:
         result = echo(node)
     except PacsError as exc:
-        _audit(request, organisation, Action.PORTAL_PACSNODE_TEST, node, result="failed", reason=exc.reason)
+        _audit(
+            request,
+            organisation,
+            Action.PORTAL_PACSNODE_TEST,
+            node,
+            result="failed",
+            code=exc.code,
+            reason=exc.reason,
+        )
         messages.error(
             request,
-            _("Connection to %(node)s failed: %(reason)s") % {"node": node.ae_title, "reason": exc.reason},
+            _("Connection to %(node)s failed: %(reason)s") % {"node": node.ae_title, "reason": exc.message},
         )
     else:
         _audit(request, organisation, Action.PORTAL_PACSNODE_TEST, node, result="ok")

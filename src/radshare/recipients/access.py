@@ -195,7 +195,17 @@ class SmsResult:
     LOCKED = "locked"
 
 
-def check_sms_code(request: HttpRequest, share: Share, typed: str) -> str:
+@dataclass(frozen=True)
+class SmsCheck:
+    """What a typed SMS code got (a ``SmsResult``), with the wrong tries still allowed after it: with this code,
+    and for the share over all its codes (A4)."""
+
+    result: str
+    code_tries_left: int = 0
+    share_tries_left: int = 0
+
+
+def check_sms_code(request: HttpRequest, share: Share, typed: str) -> SmsCheck:
     now = timezone.now()
     with transaction.atomic():
         share = Share.objects.select_for_update().get(pk=share.pk)
@@ -216,7 +226,7 @@ def check_sms_code(request: HttpRequest, share: Share, typed: str) -> str:
             otp.save(update_fields=["used_at"])
             _attempt(request, Step.SMS_CODE, share, True)
             _audit(request, Action.RECIPIENT_LOGIN, share, Outcome.SUCCESS, method="link+dob+sms")
-            return SmsResult.OK
+            return SmsCheck(SmsResult.OK)
         else:
             otp.failures = F("failures") + 1
             otp.save(update_fields=["failures"])
@@ -230,7 +240,11 @@ def check_sms_code(request: HttpRequest, share: Share, typed: str) -> str:
                 share.save(update_fields=["sms_code_failures"])
         _attempt(request, Step.SMS_CODE, share, False)
         _audit(request, Action.RECIPIENT_SMS_CODE, share, Outcome.FAILURE, result=result)
-        return result
+        return SmsCheck(
+            result,
+            code_tries_left=max(SMS_CODE_TRIES - otp.failures, 0) if otp is not None else 0,
+            share_tries_left=max(SMS_CODE_TRIES_PER_SHARE - share.sms_code_failures, 0),
+        )
 
 
 def pending_sms(share: Share) -> Notification | None:

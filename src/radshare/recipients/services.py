@@ -20,21 +20,13 @@ MOBILE_MARKERS = ("Mobi", "Android", "iPhone", "iPad")
 
 
 def share_studies(share: Share) -> list[Study]:
-    """The share's studies, newest first, with their patient and series (reports and broken instances counted:
-    ``reports``, ``broken``); scoped to the share. The order of the study list: the studies' numbers in download
-    file names follow it."""
+    """The share's studies, newest first, with their patient and series (broken instances counted: ``broken``);
+    scoped to the share. The order of the study list and of the studies in a download."""
     return list(
         Study.objects.filter(share_studies__share=share)
         .select_related("patient")
         .prefetch_related(Prefetch("series", queryset=Series.objects.order_by("series_number", "pk")))
-        .annotate(
-            reports=Count(
-                "series__instances",
-                filter=Q(series__modality__in=("SR", "DOC"))
-                | Q(series__instances__render__reason="no_pixel_data"),
-            ),
-            broken=Count("series__instances", filter=Q(series__instances__broken_at__isnull=False)),
-        )
+        .annotate(broken=Count("series__instances", filter=Q(series__instances__broken_at__isnull=False)))
         .order_by("-study_date", "pk")
     )
 

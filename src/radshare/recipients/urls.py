@@ -15,6 +15,7 @@ urlpatterns = [
     path("r/sms-code", views.sms_code, name="sms_code"),
     path("r/sms-code/new", views.new_sms_code, name="new_sms_code"),
     path("r/invalid", views.invalid, name="invalid"),
+    path("r/ended", views.ended, name="ended"),
     path("r/locked", views.locked, name="locked"),
     path("r/preparing", views.preparing, name="preparing"),
     path("r/studies", views.studies, name="studies"),

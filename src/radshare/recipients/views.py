@@ -4,18 +4,21 @@ studies. Each step has its own page with one ``<h1>``; the code leaves the URL a
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from radshare.audit.actions import Action
 from radshare.audit.queries import share_visits
+from radshare.core.dates import time_zone_place
 from radshare.recipients import access, session
 from radshare.recipients.access import SmsResult, Step
 from radshare.recipients.forms import BirthDateForm, CodeForm, SmsCodeForm
@@ -47,7 +50,16 @@ def start(request: HttpRequest) -> HttpResponse:
     if typed is None:
         if session.session_share(request, Stage.IN) is not None:
             return redirect("recipients:studies")
-        return _page(request, "recipients/start.html", form=CodeForm())
+        if not session.timed_out(request):
+            return _page(request, "recipients/start.html", form=CodeForm())
+        messages.info(
+            request,
+            _(
+                "To protect the images, you were logged out after 30 minutes without activity. Open the link "
+                "in the e-mail or letter again, or type its code below."
+            ),
+        )
+        return session.forget_logged_in(_page(request, "recipients/start.html", form=CodeForm()))
     if access.client_throttled(request, Step.CODE):
         return _throttled(request)
     form = CodeForm({"code": typed})
@@ -57,7 +69,7 @@ def start(request: HttpRequest) -> HttpResponse:
     if share is None:
         return redirect("recipients:invalid")  # the same for unknown, expired and revoked codes (A1)
     session.open_share(request, share)
-    return redirect("recipients:birth_date")  # the code leaves the URL (A2)
+    return session.forget_logged_in(redirect("recipients:birth_date"))  # the code leaves the URL (A2)
 
 
 def _pending(request: HttpRequest, stage: str) -> Share | HttpResponse:
@@ -71,9 +83,12 @@ def _pending(request: HttpRequest, stage: str) -> Share | HttpResponse:
     share = (
         Share.objects.select_related("organisation", "patient").filter(pk=int(state.get("share", 0))).first()
     )
-    if share is None or not share.is_live():
+    if share is None:
         session.end(request)
         return redirect("recipients:invalid")
+    if not share.is_live():  # ended since its code was typed: the page says so, and whom to ask
+        session.share_ended(request, share)
+        return redirect("recipients:ended")
     if share.status in NOT_READY:
         return redirect("recipients:preparing")
     if share.is_locked() and (state.get("stage") != Stage.BIRTH_DATE or state.get("lock_shown")):
@@ -114,13 +129,19 @@ def birth_date(request: HttpRequest) -> HttpResponse:
                     request, _("A code was sent a moment ago. Use that one, or wait a few minutes.")
                 )
             return redirect("recipients:sms_code")
-        form.add_error(
-            "birth_date",
-            _("This date of birth does not match. You can try %(n)s more times.") % {"n": check.tries_left},
-        )
+        form.add_error("birth_date", _wrong_birth_date(form.cleaned_data["birth_date"], check.tries_left))
     return _page(
         request, "recipients/birth_date.html", share, status=422 if form.errors else 200, form=form, step=1
     )
+
+
+def _wrong_birth_date(typed: dt.date, tries_left: int) -> str:
+    """The date as it was read (so a swapped day and month shows) and the tries left (docs/security.md A3)."""
+    return ngettext(
+        "This date of birth (%(date)s) does not match. You can try %(n)s more time.",
+        "This date of birth (%(date)s) does not match. You can try %(n)s more times.",
+        tries_left,
+    ) % {"date": date_format(typed, "j F Y"), "n": tries_left}
 
 
 @require_http_methods(["GET", "POST"])
@@ -132,14 +153,15 @@ def sms_code(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         if access.client_throttled(request, Step.SMS_CODE):
             return _throttled(request)
-        result = access.check_sms_code(request, share, form.cleaned_data["code"])
-        if result == SmsResult.OK:
+        check = access.check_sms_code(request, share, form.cleaned_data["code"])
+        if check.result == SmsResult.OK:
             session.advance(request, Stage.IN)
             mark_opened(share)
-            return redirect("recipients:studies")
-        if result == SmsResult.LOCKED:
+            return session.mark_logged_in(redirect("recipients:studies"))
+        if check.result == SmsResult.LOCKED:
             return redirect("recipients:locked")
-        form.add_error("code", str(SMS_MESSAGES[result]))
+        wrong = check.result == SmsResult.WRONG
+        form.add_error("code", _wrong_sms_code(check, share) if wrong else str(SMS_MESSAGES[check.result]))
     return _page(
         request,
         "recipients/sms_code.html",
@@ -152,8 +174,26 @@ def sms_code(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _wrong_sms_code(check: access.SmsCheck, share: Share) -> str:
+    """How many tries are left, and what comes after them: a new code, or a lock only the sender lifts (A4)."""
+    if check.share_tries_left <= check.code_tries_left:
+        n = check.share_tries_left
+        return ngettext(
+            "This code is not right. You can try %(n)s more time; after that the link is locked until %(name)s "
+            "unlocks it.",
+            "This code is not right. You can try %(n)s more times; after that the link is locked until %(name)s "
+            "unlocks it.",
+            n,
+        ) % {"n": n, "name": share.organisation.name}
+    n = check.code_tries_left
+    return ngettext(
+        "This code is not right. Check the SMS and try again: you can try this code %(n)s more time.",
+        "This code is not right. Check the SMS and try again: you can try this code %(n)s more times.",
+        n,
+    ) % {"n": n}
+
+
 SMS_MESSAGES = {
-    SmsResult.WRONG: gettext_lazy("This code is not right. Check the SMS and try again."),
     SmsResult.EXPIRED: gettext_lazy(
         "This code has expired (a code works 5 minutes). Ask for a new code below."
     ),
@@ -182,6 +222,22 @@ def invalid(request: HttpRequest) -> HttpResponse:
     return _page(request, "recipients/invalid.html", days=settings.RADSHARE.share_validity_days)
 
 
+@require_safe
+def ended(request: HttpRequest) -> HttpResponse:
+    """The share ended (expired or revoked) while its session lasted: say so without telling which, and name the
+    organisation to ask for a new share (docs/requirements.md S4.9; docs/security.md A7)."""
+    organisation = session.ended_organisation(request)
+    if organisation is None:
+        return redirect("recipients:start")
+    page = _page(
+        request,
+        "recipients/ended.html",
+        organisation=organisation,
+        days=settings.RADSHARE.share_validity_days,
+    )
+    return session.forget_logged_in(page)
+
+
 def _session_share_any_state(request: HttpRequest) -> Share | None:
     state = session.current(request)
     if state is None:
@@ -198,7 +254,9 @@ def locked(request: HttpRequest) -> HttpResponse:
     if state.get("stage") == Stage.BIRTH_DATE and not state.get("lock_shown"):
         return redirect("recipients:birth_date")  # not before a date of birth was given (A1)
     held = share.is_held
-    return _page(request, "recipients/locked.html", share, held=held, until=share.locked_until)
+    return _page(
+        request, "recipients/locked.html", share, held=held, until=share.locked_until, zone=time_zone_place()
+    )
 
 
 @require_safe
@@ -223,7 +281,7 @@ def logout(request: HttpRequest) -> HttpResponseRedirect:
         session.record_recipient(Action.RECIPIENT_LOGOUT, request, share)
     session.end(request)
     messages.success(request, _("You are logged out."))
-    return redirect("recipients:start")
+    return session.forget_logged_in(redirect("recipients:start"))
 
 
 @require_safe

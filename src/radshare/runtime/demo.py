@@ -18,6 +18,9 @@ from radshare.studies.services import store_instance
 from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode
 
 DEMO_USERNAME = "demo"
+# Where the demo sender's notices go (the demo outbox shows them): without one, "e-mail me when it is opened" and the
+# lock notices would have nobody to go to.
+DEMO_EMAIL = "demo@demoziekenhuis.example"
 # A fictitious patient; 999999990 passes the BSN eleven-test and lies in the range reserved for testing.
 DEMO_PATIENT = FakePatient(
     patient_id="DEMO0001",
@@ -49,9 +52,11 @@ def load_demo() -> list[str]:
             created.append(f"organisation {org.slug}")
         if not Sender.objects.filter(username=DEMO_USERNAME).exists():
             password = generate_password()
-            create_sender(org, DEMO_USERNAME, password, admin=True)
+            create_sender(org, DEMO_USERNAME, password, admin=True, email=DEMO_EMAIL)
             _write_credentials(f"{DEMO_USERNAME} / {password}")
             created.append(f"sender {DEMO_USERNAME}")
+        elif Sender.objects.filter(username=DEMO_USERNAME, email="").update(email=DEMO_EMAIL):
+            created.append(f"e-mail address of sender {DEMO_USERNAME}")  # a demo made before it had one
     if not Study.objects.filter(organisation=org, accession_number=DEMO_ACCESSIONS[0]).exists():
         today = dt.date.today()
         for ds in ct_series(

@@ -7,8 +7,8 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from radshare.core.dates import BirthDateField, DayMonthYearField
 from radshare.shares.models import Share
-from radshare.studies.forms import DATE_INPUT_FORMATS, DateInput
 
 
 class ShareForm(forms.Form):
@@ -46,11 +46,24 @@ class ShareForm(forms.Form):
         widget=forms.EmailInput(attrs={"autocomplete": "off"}),
         help_text=_("Needed for delivery by e-mail."),
     )
+    recipient_name = forms.CharField(
+        label=_("Name on the letter (optional)"),
+        required=False,
+        max_length=Share.NAME_MAX_LENGTH,
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+        help_text=_(
+            "The recipient's name, printed at the top of the letter so that letters printed together are not "
+            "mixed up. Stored encrypted, and removed when the share ends."
+        ),
+    )
     phone = forms.CharField(
         label=_("Mobile number for the SMS code"),
         max_length=40,
         widget=forms.TextInput(attrs={"type": "tel", "autocomplete": "off", "inputmode": "tel"}),
-        help_text=_("A Dutch number needs no +31; a foreign number starts with its country code, e.g. +44."),
+        help_text=_(
+            "A Dutch number needs no +31; a foreign number starts with its country code, e.g. +44. The SMS "
+            "service delivers to numbers from the EU and EEA only."
+        ),
     )
     phone_warning_accepted = forms.BooleanField(
         label=_("I checked the number: it can receive SMS."), required=False
@@ -61,14 +74,13 @@ class ShareForm(forms.Form):
         initial=Share.Language.NL,
         widget=forms.RadioSelect,
     )
-    birth_date = forms.DateField(
-        label=_("Patient's date of birth"),
+    birth_date = BirthDateField(label=_("Patient's date of birth"), required=False)
+    # Typed twice: it is shown nowhere else, and a typo locks the recipient out (docs/architecture.md).
+    birth_date_again = BirthDateField(
+        label=_("Type the date of birth again"),
         required=False,
-        widget=DateInput,
-        input_formats=DATE_INPUT_FORMATS,
-        help_text=_(
-            "The images lack it, and the recipient must type it to open the share. Format: dd-mm-yyyy."
-        ),
+        help_text=_("The same date once more, to catch a typo: the recipient must type exactly this date."),
+        error_messages={"required": _("Type the date of birth a second time.")},
     )
     reason = forms.CharField(
         label=_("Reason or note (optional; kept in the audit trail, not sent)"),
@@ -86,10 +98,21 @@ class ShareForm(forms.Form):
         assert isinstance(study, forms.TypedMultipleChoiceField)  # noqa: S101 - declared above
         study.choices = [(pk, str(pk)) for pk in study_choices]
         self.needs_birth_date = needs_birth_date
-        if not needs_birth_date:
-            del self.fields["birth_date"]
-        else:
-            self.fields["birth_date"].required = True
+        for name in ("birth_date", "birth_date_again"):
+            if needs_birth_date:
+                self.fields[name].required = True
+            else:
+                del self.fields[name]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        first, again = data.get("birth_date"), data.get("birth_date_again")
+        if first and again and first != again:
+            self.add_error(
+                "birth_date_again",
+                _("The two dates of birth differ. Check which one is right and type it in both fields."),
+            )
+        return data
 
 
 STATUS_FILTER = [("", _("All")), ("live", _("Not ended")), *Share.Status.choices]
@@ -109,9 +132,5 @@ class ShareFilterForm(forms.Form):
     recipient_type = forms.ChoiceField(
         label=_("Recipient"), choices=[("", _("All")), *Share.RecipientType.choices], required=False
     )
-    created_from = forms.DateField(
-        label=_("Created from"), required=False, widget=DateInput, input_formats=DATE_INPUT_FORMATS
-    )
-    created_to = forms.DateField(
-        label=_("Created to"), required=False, widget=DateInput, input_formats=DATE_INPUT_FORMATS
-    )
+    created_from = DayMonthYearField(label=_("Created from"), required=False)
+    created_to = DayMonthYearField(label=_("Created to"), required=False)

@@ -1,8 +1,8 @@
 """A share: one patient's studies, made available to one recipient through a code, for a limited time.
 
 Status is one field (docs/architecture.md "Share status"); a lock lives beside it. When a share ends (expired
-or revoked) its
-code, encrypted code, e-mail address and phone number are wiped and the row stays as a tombstone.
+or revoked) its code, encrypted code, e-mail address, phone number and the name on its letter are wiped and the row
+stays as a tombstone.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from radshare.core import crypto
 from radshare.organisations.models import ApiKey, Organisation, Sender
+from radshare.shares.phones import mask_email, mask_phone
 from radshare.studies.models import Patient, Study
 
 
@@ -58,6 +60,8 @@ class Share(models.Model):
     delivery = models.CharField(max_length=8, choices=Delivery.choices, default=Delivery.EMAIL)
     language = models.CharField(max_length=2, choices=Language.choices, default=Language.NL)
     email = models.EmailField(blank=True)  # wiped when the share ends
+    # The addressee printed on the letter, as the sender typed it: encrypted (NAME_PURPOSE); wiped when it ends.
+    recipient_name_encrypted = models.TextField(blank=True)
     phone = models.CharField(max_length=20, blank=True)  # E.164; wiped when the share ends
     code_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)  # None once ended
     code_encrypted = models.TextField(blank=True)  # for re-sending; wiped when the share ends
@@ -85,6 +89,8 @@ class Share(models.Model):
     opened_at = models.DateTimeField(null=True, blank=True)
 
     ENDED = (Status.EXPIRED, Status.REVOKED)
+    NAME_PURPOSE = "recipient-name"  # the key derivation of ``recipient_name_encrypted`` (core.crypto)
+    NAME_MAX_LENGTH = 200
     # Ready for its recipient: the link opens, the e-mail may go out, a re-send makes sense.
     OPENABLE = (Status.READY, Status.NOTIFIED, Status.OPENED, Status.DOWNLOADED)
     # ``locked_until`` at HELD: locked until the sender unlocks (docs/architecture.md "Lockouts").
@@ -113,6 +119,27 @@ class Share(models.Model):
 
     def is_locked(self, now: dt.datetime | None = None) -> bool:
         return self.locked_until is not None and self.locked_until > (now or timezone.now())
+
+    @property
+    def recipient_name(self) -> str:
+        """The name on the letter, decrypted; empty when none was given, the share ended or no key reads it."""
+        return crypto.decrypt(self.NAME_PURPOSE, self.recipient_name_encrypted) or ""
+
+    @classmethod
+    def encrypt_name(cls, name: str) -> str:
+        """What ``recipient_name_encrypted`` holds for ``name`` (spaces tidied; nothing for no name)."""
+        name = " ".join(name.split())[: cls.NAME_MAX_LENGTH]
+        return crypto.encrypt(cls.NAME_PURPOSE, name) if name else ""
+
+    @property
+    def masked_email(self) -> str:
+        """The recipient's e-mail address, masked for lists (``a***@example.nl``); empty once the share ended."""
+        return mask_email(self.email)
+
+    @property
+    def masked_phone(self) -> str:
+        """The phone for the SMS code, its last 2 digits only (``••••••••••78``); empty once the share ended."""
+        return mask_phone(self.phone) if self.phone else ""
 
     @property
     def is_held(self) -> bool:

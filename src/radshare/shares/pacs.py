@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
+from radshare.pacs.base import is_uid
 from radshare.pacs.client import PacsError, StudyQuery, find_studies
 from radshare.shares.services import Actor, PacsSelection
 
@@ -18,7 +19,7 @@ from radshare.shares.services import Actor, PacsSelection
 @dataclass
 class Found:
     selections: list[PacsSelection] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # "PACS1: no answer within 30 s"
+    problems: list[str] = field(default_factory=list)  # "PACS1: <what went wrong, in the reader's language>"
 
 
 def searchable_nodes(organisation: Organisation, node_pk: int | None = None) -> list[PacsNode]:
@@ -27,10 +28,11 @@ def searchable_nodes(organisation: Organisation, node_pk: int | None = None) -> 
 
 
 def audit_query(actor: Actor, organisation: Organisation, node: PacsNode, count: int, criteria: Iterable[str],
-                problem: str = "") -> None:  # fmt: skip
+                failure: PacsError | None = None) -> None:  # fmt: skip
+    """One ``pacs.query`` entry; a failed query keeps its code and its English reason (docs/security.md A16)."""
     record(
         Action.PACS_QUERY,
-        outcome=Outcome.FAILURE if problem else Outcome.SUCCESS,
+        outcome=Outcome.FAILURE if failure else Outcome.SUCCESS,
         request=actor.request,
         user=actor.user,
         api_key=actor.api_key,
@@ -39,7 +41,7 @@ def audit_query(actor: Actor, organisation: Organisation, node: PacsNode, count:
             "node": node.pk,
             "count": count,
             "criteria": sorted(criteria),
-            **({"reason": problem} if problem else {}),
+            **({"code": failure.code, "reason": failure.reason} if failure else {}),
         },
     )
 
@@ -52,7 +54,7 @@ def find_by_uid(
     nodes = searchable_nodes(organisation)
     if not nodes or not uids:
         return found
-    remaining = list(dict.fromkeys(uids))
+    remaining = [u for u in dict.fromkeys(uids) if is_uid(u)]  # one that is no UID is in no PACS either
     pinned = pinned or {}
     for node in nodes:
         wanted = [u for u in remaining if pinned.get(u, node.pk) == node.pk]
@@ -61,8 +63,8 @@ def find_by_uid(
         try:
             studies = find_studies(node, StudyQuery(study_uids=tuple(wanted)))
         except PacsError as exc:
-            audit_query(actor, organisation, node, 0, ["study_uids"], exc.reason)
-            found.problems.append(f"{node.ae_title}: {exc.reason}")
+            audit_query(actor, organisation, node, 0, ["study_uids"], exc)
+            found.problems.append(f"{node.ae_title}: {exc.message}")
             continue
         audit_query(actor, organisation, node, len(studies), ["study_uids"])
         for study in studies:

@@ -72,8 +72,8 @@ def pacs_search(request: HttpRequest, organisation: Organisation) -> HttpRespons
             try:
                 studies = find_studies(node, query)
             except PacsError as exc:
-                audit_query(actor_of(request), organisation, node, 0, criteria, exc.reason)
-                problems.append(f"{node.description or node.ae_title}: {exc.reason}")
+                audit_query(actor_of(request), organisation, node, 0, criteria, exc)
+                problems.append(f"{node.description or node.ae_title}: {exc.message}")
                 continue
             audit_query(actor_of(request), organisation, node, len(studies), criteria)
             here = set(

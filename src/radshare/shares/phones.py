@@ -1,5 +1,5 @@
 """Authentication phone numbers (docs/requirements.md S2.6): validated, stored in E.164, with a warning when
-SMS may not arrive.
+SMS may not arrive (a landline, a number not in use, a number outside the EU and EEA).
 
 A Dutch number needs no country code (+31 is assumed); a foreign number must carry one (``+`` or ``00``).
 """
@@ -15,6 +15,20 @@ from phonenumbers import PhoneNumberType
 
 DEFAULT_REGION = "NL"
 _SMS_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
+# The EU and EEA countries, with the parts of them that have a region code of their own (Åland, the French
+# overseas regions, Saint-Martin). The Dutch national SMS service delivers to these numbers only.
+EU_EEA = frozenset(
+    {
+        *("AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT"),
+        *("LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK"),  # the EU
+        *("IS", "LI", "NO"),  # the rest of the EEA
+        *("AX", "GF", "GP", "MF", "MQ", "RE", "YT"),
+    }
+)
+OUTSIDE_EU = _(
+    "This number is from outside the EU and EEA: the SMS service delivers to EU and EEA numbers only, so the "
+    "recipient will probably not receive the code. Use a number from an EU or EEA country if you can."
+)
 
 
 class PhoneError(ValueError):
@@ -55,6 +69,8 @@ def normalize_phone(raw: str) -> Phone:
     region = phonenumbers.region_code_for_number(number) or ""
     if not phonenumbers.is_valid_number(number):
         return Phone(e164, region, _("This number does not look like one in use. Check it before sharing."))
+    if region not in EU_EEA:
+        return Phone(e164, region, OUTSIDE_EU)
     if phonenumbers.number_type(number) not in _SMS_TYPES:
         return Phone(e164, region, _("This looks like a landline or service number: it may not receive SMS."))
     return Phone(e164, region)
@@ -63,3 +79,12 @@ def normalize_phone(raw: str) -> Phone:
 def mask_phone(e164: str) -> str:
     """What a recipient sees of the registered number: only its last 2 digits (docs/security.md A8)."""
     return "•" * max(len(e164) - 2, 0) + e164[-2:]
+
+
+def mask_email(address: str) -> str:
+    """An e-mail address as the shares overview shows it: its first character and its domain
+    (``a***@example.nl``), enough to tell two shares apart at a glance."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        return "***" if address else ""
+    return f"{local[0]}***@{domain}"

@@ -16,12 +16,21 @@ from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
 from radshare.core.workers import current_worker_id
 from radshare.imaging.services import request_render
-from radshare.pacs.client import PacsError, retrieve_study
+from radshare.pacs.client import Failure, PacsError, retrieve_study
 from radshare.shares.models import Share, ShareStudy
 from radshare.shares.services import Actor, audit, prepare
 from radshare.studies.models import Study
 
 RETRIEVE_CLAIM = timedelta(minutes=15)
+
+
+PACS_REASON = "pacs:"  # a share's ``status_reason`` after a failed retrieve: this, then the ``Failure`` code
+
+
+def failure_reason(exc: PacsError) -> str:
+    """What a share that failed because of ``exc`` stores as its ``status_reason``: the code, never the English
+    reason (the sender reads it in their own language, ``pacs.base.failure_text``)."""
+    return PACS_REASON + exc.code
 
 
 def _fail_retrieve(share: Share, reason: str) -> str:
@@ -72,11 +81,21 @@ def retrieve_missing(share_pk: int) -> str:
                 organisation=share.organisation, study_instance_uid=ss.study_instance_uid
             ).first()
             if study is None:
-                raise PacsError("the PACS sent no images of this study", temporary=False)
+                raise PacsError(
+                    "the PACS sent no images of this study", code=Failure.NO_IMAGES, temporary=False
+                )
         except PacsError as exc:
             ShareStudy.objects.filter(pk=ss.pk).update(retrieve_claimed_at=None, retrieve_claimed_by="")
-            audit(Action.PACS_RETRIEVE, share, actor, Outcome.FAILURE, node=node.pk, reason=exc.reason)
-            return _fail_retrieve(share, exc.reason)
+            audit(
+                Action.PACS_RETRIEVE,
+                share,
+                actor,
+                Outcome.FAILURE,
+                node=node.pk,
+                code=exc.code,
+                reason=exc.reason,
+            )
+            return _fail_retrieve(share, failure_reason(exc))
         except BaseException:
             # Nothing waits on a claim whose worker lives on but no longer retrieves (the task is retried).
             with contextlib.suppress(DatabaseError):

@@ -1,4 +1,5 @@
-"""Moving share codes to the current key (docs/security.md A28; ``radshare keys rotate``).
+"""Moving share codes, and the names on letters, to the current key (docs/security.md A28; ``radshare keys
+rotate``).
 
 A live share keeps its code's keyed hash (to be found by) and an encrypted copy (to send the link again). The copy
 is read back with any candidate key, and both are made again with the current key, in one transaction. Each
@@ -27,3 +28,9 @@ def rotate_codes(*, apply: bool = True) -> Rotation:
             new = {"code_hash": codes.code_hash(code), "code_encrypted": codes.encrypt_code(code)}
             moves.append((pk, stored, new))
     return crypto.apply_moves(Share, "code_hash", moves, left, apply=apply)
+
+
+def rotate_recipient_names(*, apply: bool = True) -> Rotation:
+    """Encrypt the name on the letter of every share that has one again with the current key (a share that ends
+    meanwhile, its name wiped, is left alone); ``apply=False`` only counts. ``left``: names no known key reads."""
+    return crypto.reencrypt_field(Share, "recipient_name_encrypted", Share.NAME_PURPOSE, apply=apply)

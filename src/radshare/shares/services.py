@@ -24,6 +24,7 @@ from django.utils.translation import gettext_lazy as _
 
 from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record
+from radshare.core.dates import validate_birth_date
 from radshare.core.tasks import enqueue_on_commit
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.services import renders_done, renders_postponed
@@ -34,8 +35,6 @@ from radshare.shares.models import Share, ShareStudy
 from radshare.shares.phones import Phone, PhoneError, normalize_phone
 from radshare.studies.models import Patient, Study
 from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
-
-MAX_BIRTH_YEARS = 130
 
 
 class ShareError(Exception):
@@ -152,10 +151,18 @@ def _checked_recipient(
     return (email if delivery == Share.Delivery.EMAIL else ""), number
 
 
+def _real_birth_date(date: dt.date) -> bool:
+    """Can be true (the dialog's field checked this already; the API's input was not) and is no placeholder."""
+    try:
+        validate_birth_date(date)
+    except ValidationError:
+        return False
+    return date not in PLACEHOLDER_BIRTH_DATES
+
+
 def _birth_date(patient: Patient, confirmed: dt.date | None) -> dt.date | None:
     if not patient_needs_birth_date(patient):
         return None
-    today = timezone.localdate()
     if confirmed is None:
         raise ShareError(
             "birth_date_required",
@@ -164,11 +171,7 @@ def _birth_date(patient: Patient, confirmed: dt.date | None) -> dt.date | None:
             ),
             "birth_date",
         )
-    if (
-        confirmed > today
-        or confirmed.year < today.year - MAX_BIRTH_YEARS
-        or confirmed in PLACEHOLDER_BIRTH_DATES
-    ):
+    if not _real_birth_date(confirmed):
         raise ShareError("birth_date_invalid", _("Enter the patient's real date of birth."), "birth_date")
     return confirmed
 
@@ -186,6 +189,7 @@ def create_share(
     reason: str = "",
     birth_date: dt.date | None = None,
     notify_on_open: bool = False,
+    recipient_name: str = "",
     created_by: Sender | None = None,
     api_key: ApiKey | None = None,
     request: HttpRequest | None = None,
@@ -220,6 +224,10 @@ def create_share(
             notify_on_open=notify_on_open and created_by is not None,
             created_at=now,  # validity counts from creation, exactly
             expires_at=now + timedelta(days=settings.RADSHARE.share_validity_days),
+            # The addressee the letter names (docs/security.md A22): only a share delivered by letter has one.
+            recipient_name_encrypted=Share.encrypt_name(
+                recipient_name if delivery == Share.Delivery.LETTER else ""
+            ),
         )
         _complete_new_share(share, studies, pacs, request)
     return NewShare(share, code, (number.warning,) if number.warning else ())
@@ -392,7 +400,7 @@ def _end(share: Share, status: str) -> None:
     now = timezone.now()
     share.status, share.ended_at = status, now
     share.code_hash, share.code_encrypted = None, ""
-    share.email, share.phone = "", ""
+    share.email, share.phone, share.recipient_name_encrypted = "", "", ""
     share.locked_until = None
     share.save()
     signals.share_ended.send(sender=Share, share=share)

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from radshare.audit.actions import Action
@@ -28,6 +28,7 @@ from radshare.audit.models import AuditEvent
 from radshare.audit.services import record, record_not_found
 from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation, Sender
+from radshare.pacs.base import failure_text
 from radshare.pacs.client import PacsStudy
 from radshare.shares import services, signals
 from radshare.shares.codes import share_url
@@ -35,13 +36,14 @@ from radshare.shares.forms import ShareFilterForm, ShareForm
 from radshare.shares.models import Share, ShareStudy
 from radshare.shares.pacs import Found, find_by_uid
 from radshare.shares.phones import PhoneError, normalize_phone
-from radshare.shares.retrieve import retrieval_progress
+from radshare.shares.retrieve import PACS_REASON, retrieval_progress
 from radshare.shares.services import Actor, ShareError
 from radshare.studies.models import Study
 from radshare.studies.services import PLACEHOLDER_BIRTH_DATES
 
 PAGE_SIZE = 50
 MAX_SELECTION = 1000
+MAX_NAMED = 10  # study UIDs a "not found" message names
 
 # Why preparation failed, by the code stored on the share (never an exception's text).
 STATUS_REASONS = {
@@ -53,7 +55,18 @@ STATUS_REASONS = {
         "The images cannot be saved: the storage is full or unavailable. radshare tries again by itself; "
         "tell the administrator."
     ),
+    "pacs_node_missing": gettext_lazy(
+        "The PACS node to retrieve a study from has been removed or switched off. Share the study again."
+    ),
 }
+
+
+def status_reason_text(reason: str) -> str:
+    """The stored reason (a code) in the reader's language; a PACS failure by its own code (``pacs.base``)."""
+    if reason.startswith(PACS_REASON) and (text := failure_text(reason.removeprefix(PACS_REASON))):
+        return text
+    known = STATUS_REASONS.get(reason)
+    return str(known) if known is not None else reason
 
 
 def _ints(values: list[str]) -> list[int]:
@@ -96,6 +109,16 @@ def _selected(request: HttpRequest, organisation: Organisation) -> tuple[list[St
     return studies, missing
 
 
+def not_found_message(uids: list[str]) -> str:
+    """Which study UIDs (of a deep link or an earlier share) were found neither here nor in a PACS."""
+    shown = [uid[:64] for uid in uids[:MAX_NAMED]] + (["…"] if len(uids) > MAX_NAMED else [])
+    return ngettext(
+        "Study not found: %(uids)s. It is not in radshare, nor in a PACS that radshare searches.",
+        "Studies not found: %(uids)s. They are not in radshare, nor in a PACS that radshare searches.",
+        len(uids),
+    ) % {"uids": ", ".join(shown)}
+
+
 def _patient_key(study: Study | PacsStudy) -> str:
     return study.patient.patient_id if isinstance(study, Study) else study.patient_id
 
@@ -129,7 +152,14 @@ def _share_form(request: HttpRequest, studies: list[Study], needs_birth: bool) -
         needs_birth_date=needs_birth,
     )
     form.fields["study"].required = bool(studies)
+    if not _sender_has_address(request):
+        # Nothing could tell the sender: the dialog says where to add an address instead (share_new.html).
+        del form.fields["notify_on_open"]
     return form
+
+
+def _sender_has_address(request: HttpRequest) -> bool:
+    return isinstance(request.user, Sender) and bool(request.user.email)
 
 
 def _create(request: HttpRequest, organisation: Organisation, form: ShareForm, found: Found) -> Share | None:
@@ -147,7 +177,8 @@ def _create(request: HttpRequest, organisation: Organisation, form: ShareForm, f
             consent_confirmed=data["consent_confirmed"],
             reason=data["reason"],
             birth_date=data.get("birth_date"),
-            notify_on_open=data["notify_on_open"],
+            notify_on_open=data.get("notify_on_open", False),
+            recipient_name=data.get("recipient_name", ""),
             created_by=request.user,  # type: ignore[arg-type]  # sender_required guarantees a Sender
             request=request,
             pacs=found.selections,
@@ -178,7 +209,11 @@ def share_new(request: HttpRequest, organisation: Organisation) -> HttpResponse:
     if not studies and not found.selections:
         for problem in found.problems:
             messages.error(request, _("The PACS could not be searched: %(problem)s") % {"problem": problem})
-        messages.error(request, _("Select one or more studies to share first."))
+        if context["missing"]:
+            # A deep link from a PACS (docs/requirements.md S1.3) names the study it meant: say which was not found.
+            messages.error(request, not_found_message(context["missing"]))
+        else:
+            messages.error(request, _("Select one or more studies to share first."))
         return redirect("portal:studies")
     if _mixed_patients(request, studies, found):
         # The browser's check stops this before it gets here; a crafted request or deep link still meets the rule.
@@ -324,7 +359,7 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
             "lock_held": share.is_held,
             "trail": trail,
             "share_again_url": again,
-            "status_reason_text": STATUS_REASONS.get(share.status_reason, share.status_reason),
+            "status_reason_text": status_reason_text(share.status_reason),
             **_from_above(share),
         },
     )

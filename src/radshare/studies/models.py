@@ -62,6 +62,7 @@ class Study(models.Model):
     modalities_in_study = models.CharField(max_length=100, blank=True)  # "CT\\SR", sorted, deduplicated
     number_of_series = models.PositiveIntegerField(default=0)
     number_of_instances = models.PositiveIntegerField(default=0)
+    number_of_reports = models.PositiveIntegerField(default=0)  # of the instances: SR documents and PDFs
     size = models.BigIntegerField(default=0)  # bytes of the stored DICOM files
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -90,6 +91,11 @@ class Study(models.Model):
     def modalities(self) -> list[str]:
         return [m for m in self.modalities_in_study.split("\\") if m]
 
+    @property
+    def number_of_images(self) -> int:
+        """The instances that are not reports (docs/requirements.md S4.12: a report is counted apart)."""
+        return self.number_of_instances - self.number_of_reports
+
 
 class Series(models.Model):
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
@@ -99,6 +105,7 @@ class Series(models.Model):
     series_description = models.CharField(max_length=200, blank=True)
     body_part_examined = models.CharField(max_length=64, blank=True)
     number_of_instances = models.PositiveIntegerField(default=0)
+    number_of_reports = models.PositiveIntegerField(default=0)  # of the instances: SR documents and PDFs
     size = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -111,6 +118,11 @@ class Series(models.Model):
 
     def __str__(self) -> str:
         return f"series {self.pk}"
+
+    @property
+    def number_of_images(self) -> int:
+        """The instances that are not reports, as ``Study.number_of_images``."""
+        return self.number_of_instances - self.number_of_reports
 
 
 class Instance(models.Model):

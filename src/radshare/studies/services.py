@@ -304,17 +304,24 @@ def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
 
 
 def _add_to_counts(
-    study_pk: int, patient_pk: int, series_pk: int, size: int, series_created: bool, modality: str
+    study_pk: int,
+    patient_pk: int,
+    series_pk: int,
+    size: int,
+    series_created: bool,
+    modality: str,
+    sop_class_uid: str,
 ) -> None:
-    """One more instance of ``size`` bytes in its series and study; a new series also counts in the study's
-    series and modalities. The study must still be filed under ``patient_pk``: an admin may have moved it since
-    this process cached its ids (docs/architecture.md "Corrections from the PACS")."""
-    Series.objects.filter(pk=series_pk).update(
-        number_of_instances=F("number_of_instances") + 1, size=F("size") + size
-    )
+    """One more instance of ``size`` bytes in its series and study (a report counted apart from the images,
+    ``dicom.REPORT_SOP_CLASSES``); a new series also counts in the study's series and modalities. The study must
+    still be filed under ``patient_pk``: an admin may have moved it since this process cached its ids
+    (docs/architecture.md "Corrections from the PACS")."""
+    counts: dict[str, Any] = {"number_of_instances": F("number_of_instances") + 1, "size": F("size") + size}
+    if sop_class_uid in dicom.REPORT_SOP_CLASSES:
+        counts["number_of_reports"] = F("number_of_reports") + 1
+    Series.objects.filter(pk=series_pk).update(**counts)
     study_update: dict[str, Any] = {
-        "number_of_instances": F("number_of_instances") + 1,
-        "size": F("size") + size,
+        **counts,
         "last_instance_at": Now(),  # the retention of an unshared study counts from its last instance
     }
     if series_created:
@@ -369,7 +376,9 @@ def _index(
     )
     # Listeners add their rows in this transaction (imaging: the render, "pending" until a worker makes it).
     signals.instance_stored.send(sender=Instance, instance=instance)
-    _add_to_counts(study_pk, patient_pk, series_pk, stored.size, series_created, modality)
+    _add_to_counts(
+        study_pk, patient_pk, series_pk, stored.size, series_created, modality, instance.sop_class_uid
+    )
     study_uid = dicom.text(ds, "StudyInstanceUID", 64)
     transaction.on_commit(
         lambda: _ids.remember(

@@ -10,8 +10,8 @@ from django.utils.translation import gettext_lazy as _
 from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.audit.queries import TrailFilter
+from radshare.core.dates import DayMonthYearField
 from radshare.organisations.models import Organisation
-from radshare.studies.forms import DATE_INPUT_FORMATS, DateInput
 from radshare.studies.models import Patient
 
 
@@ -28,12 +28,8 @@ class TrailFilterForm(forms.Form):
     outcome = forms.ChoiceField(
         label=_("Outcome"), choices=[("", _("All")), *AuditEvent.Outcome.choices], required=False
     )
-    date_from = forms.DateField(
-        label=_("From"), required=False, widget=DateInput, input_formats=DATE_INPUT_FORMATS
-    )
-    date_to = forms.DateField(
-        label=_("To"), required=False, widget=DateInput, input_formats=DATE_INPUT_FORMATS
-    )
+    date_from = DayMonthYearField(label=_("From"), required=False)
+    date_to = DayMonthYearField(label=_("To"), required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

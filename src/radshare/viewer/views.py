@@ -28,6 +28,7 @@ from radshare.imaging.models import InstanceRender
 from radshare.imaging.previews import KINDS
 from radshare.imaging.render import CT_PRESETS
 from radshare.imaging.reports.study import REPORT_READ_ERRORS, SUMMARY_TAGS
+from radshare.recipients.services import refused_on_device
 from radshare.recipients.session import recipient_required, record_recipient
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Series, Study
@@ -179,6 +180,8 @@ def study_view(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
         "not_shown": not_shown,
         "reports": study_reports,
         "viewer_data": {"series": [s.as_json() for s in stacks]},
+        # On a phone: why not, instead of a button leading to a page without a download (S4.8).
+        "downloads_offered": not refused_on_device(request),
     }
     return render(request, "viewer/study.html", context)
 

@@ -59,12 +59,17 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+# Read by the test suite, not by radshare (README "Development"): CI's "fail when a component is missing" and
+# the browser journeys' screenshots.
+TEST_ONLY = ("REQUIRE_ALL", "SCREENSHOTS")
+
+
 def load(env: Mapping[str, str] | None = None, *, create_secret: bool = True) -> Config:
     """Parse every ``RADSHARE_*`` variable; raise ``ConfigError`` listing each bad one."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     problems: list[str] = []
-    known = {PREFIX + s.name for s in SETTINGS} | {PREFIX + "REQUIRE_ALL"}
+    known = {PREFIX + s.name for s in SETTINGS} | {PREFIX + name for name in TEST_ONLY}
     for setting in SETTINGS:
         if setting.name == "SECRET_KEY":
             continue

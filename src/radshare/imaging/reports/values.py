@@ -5,31 +5,13 @@ from __future__ import annotations
 import datetime as dt
 
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    BasicTextSRStorage,
-    Comprehensive3DSRStorage,
-    ComprehensiveSRStorage,
-    EncapsulatedPDFStorage,
-    EnhancedSRStorage,
-    ExtensibleSRStorage,
-)
 from pydicom.valuerep import DA, DT, TM
 
+# Which SOP classes are reports is radshare.dicom's rule (ingest counts them too); re-exported for the reports' code.
 from radshare.dicom import DICOM_READ_ERRORS
-
-# The general-purpose SR documents a radiologist writes (PS3.3 A.35.1-A.35.3, A.35.13, A.35.21). Dose reports,
-# CAD findings and key-object selections are SR too, but no one reads them as "the report".
-SR_SOP_CLASSES = frozenset(
-    {
-        BasicTextSRStorage,
-        EnhancedSRStorage,
-        ComprehensiveSRStorage,
-        Comprehensive3DSRStorage,
-        ExtensibleSRStorage,
-    }
-)
-PDF_SOP_CLASS = EncapsulatedPDFStorage
-REPORT_SOP_CLASSES = SR_SOP_CLASSES | {PDF_SOP_CLASS}
+from radshare.dicom import PDF_SOP_CLASS as PDF_SOP_CLASS
+from radshare.dicom import REPORT_SOP_CLASSES as REPORT_SOP_CLASSES
+from radshare.dicom import SR_SOP_CLASSES as SR_SOP_CLASSES
 
 PDF_MIME_TYPE = "application/pdf"
 

@@ -32,6 +32,5 @@ def study_reports(context: template.Context, study: Any) -> dict[str, Any]:
         "study": study,
         "reports": reports.study_reports(study),
         "form": ReportAttachForm(auto_id="id_report_%s"),
-        "limit_mb": reports.upload_limit_bytes() >> 20,
         "csrf_token": context.get("csrf_token"),
     }

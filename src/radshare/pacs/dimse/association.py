@@ -21,7 +21,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radshare.organisations.models import PacsNode
-from radshare.pacs.base import PacsError
+from radshare.pacs.base import Failure, PacsError
 
 CONNECT_TIMEOUT = 10.0  # seconds to open the TCP connection
 ACSE_TIMEOUT = 30.0  # seconds for the answer to A-ASSOCIATE-RQ and A-RELEASE-RQ
@@ -139,20 +139,25 @@ class Association:
             result, source, diagnostic = self.rejection
             why = _REJECT_REASONS.get((source, diagnostic), "no reason given")
             return PacsError(
-                f"the PACS refused the association ({why})", temporary=result == 2 or source == 3
+                f"the PACS refused the association ({why})",
+                code=Failure.ASSOCIATION_REJECTED,
+                temporary=result == 2 or source == 3,
             )
         if not self.connected:
             return PacsError(
                 f"the PACS could not be reached at {self.node.host}:{self.node.port} (connection refused or timed "
                 "out)",
+                code=Failure.UNREACHABLE,
                 temporary=True,
             )
         if self.assoc.rejected_contexts and not self.assoc.accepted_contexts:
-            return PacsError(NO_SERVICE, temporary=False)
+            return PacsError(NO_SERVICE, code=Failure.NO_SERVICE, temporary=False)
         acse_timeout = float(self.ae.acse_timeout or ACSE_TIMEOUT)
         if elapsed >= acse_timeout - 0.5:
-            return PacsError(f"no answer from the PACS within {acse_timeout:g} s", temporary=True)
-        return PacsError("the PACS broke off the association", temporary=True)
+            return PacsError(
+                f"no answer from the PACS within {acse_timeout:g} s", code=Failure.TIMEOUT, temporary=True
+            )
+        return PacsError("the PACS broke off the association", code=Failure.BROKEN_OFF, temporary=True)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -173,8 +178,10 @@ def read_responses(
     for status, identifier in responses:
         if "Status" not in status:  # pynetdicom yields an empty status on timeout, abort or a broken message
             if time.monotonic() - last >= timeout - 0.5:
-                raise PacsError(f"no answer from the PACS within {timeout:g} s", temporary=True)
-            raise PacsError("the PACS broke off the association", temporary=True)
+                raise PacsError(
+                    f"no answer from the PACS within {timeout:g} s", code=Failure.TIMEOUT, temporary=True
+                )
+            raise PacsError("the PACS broke off the association", code=Failure.BROKEN_OFF, temporary=True)
         last = time.monotonic()
         yield int(status.Status), status, identifier
 
@@ -184,9 +191,13 @@ def echo(node: PacsNode) -> str:
     with Association(node, [(Verification, None)], timeout=ECHO_TIMEOUT) as assoc:
         status = assoc.send_c_echo()
         if "Status" not in status:
-            raise PacsError(f"no answer to C-ECHO within {ECHO_TIMEOUT:g} s", temporary=True)
+            raise PacsError(
+                f"no answer to C-ECHO within {ECHO_TIMEOUT:g} s", code=Failure.TIMEOUT, temporary=True
+            )
         if int(status.Status) != SUCCESS:
             raise PacsError(
-                f"the PACS answered C-ECHO with status 0x{int(status.Status):04X}", temporary=False
+                f"the PACS answered C-ECHO with status 0x{int(status.Status):04X}",
+                code=Failure.ECHO_FAILED,
+                temporary=False,
             )
     return f"C-ECHO ok ({(time.monotonic() - started) * 1000:.0f} ms)"

@@ -14,6 +14,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # t
 from radshare.organisations.models import PacsNode
 from radshare.pacs.base import (
     STUDY_RETURN_KEYS,
+    Failure,
     PacsError,
     PacsStudy,
     RemoteInstance,
@@ -23,7 +24,6 @@ from radshare.pacs.base import (
 )
 from radshare.pacs.dimse.association import (
     CANCEL,
-    NO_SERVICE,
     OUT_OF_RESOURCES,
     PENDING,
     SUCCESS,
@@ -65,7 +65,9 @@ def c_find(
             if status == SUCCESS or (status == CANCEL and cancelled):
                 return found
             raise UnsupportedError(status)
-    raise PacsError("the PACS broke off the query", temporary=True)  # pragma: no cover - a final always comes
+    raise PacsError(  # pragma: no cover - a final always comes
+        "the PACS broke off the query", code=Failure.BROKEN_OFF, temporary=True
+    )
 
 
 def _study_identifier(keys: dict[str, str], uids: list[str], *, modality: bool) -> Dataset:
@@ -102,7 +104,9 @@ def _series_modalities(node: PacsNode, study_uid: str) -> tuple[str, ...]:
 
 def _query_error(status: int) -> PacsError:
     return PacsError(
-        f"the PACS could not run the query ({status_text(status)})", temporary=status == OUT_OF_RESOURCES
+        f"the PACS could not run the query ({status_text(status)})",
+        code=Failure.QUERY_FAILED,
+        temporary=status == OUT_OF_RESOURCES,
     )
 
 
@@ -187,7 +191,7 @@ def list_instances(
     except UnsupportedError:
         return None
     except PacsError as exc:
-        if exc.reason == NO_SERVICE:
+        if exc.code == Failure.NO_SERVICE:
             return None
         raise
     return list({i.sop_instance_uid: i for i in instances}.values())

@@ -17,6 +17,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from radshare.organisations.models import PacsNode
 from radshare.pacs.base import (
+    Failure,
     PacsError,
     ProgressCallback,
     RemoteInstance,
@@ -147,6 +148,7 @@ def run_retrieve(
                 if status == 0xA801:
                     raise PacsError(
                         f"the PACS does not know radshare's AE title {move_destination!r} as a C-MOVE destination",
+                        code=Failure.MOVE_DESTINATION_UNKNOWN,
                         temporary=False,
                     )
                 if status not in (SUCCESS, WARNING):
@@ -167,17 +169,23 @@ MOVE_SETUP = (
 def _refusal_error(status: int, *, moved: bool) -> PacsError:
     """Why nothing arrived, from the status that ended the retrieve."""
     if 0xA700 <= status <= 0xA7FF:
-        return PacsError("the PACS is out of resources for this retrieve", temporary=True)
+        return PacsError(
+            "the PACS is out of resources for this retrieve", code=Failure.OUT_OF_RESOURCES, temporary=True
+        )
     if status == CANCEL:
-        return PacsError("the PACS cancelled the retrieve", temporary=True)
+        return PacsError("the PACS cancelled the retrieve", code=Failure.CANCELLED, temporary=True)
     why = f"status 0x{status:04X}, {status_text(status)}"
     if moved:
         # Most often the PACS could not open its association to radshare's SCP (refused, down, unknown to it);
         # radshare's audit trail shows a rejected association if the SCP turned it away.
         return PacsError(
-            f"the PACS could not send the images to radshare ({why}): {MOVE_SETUP}", temporary=True
+            f"the PACS could not send the images to radshare ({why}): {MOVE_SETUP}",
+            code=Failure.MOVE_FAILED,
+            temporary=True,
         )
-    return PacsError(f"the PACS could not run the retrieve ({why})", temporary=False)
+    return PacsError(
+        f"the PACS could not run the retrieve ({why})", code=Failure.RETRIEVE_FAILED, temporary=False
+    )
 
 
 def outcome(

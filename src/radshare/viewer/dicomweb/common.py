@@ -18,7 +18,7 @@ from django.http.response import HttpResponseBase
 
 from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
-from radshare.recipients.session import Stage, record_recipient, session_share
+from radshare.recipients.session import Stage, record_recipient, session_share, why_refused
 from radshare.shares.models import Share
 from radshare.studies.models import Instance, Study
 
@@ -75,13 +75,16 @@ def json_response(data: Any, warnings: Iterable[str] = ()) -> HttpResponse:
 
 
 def gate(request: HttpRequest) -> Share | HttpResponse:
-    """Off: 404; not a logged-in recipient (or the share ended): 401; GET only: 405. Else the session's share
-    (its validity checked now, on every request: A7)."""
+    """Off: 404; not a logged-in recipient: 401; the share ended during the session: 410; locked: 423; GET only:
+    405. Else the session's share (its validity checked now, on every request: A7)."""
     if not enabled():
         return not_found()
     share = session_share(request, Stage.IN)
     if share is None:
-        return error(401, "not logged in", WWW_Authenticate='Session realm="radshare recipient"')
+        _page, status, message = why_refused(request)
+        if status == 401:
+            return error(401, message, WWW_Authenticate='Session realm="radshare recipient"')
+        return error(status, message)
     if request.method != "GET":
         return error(405, "read-only: GET only", Allow="GET")
     return share

@@ -19,32 +19,20 @@
     update();
   }
 
-  // Share dialog: the consent question only for a care provider, the e-mail field only for e-mail delivery.
+  // Share dialog: the consent question only for a care provider, the e-mail field only for e-mail delivery, the
+  // name on the letter only for a letter.
   const form = document.querySelector("form.share-form");
   if (form) {
     const consent = document.getElementById("consent");
     const email = document.getElementById("email-field");
+    const letter = document.getElementById("letter-field");
     const value = (name) => { const r = form.querySelector(`input[name=${name}]:checked`); return r ? r.value : ""; };
     const update = () => {
       if (consent) consent.hidden = value("recipient_type") !== "care_provider";
       if (email) email.hidden = value("delivery") !== "email";
+      if (letter) letter.hidden = value("delivery") !== "letter";
     };
     form.addEventListener("change", update);
     update();
   }
-
-  // Copy the link.
-  document.querySelectorAll("button[data-copy]").forEach((button) => {
-    button.addEventListener("click", async () => {
-      const input = document.getElementById(button.dataset.copy);
-      const status = document.getElementById("copy-status");
-      input.select();
-      try {
-        await navigator.clipboard.writeText(input.value);
-      } catch (err) {
-        document.execCommand("copy");  // older browsers, and pages not served over HTTPS
-      }
-      if (status) status.textContent = button.dataset.copied;
-    });
-  });
 })();

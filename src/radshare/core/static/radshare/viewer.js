@@ -302,11 +302,12 @@
   seriesButtons.forEach((b) => b.addEventListener("click", () => selectSeries(Number(b.dataset.series))));
   window.addEventListener("resize", applyTransform);
 
-  // An image that fails to load because the session ended: reload, and the server shows the start page.
+  // An image that fails to load because the session or the share ended (401, 410), or the share is locked (423):
+  // reload, and the server shows the page that says so.
   img.addEventListener("error", () => {
     fetch(img.src, { method: "HEAD", redirect: "manual", credentials: "same-origin" })
       .then((r) => {
-        if (r.type === "opaqueredirect") window.location.reload();
+        if (r.type === "opaqueredirect" || [401, 410, 423].includes(r.status)) window.location.reload();
       })
       .catch(() => {});
   });

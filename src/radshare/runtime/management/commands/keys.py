@@ -33,7 +33,7 @@ from radshare.delivery.rotation import rotate_secrets
 from radshare.organisations.management.commands._common import OperatorCommand
 from radshare.organisations.models import ApiKey
 from radshare.organisations.rotation import api_keys_on_old_keys, rotate_pacs_secrets
-from radshare.shares.rotation import rotate_codes
+from radshare.shares.rotation import rotate_codes, rotate_recipient_names
 from radshare.studies.rotation import rotate_bsn_hashes
 
 
@@ -57,6 +57,13 @@ def rotate_checkpoints(*, apply: bool = True) -> Rotation:
 STEPS = (
     Step(
         "share_codes", "share code", "share codes", rotate_codes, "no listed key reads their encrypted copy"
+    ),
+    Step(
+        "recipient_names",
+        "name on a letter",
+        "names on letters",
+        rotate_recipient_names,
+        "no listed key reads them: the letter is printed without the name",
     ),
     Step(
         "outbox_secrets",
