@@ -47,3 +47,13 @@ def test_each_cited_file_and_name_exists(document: str, path: str, names: str) -
     assert file is not None, f"{document} cites {path}, which does not exist"
     missing = [n for n in (n.strip() for n in names.split(",")) if n and not _defines(file.read_text(), n)]
     assert missing == [], f"{document} cites {path}::{', '.join(missing)}, not defined there"
+
+
+LINK = re.compile(r"\]\((?!https?:|#|mailto:)([^)#\s]+)")
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: d.name)
+def test_each_relative_link_and_image_exists(document: Path) -> None:
+    """Links and images such as the README's screenshots (``docs/screenshots/``) point at committed files."""
+    missing = [link for link in LINK.findall(document.read_text()) if not (document.parent / link).exists()]
+    assert missing == [], f"{document.name} links to files that do not exist: {missing}"

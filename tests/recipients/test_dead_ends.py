@@ -55,6 +55,7 @@ def test_on_a_phone_no_page_offers_a_download_only_why(recipient: Recipient, rad
         assert '.zip"' not in html, url
         assert ("open the link on a computer" in html) or (WHY in _text(response)), url
     assert WHY in _text(phone.get(f"/r/studies/{study.pk}/", headers={"user-agent": IPHONE}))
+    assert "download these images until" not in _text(phone.get("/r/studies", headers={"user-agent": IPHONE}))
 
     radshare_config(download_on_mobile=True)  # the operator allows phones: the actions come back
     viewer = phone.get(f"/r/studies/{study.pk}/", headers={"user-agent": IPHONE}).content.decode()
