@@ -11,7 +11,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 $$(ls -d $${PYENV_RO
 PG_URL ?= postgres://postgres@127.0.0.1:5432/radshare
 PYTEST_WORKERS ?= 2
 
-.PHONY: help run install test test-sqlite test-postgres lint messages check-messages bench clean lock
+.PHONY: help run install test test-sqlite test-postgres lint messages check-messages bench bench-quick clean lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,8 +57,13 @@ messages: install ## rebuild the translation catalogues (.po -> .mo); CI fails w
 check-messages: install ## fail when the committed translation catalogues are stale
 	scripts/check-messages
 
-bench: install ## benchmarks, each beside a reference measured in the same run
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+BENCHES := $(filter-out bench/results.py,$(wildcard bench/*.py))
+
+bench: install ## benchmarks, each beside a reference measured in the same run (bench/README.md; about 10 minutes)
+	@for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+bench-quick: install ## every benchmark, tiny: checks that they run (CI), measures nothing
+	@for b in $(BENCHES); do echo "== $$b --quick"; $(BIN)/python $$b --quick || exit 1; done
 
 lock: ## re-pin requirements.lock from pyproject.toml (needs the network to the package registry)
 	$(BIN)/python -m pip install --quiet pip-tools

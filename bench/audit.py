@@ -6,7 +6,7 @@ transaction. Ours adds the lock of the chain's head row, the hash and the head's
 Runs alternate ours and the reference; medians of ``--runs``. On SQLite always, and on PostgreSQL when
 ``--postgres URL`` names a server where a scratch database may be made (``createdb``/``dropdb``).
 
-Usage: python bench/audit.py [--count 2000] [--runs 3] [--postgres postgres://postgres@127.0.0.1:5432]
+Usage: python bench/audit.py [--count 2000] [--runs 3] [--postgres postgres://postgres@127.0.0.1:5432] [--quick]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from results import Row, report
 
 PY = sys.executable
 
@@ -90,7 +92,10 @@ def main() -> None:
     parser.add_argument(
         "--postgres", default="", help="a PostgreSQL server URL (no database) to measure on too"
     )
+    parser.add_argument("--quick", action="store_true", help="a few entries, one run: checks that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.count, args.runs = 50, 1
     base = {k: v for k, v in os.environ.items() if not k.startswith("RADSHARE_")}
     base["RADSHARE_LOG_LEVEL"] = "WARNING"
     rows = []
@@ -113,14 +118,23 @@ def main() -> None:
                 rows.append(("PostgreSQL", measure(env, args.count, args.runs)))
             finally:
                 subprocess.run(["dropdb", *where, name], check=False)
-    print(f"audit entries, {args.count} per run, medians of {args.runs}")
-    print(f"{'database':<12}{'record() ms':>14}{'plain INSERT ms':>18}{'ratio':>8}{'verify entries/s':>19}")
-    for name, r in rows:
-        ratio = r["ours"] / r["reference"]
-        print(
-            f"{name:<12}{r['ours'] * 1000:>14.3f}{r['reference'] * 1000:>18.3f}{ratio:>8.2f}{r['verify']:>19,.0f}"
-        )
-    print(json.dumps(dict(rows)))
+    report(
+        "audit",
+        f"Audit entries, {args.count} per run, medians of {args.runs}: record() vs a plain INSERT (ms per entry)",
+        [
+            Row(
+                f"{name}: ms per entry",
+                r["ours"] * 1000,
+                r["reference"] * 1000,
+                higher_is_better=False,
+                unit="ms",
+                extra={"verify_entries_per_s": round(r["verify"])},
+            )
+            for name, r in rows
+        ],
+        count=args.count,
+        runs=args.runs,
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
 from collections import Counter
@@ -23,6 +22,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from radshare.core.cpus import usable_cores
 from radshare.core.storage import get_storage, instance_key, render_folder
 from radshare.core.tasks import backoff
 from radshare.core.workers import current_worker_id
@@ -44,10 +44,11 @@ _pool_lock = Lock()
 
 
 def render_processes() -> int:
-    """RADSHARE_RENDER_PROCESSES, or one core fewer than the machine has (measured: with 2 cores, one render
-    process keeps up with the SCP and leaves its throughput untouched; two cost it ~20%)."""
-    configured = settings.RADSHARE.render_processes
-    return configured or max(1, (os.cpu_count() or 2) - 1)
+    """RADSHARE_RENDER_PROCESSES, or as many as the cores this process may use: a study that has just arrived is
+    rendered on every core (a JPEG 2000 study is decode-bound). The render processes run at a lower priority
+    (``init_worker``), so the SCP and the web server still come first (docs/architecture.md "Performance
+    budget")."""
+    return settings.RADSHARE.render_processes or usable_cores()
 
 
 def pool() -> ProcessPoolExecutor:

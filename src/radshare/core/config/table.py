@@ -176,7 +176,7 @@ SETTINGS: tuple[Setting, ...] = (
         "RENDER_PROCESSES",
         "0",
         int_range(0, 256),
-        "Processes a worker renders images with; 0: one fewer than the machine's cores (at least one).",
+        "Processes a worker renders images with; 0: as many as the cores it may use.",
     ),
     Setting("UPLOAD_MAX_MB", "2048", int_range(1, 1024 * 1024), "Largest upload in the portal, in MB."),
     Setting("BSN_ISSUER", "NLMINBIZA", text, "Issuer of Patient ID that marks a BSN in Other Patient IDs."),
