@@ -140,7 +140,11 @@ def main() -> None:
         scp = subprocess.Popen([*CLI, "scp"], env=env, **quiet)  # type: ignore[call-overload]
         worker = subprocess.Popen([*CLI, "worker"], env=env, **quiet)  # type: ignore[call-overload]
         watch = subprocess.Popen(
-            [*CLI, "shell", "--no-imports", "-c", WATCH], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [*CLI, "shell", "--no-imports", "-c", WATCH],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert watch.stdin is not None
         assert watch.stdout is not None

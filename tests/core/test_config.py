@@ -83,7 +83,8 @@ def problems_of(env: dict[str, str]) -> list[str]:
         ("SMS_BODY", '{"to": "{to}", "text": "{text}", "from": "{phone}"}'),
         ("SMS_BODY", "to={to}&text={text}"),
         ("SMS_BODY", '{"to": "{to}", "text": "{text}"'),
-        ("STORAGE_URL", "s3://bucket"),
+        ("STORAGE_URL", "s3://bucket?endpoint=http://s3.local"),
+        ("STORAGE_URL", "gs://bucket"),
         ("LOG_LEVEL", "LOUD"),
     ],
 )

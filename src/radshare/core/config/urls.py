@@ -121,8 +121,11 @@ def sms_url(raw: str) -> str:
 def storage_url(raw: str) -> str:
     value = raw.strip()
     parts = urlsplit(value)
+    if parts.scheme == "s3":
+        from radshare.core.storage.s3 import S3Storage  # late import: the storage package reads settings
+
+        S3Storage.from_url(value)  # its own rules for the bucket and the options; contacts nothing
+        return value
     if parts.scheme != "file" or not parts.path:
-        # Object storage (s3://) arrives with the production storage work; refuse it clearly
-        # instead of silently writing to the wrong place.
-        raise ValueError("must be file:///absolute/dir (object storage is not supported in this version)")
+        raise ValueError("must be file:///absolute/dir or s3://bucket/prefix?endpoint_url=...&region=...")
     return value

@@ -1,7 +1,7 @@
 """Storage of instances and renders behind one interface, chosen by ``RADSHARE_STORAGE_URL``.
 
 ``get_storage()`` is the door; ``layout`` names the keys; ``base.Storage`` is what every backend implements
-(``filesystem`` today; object storage is planned and would be one more module here).
+(``filesystem``, and ``s3`` for object storage).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from django.core.exceptions import ImproperlyConfigured
 from radshare.core.storage.base import Data, ObjectStat, Storage, StoredObject, check_key
 from radshare.core.storage.filesystem import FileSystemStorage
 from radshare.core.storage.layout import instance_key, new_instance_name, render_folder, render_key
+from radshare.core.storage.s3 import S3Storage
 
 __all__ = [
     "Data",
     "FileSystemStorage",
     "ObjectStat",
+    "S3Storage",
     "Storage",
     "StoredObject",
     "check_key",
@@ -40,9 +42,14 @@ def get_storage() -> Storage:
 
 @lru_cache(maxsize=8)
 def storage_for_url(url: str) -> Storage:
-    """The storage a ``RADSHARE_STORAGE_URL`` names: ``file:///dir`` (the configuration refuses any other scheme
-    already; this is the last line)."""
+    """The storage a ``RADSHARE_STORAGE_URL`` names: ``file:///dir`` or ``s3://bucket/prefix?...`` (the
+    configuration refuses any other already; this is the last line)."""
     parts = urlsplit(url)
     if parts.scheme == "file" and parts.path:
         return FileSystemStorage(Path(parts.path))
-    raise ImproperlyConfigured("RADSHARE_STORAGE_URL: only file:///absolute/dir is supported")
+    if parts.scheme == "s3" and parts.netloc:
+        try:
+            return S3Storage.from_url(url)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"RADSHARE_STORAGE_URL: {exc}") from None
+    raise ImproperlyConfigured("RADSHARE_STORAGE_URL: must be file:///absolute/dir or s3://bucket/prefix")

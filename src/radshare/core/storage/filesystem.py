@@ -106,7 +106,7 @@ class FileSystemStorage(Storage):
             raise ValueError(f"not a byte range: {start}..{end}")
         fd = os.open(self._path(key), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            window = _Range(fd, start, end)
+            window = _Range(fd, start, end, key)
         except BaseException:
             os.close(fd)
             raise
@@ -264,9 +264,10 @@ class _Range(io.RawIOBase):
     """Bytes ``start`` to ``end - 1`` of an open file (cut to its size), read with ``pread``; seekable within
     the range. Closing it closes the file."""
 
-    def __init__(self, fd: int, start: int, end: int) -> None:
+    def __init__(self, fd: int, start: int, end: int, name: str) -> None:
         size = os.fstat(fd).st_size
         self._fd = fd
+        self.name = name  # as a file's name: pydicom and others read it
         self._start = min(start, size)
         self._length = min(end, size) - self._start
         self._pos = 0
