@@ -31,6 +31,7 @@ def test_each_app_declares_its_own_periodic_jobs() -> None:
         "shares.destroy_studies",
         "notifications.housekeeping",
         "recipients.prune_login_rows",
+        "studies.storage_held",
         "downloads.prune_grants",
         "api.report_refused_keys",
         "audit.checkpoint",

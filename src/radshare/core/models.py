@@ -31,3 +31,24 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return f"worker {self.host} pid {self.pid}"
+
+
+class UsageCount(models.Model):
+    """How much of something happened, per organisation and day: images received, shares made, downloads and their
+    bytes, SMS sent (core/usage.py, the one door; docs/operations.md "Usage per organisation"). Durable: a month's
+    figures do not change when its images are destroyed or its audit entries pruned. The organisation is a plain
+    id (this app sits below the organisations app); 0 is the installation itself."""
+
+    organisation_id = models.BigIntegerField()
+    day = models.DateField()
+    name = models.CharField(max_length=64)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organisation_id", "day", "name"], name="usage_count_unique")
+        ]
+        indexes = [models.Index(fields=["day", "organisation_id"], name="usage_count_day")]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.day} org {self.organisation_id}: {self.value}"

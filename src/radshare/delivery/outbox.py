@@ -26,6 +26,7 @@ from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import Outcome, record
 from radshare.core.tasks import enqueue_on_commit
+from radshare.core.usage import Usage, count
 from radshare.delivery import backends, content
 from radshare.delivery.models import Notification
 from radshare.organisations.models import Sender
@@ -323,6 +324,12 @@ def deliver(pk: int) -> str:
 
 def _audit(n: Notification, outcome: str) -> None:
     share = n.share
+    if outcome != Outcome.SUCCESS:
+        count(Usage.NOTIFICATIONS_FAILED, organisation=n.organisation_id, kind=n.channel)
+    elif n.channel == Notification.Channel.SMS:
+        count(Usage.SMS_SENT, organisation=n.organisation_id)
+    else:
+        count(Usage.EMAILS_SENT, organisation=n.organisation_id)
     record(
         Action.NOTIFICATION_SENT if outcome == Outcome.SUCCESS else Action.NOTIFICATION_FAILED,
         outcome=outcome,

@@ -4,12 +4,17 @@ counted and audited as the admin's."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib import admin
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path
+from django.utils import timezone
 
 from radshare.organisations import two_factor, two_factor_views
 from radshare.organisations.forms import OperatorLoginForm
+from radshare.organisations.usage import COLUMNS, as_csv, month_usage, parse_month
 
 
 class OperatorAdminSite(admin.AdminSite):
@@ -34,4 +39,30 @@ class OperatorAdminSite(admin.AdminSite):
                 name="two_factor_recovery_codes",
             ),
         ]
-        return step + super().get_urls()
+        pages = [path("usage/", self.admin_view(self.usage), name="usage")]
+        return step + pages + super().get_urls()
+
+    def usage(self, request: HttpRequest) -> HttpResponse:
+        """Usage per organisation for a month (``?month=YYYY-MM``, default the last one; ``&csv=1`` for CSV)."""
+        this_month = timezone.localdate().replace(day=1)
+        try:
+            month = parse_month(request.GET.get("month", ""))
+        except ValueError:
+            month = (this_month - dt.timedelta(days=1)).replace(day=1)
+        report = month_usage(month)
+        if request.GET.get("csv"):
+            response = HttpResponse(as_csv(report), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="radshare-usage-{month:%Y-%m}.csv"'
+            return response
+        previous = (month - dt.timedelta(days=1)).replace(day=1)
+        following = (month + dt.timedelta(days=31)).replace(day=1)
+        context = {
+            **self.each_context(request),
+            "title": f"Usage in {month:%B %Y}",
+            "month": month,
+            "previous": previous,
+            "following": following if following <= this_month else None,
+            "columns": COLUMNS,
+            "rows": [(u, [u.figures.get(name, 0) for name, _ in COLUMNS]) for u in report],
+        }
+        return TemplateResponse(request, "admin/radshare_usage.html", context)

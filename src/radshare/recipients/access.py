@@ -23,6 +23,7 @@ from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
 from radshare.core import crypto
 from radshare.core.net import client_address
+from radshare.core.usage import Usage, count
 from radshare.delivery import outbox
 from radshare.delivery.models import Notification
 from radshare.recipients.models import AccessAttempt, OneTimeCode
@@ -91,6 +92,7 @@ def _lock(share: Share, hold: bool) -> None:
     """Lock after too many wrong tries; the sender is told each time (A3)."""
     share.locked_until = Share.HELD if hold else timezone.now() + BIRTH_DATE_LOCK
     share.save(update_fields=["locked_until", "birth_date_failures", "birth_date_locks", "sms_code_failures"])
+    count(Usage.RECIPIENT_LOCKOUTS, organisation=share.organisation_id)
     outbox.queue_locked_notice(share)
 
 

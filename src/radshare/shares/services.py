@@ -26,6 +26,7 @@ from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record
 from radshare.core.dates import validate_birth_date
 from radshare.core.tasks import enqueue_on_commit
+from radshare.core.usage import Usage, count
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.services import renders_done, renders_postponed
 from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
@@ -279,6 +280,11 @@ def _complete_new_share(
             "reason": share.reason,
         },
     )
+    count(
+        Usage.SHARES_CREATED,
+        organisation=share.organisation_id,
+        kind=f"{share.delivery}.{share.recipient_type}",
+    )
     from radshare.shares.tasks import prepare_share  # late import: tasks import this module
 
     enqueue_on_commit(prepare_share, share.pk)
@@ -484,6 +490,7 @@ def mark_opened(share: Share) -> bool:
         ).update(status=Share.Status.OPENED, opened_at=timezone.now())
         if first:
             share.refresh_from_db()
+            count(Usage.SHARES_OPENED, organisation=share.organisation_id)
             signals.share_opened.send(sender=Share, share=share)
     return bool(first)
 

@@ -1,0 +1,63 @@
+"""Usage counters per organisation and day (``UsageCount``): the one door through which radshare counts what it
+did for whom, for the usage report (``radshare report usage``, the operator's usage page) and the metrics.
+
+``count`` adds to a counter in the caller's transaction (one upsert), so a count commits with what it counts and
+never twice; ``gauge`` sets a day's value (storage held). Counters are kept apart from the audit trail: they are
+not pruned, hold no patient data and are cheap to sum over a month.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+
+from django.db import connection
+from django.utils import timezone
+
+INSTALLATION = 0  # the organisation id of what belongs to no organisation
+
+
+class Usage(StrEnum):
+    STUDIES_RECEIVED = "studies_received"  # new studies, by any ingest (C-STORE, upload, PACS retrieve)
+    INSTANCES_RECEIVED = "instances_received"
+    BYTES_RECEIVED = "bytes_received"
+    SHARES_CREATED = "shares_created"  # with ``kind``: "<delivery>.<recipient type>"
+    SHARES_OPENED = "shares_opened"  # first login of the recipient
+    DOWNLOADS = "downloads"  # ZIP downloads completed, with ``kind``: "dicom" or "jpeg"
+    DOWNLOAD_BYTES = "download_bytes"
+    SMS_SENT = "sms_sent"
+    EMAILS_SENT = "emails_sent"
+    NOTIFICATIONS_FAILED = "notifications_failed"
+    RECIPIENT_LOCKOUTS = "recipient_lockouts"
+    STORAGE_BYTES = "storage_bytes"  # a gauge: what the organisation's studies hold, once a day
+
+
+def key(usage: Usage, kind: str = "") -> str:
+    return f"{usage.value}:{kind}" if kind else usage.value
+
+
+_INSERT = "INSERT INTO core_usagecount (organisation_id, day, name, value) VALUES (%s, %s, %s, %s) "
+# The same statements on SQLite (3.24 and newer) and PostgreSQL.
+_ADD = (
+    _INSERT
+    + "ON CONFLICT (organisation_id, day, name) DO UPDATE SET value = core_usagecount.value + excluded.value"
+)
+_SET = _INSERT + "ON CONFLICT (organisation_id, day, name) DO UPDATE SET value = excluded.value"
+
+
+def _upsert(organisation_id: int, day: dt.date, name: str, value: int, *, add: bool) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_ADD if add else _SET, [organisation_id, day, name, value])
+
+
+def count(
+    usage: Usage, n: int = 1, *, organisation: int | None, kind: str = "", day: dt.date | None = None
+) -> None:
+    """Add ``n`` to the organisation's counter of ``usage`` (and ``kind``) for ``day`` (today)."""
+    if n:
+        _upsert(organisation or INSTALLATION, day or timezone.localdate(), key(usage, kind), n, add=True)
+
+
+def gauge(usage: Usage, value: int, *, organisation: int | None, day: dt.date | None = None) -> None:
+    """Set the organisation's value of ``usage`` for ``day`` (today), replacing an earlier one of that day."""
+    _upsert(organisation or INSTALLATION, day or timezone.localdate(), key(usage), value, add=False)
