@@ -57,7 +57,7 @@ messages: install ## rebuild the translation catalogues (.po -> .mo); CI fails w
 check-messages: install ## fail when the committed translation catalogues are stale
 	scripts/check-messages
 
-BENCHES := $(filter-out bench/results.py,$(wildcard bench/*.py))
+BENCHES := $(filter-out bench/results.py bench/processes.py,$(wildcard bench/*.py))
 
 bench: install ## benchmarks, each beside a reference measured in the same run (bench/README.md; about 10 minutes)
 	@for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b || exit 1; done

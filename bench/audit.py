@@ -18,8 +18,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from processes import postgres_env
 from results import Row, report
 
 PY = sys.executable
@@ -103,21 +103,8 @@ def main() -> None:
         env = {**base, "RADSHARE_DATA_DIR": str(Path(tmp_name) / "sqlite")}
         rows.append(("SQLite", measure(env, args.count, args.runs)))
         if args.postgres:
-            server = urlsplit(args.postgres)
-            name = f"radshare_bench_{os.getpid()}"
-            where = ["-h", server.hostname or "127.0.0.1", "-p", str(server.port or 5432)]
-            where += ["-U", server.username or "postgres"]
-            subprocess.run(["createdb", *where, name], check=True)
-            try:
-                env = {
-                    **base,
-                    "RADSHARE_DATA_DIR": str(Path(tmp_name) / "postgres"),
-                    "RADSHARE_DATABASE_URL": f"{args.postgres.rstrip('/')}/{name}",
-                    "RADSHARE_SECRET_KEY": "bench-only-" + os.urandom(24).hex(),
-                }
+            with postgres_env(args.postgres, base, Path(tmp_name) / "postgres", "audit") as env:
                 rows.append(("PostgreSQL", measure(env, args.count, args.runs)))
-            finally:
-                subprocess.run(["dropdb", *where, name], check=False)
     report(
         "audit",
         f"Audit entries, {args.count} per run, medians of {args.runs}: record() vs a plain INSERT (ms per entry)",

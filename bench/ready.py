@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
+from processes import free_port, wait_port
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 from results import Row, report
 
@@ -51,22 +51,6 @@ for line in sys.stdin:
         time.sleep(0.02)
     print(f"{time.perf_counter() - started:.4f} {status}", flush=True)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"nothing listens on port {port}")
 
 
 def make_study(folder: Path, count: int, compressed: bool) -> str:

@@ -1,30 +1,46 @@
 """C-STORE throughput: radshare's storage SCP next to references measured in the same run.
 
-One DCMTK ``storescu`` association sends the same generated 512x512 CT files to:
-  * DCMTK ``storescp`` (writes files, no fsync),
-  * a bare pynetdicom SCP writing the received bytes (no fsync) and one that fsyncs each file,
-  * ``radshare scp`` (fsync + rename + index + commit before answering; SQLite WAL, synchronous=FULL).
-docs/architecture.md "Performance budget": radshare >= 0.8x the bare SCP with the same durability (fsync per file).
+One DCMTK ``storescu`` association (TCP_NODELAY=1) sends the same generated 512x512 CT files to:
+  * ``radshare scp``: fsync of the file and its folder, index, commit, then success (SQLite; ``--postgres`` too),
+  * a bare pynetdicom SCP that writes the received bytes and fsyncs each file (the reference: same durability),
+  * the same bare SCP without fsync, and DCMTK ``storescp`` (no fsync): what the network and parsing alone allow.
+radshare and the bare SCP with fsync take turns, ``--runs`` times for each number of images (medians); the two
+without fsync run once per number, between them. Every radshare run starts from a fresh copy of one migrated
+installation (a new database, an empty storage), so no image is ever a duplicate.
 
-Usage: python bench/scp_store.py [--count 400]
+The cost per image must not grow with the association's length: it is printed for each number of images, with its
+spread. docs/architecture.md "Performance budget": radshare >= 0.9x the bare SCP with fsync.
+
+Usage: python bench/scp_store.py [--counts 100,400,1600] [--runs 3] [--postgres postgres://postgres@127.0.0.1:5432]
+                                 [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import shutil
-import socket
-import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parents[1]
+from processes import free_port, wait_port
+from radshare.studies.synthetic import FakePatient, ct_series, encode
+from results import Row, report
+
 PY = sys.executable
+CLI = [PY, "-m", "radshare"]
+TARGET = 0.9
+FLAT = 0.2  # the cost per image may vary this much between 100 and 1,600 images
+WARM_UP = "warm-up.dcm"
 
 BARE_SCP = textwrap.dedent(
     """
@@ -50,157 +66,216 @@ BARE_SCP = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port}")
-
-
-def make_files(folder: Path, count: int) -> int:
-    import datetime as dt
-
-    from radshare.studies.synthetic import FakePatient, ct_series, encode
-
+def make_files(folder: Path, count: int) -> list[Path]:
+    """``count`` images of one series, and one more (``WARM_UP``) sent alone before them."""
     patient = FakePatient("BENCH1", "Bench^Mark", dt.date(1970, 1, 1))
-    total = 0
-    for i, ds in enumerate(ct_series(patient, count=count, size=512)):
-        data = encode(ds)
-        (folder / f"ct{i:05d}.dcm").write_bytes(data)
-        total += len(data)
-    return total
+    files = []
+    for i, ds in enumerate(ct_series(patient, count=count + 1, size=512)):
+        path = folder / (f"ct{i:05d}.dcm" if i < count else WARM_UP)
+        path.write_bytes(encode(ds))
+        files.append(path)
+    return files[:count]
 
 
-def send(folder: Path, port: int, calling: str = "BENCHSCU") -> float:
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    files = sorted(str(p) for p in folder.iterdir())
+def send(files: list[Path], port: int) -> float:
+    """Seconds for one storescu association to send ``files``; every one must be acknowledged with success."""
     started = time.perf_counter()
     subprocess.run(
-        ["storescu", "-aet", calling, "-aec", "ANY", "127.0.0.1", str(port), *files],
+        ["storescu", "-aet", "BENCHSCU", "-aec", "ANY", "127.0.0.1", str(port), *map(str, files)],
         check=True,
-        env=env,
-        timeout=600,
+        env={**os.environ, "TCP_NODELAY": "1"},
+        timeout=900,
         capture_output=True,
     )
     return time.perf_counter() - started
 
 
-def run_target(
-    name: str, cmd: list[str], port: int, folder: Path, env: dict[str, str] | None = None
-) -> float:
+@dataclass(frozen=True)
+class Measured:
+    images_per_s: float  # the whole association, as the sender sees it
+    ms_per_image: (
+        float  # without what every association costs once (storescu's start, the association itself)
+    )
+
+
+def run_server(cmd: list[str], port: int, files: list[Path], env: dict[str, str] | None = None) -> Measured:
+    """Start the SCP, send one image (``WARM_UP``) in an association of its own, then ``files`` in one association,
+    stop it. The SCP's start-up is not timed; the one-image association times what every association costs."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port)
-        seconds = send(folder, port)
+        once = send([files[0].parent / WARM_UP], port)
+        seconds = send(files, port)
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return seconds
+            proc.wait()
+    return Measured(len(files) / seconds, 1000 * (seconds - once) / max(len(files) - 1, 1))
 
 
-def setup_radshare(cli: list[str], data: Path, base_env: dict[str, str]) -> dict[str, str]:
-    """A fresh installation: migrated, one organisation, the bench's AE title admitted."""
-    env = {
-        **base_env,
-        "RADSHARE_DATA_DIR": str(data),
-        "RADSHARE_DICOM_PORT": str(free_port()),
-        "RADSHARE_LOG_LEVEL": "WARNING",
-    }
-    env.pop("RADSHARE_DATABASE_URL", None)
-    subprocess.run([*cli, "migrate", "-v0"], env=env, check=True, timeout=300)
-    for args in (["org", "create", "bench", "--name", "Bench"], ["pacsnode", "add", "bench", "BENCHSCU"]):
-        subprocess.run([*cli, *args], env=env, check=True, timeout=60, capture_output=True)
-    return env
+class Radshare:
+    """Fresh installations of radshare for one database kind: migrated once, copied for every run."""
+
+    def __init__(self, tmp: Path, base_env: dict[str, str], postgres: str = "") -> None:
+        self.tmp = tmp
+        self.postgres = postgres
+        self.runs = 0
+        self.template = tmp / "template"
+        self.template.mkdir(parents=True)
+        self.env = {**base_env, "RADSHARE_DATA_DIR": str(self.template), "RADSHARE_LOG_LEVEL": "WARNING"}
+        if postgres:
+            self.template_db = f"radshare_ingest_bench_{os.getpid()}"
+            self._pg("createdb", self.template_db)
+            self.env["RADSHARE_DATABASE_URL"] = f"{postgres.rstrip('/')}/{self.template_db}"
+            self.env["RADSHARE_SECRET_KEY"] = "bench-only-" + os.urandom(24).hex()
+        subprocess.run([*CLI, "migrate", "-v0"], env=self.env, check=True, timeout=600)
+        for args in (["org", "create", "bench", "--name", "Bench"], ["pacsnode", "add", "bench", "BENCHSCU"]):
+            subprocess.run([*CLI, *args], env=self.env, check=True, timeout=120, capture_output=True)
+        self.databases: list[str] = []
+
+    def _pg(self, tool: str, *args: str) -> None:
+        server = urlsplit(self.postgres)
+        where = ["-h", server.hostname or "127.0.0.1", "-p", str(server.port or 5432)]
+        subprocess.run([tool, *where, "-U", server.username or "postgres", *args], check=True, timeout=120)
+
+    def run(self, files: list[Path]) -> Measured:
+        self.runs += 1
+        data = self.tmp / f"run{self.runs}"
+        shutil.copytree(self.template, data)
+        env = {**self.env, "RADSHARE_DATA_DIR": str(data), "RADSHARE_DICOM_PORT": str(free_port())}
+        if self.postgres:
+            name = f"{self.template_db}_{self.runs}"
+            self._pg("createdb", "-T", self.template_db, name)
+            self.databases.append(name)
+            env["RADSHARE_DATABASE_URL"] = f"{self.postgres.rstrip('/')}/{name}"
+        try:
+            return run_server([*CLI, "scp"], int(env["RADSHARE_DICOM_PORT"]), files, env)
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
+            if self.postgres:
+                self._pg("dropdb", "--if-exists", self.databases.pop())
+
+    def close(self) -> None:
+        if self.postgres:
+            self._pg("dropdb", "--if-exists", self.template_db)
 
 
-def pending(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM imaging_instancerender WHERE status IN ('pending', 'rendering')"
-        ).fetchone()
-    return int(row[0])
+def bare(tmp: Path, fsync: bool) -> Callable[[list[Path]], Measured]:
+    def run(files: list[Path]) -> Measured:
+        out = Path(tempfile.mkdtemp(dir=tmp))
+        port = free_port()
+        try:
+            return run_server([PY, "-c", BARE_SCP, str(out), str(port), "1" if fsync else "0"], port, files)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    return run
+
+
+def dcmtk(tmp: Path) -> Callable[[list[Path]], Measured]:
+    def run(files: list[Path]) -> Measured:
+        out = Path(tempfile.mkdtemp(dir=tmp))
+        port = free_port()
+        env = {**os.environ, "TCP_NODELAY": "1"}
+        try:
+            return run_server(["storescp", "-od", str(out), str(port)], port, files, env)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--counts", default="100,400,1600", help="numbers of images per association")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--postgres", default="", help="a PostgreSQL server URL (no database) to measure on too"
+    )
+    parser.add_argument("--quick", action="store_true", help="a few images, one run: checks that it runs")
     args = parser.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    if args.quick:
+        counts, args.runs = [10, 20], 1
     for tool in ("storescu", "storescp"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} (DCMTK) is needed: apt-get install dcmtk")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RADSHARE_")}
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        src = tmp / "files"
-        src.mkdir()
-        total = make_files(src, args.count)
-        mb = total / 1e6
-        results: dict[str, float] = {}
-
-        out = tmp / "dcmtk"
-        out.mkdir()
-        port = free_port()
-        env = {**os.environ, "TCP_NODELAY": "1"}
-        results["DCMTK storescp (no fsync)"] = run_target(
-            "storescp", ["storescp", "-od", str(out), str(port)], port, src, env
-        )
-
-        for fsync in ("0", "1"):
-            out = tmp / f"bare{fsync}"
-            out.mkdir()
-            port = free_port()
-            label = (
-                "bare pynetdicom SCP, fsync per file" if fsync == "1" else "bare pynetdicom SCP (no fsync)"
-            )
-            results[label] = run_target(label, [PY, "-c", BARE_SCP, str(out), str(port), fsync], port, src)
-
-        cli = [PY, "-m", "radshare"]
-        renv = setup_radshare(cli, tmp / "radshare", dict(os.environ))
-        port = int(renv["RADSHARE_DICOM_PORT"])
-        results["radshare scp (fsync + index + commit)"] = run_target(
-            "radshare", [*cli, "scp"], port, src, renv
-        )
-
-        # The same again into a fresh installation with a task worker rendering while images arrive.
-        renv = setup_radshare(cli, tmp / "radshare-with-worker", renv)
-        port = int(renv["RADSHARE_DICOM_PORT"])
-        worker = subprocess.Popen(
-            [*cli, "worker"], env=renv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        (tmp / "files").mkdir()
+        files = make_files(tmp / "files", max(counts))
+        size = files[0].stat().st_size
+        ours = {"SQLite": Radshare(tmp / "sqlite", base)}
+        if args.postgres:
+            ours["PostgreSQL"] = Radshare(tmp / "postgres", base, args.postgres)
+        with_fsync, without_fsync, storescp = bare(tmp, True), bare(tmp, False), dcmtk(tmp)
+        per_image: dict[str, list[float]] = {kind: [] for kind in ours}
         try:
-            label = "radshare scp, worker rendering meanwhile"
-            results[label] = run_target("radshare", [*cli, "scp"], port, src, renv)
-            finished = time.perf_counter()
-            db = Path(renv["RADSHARE_DATA_DIR"]) / "radshare.sqlite3"
-            while pending(db):
-                time.sleep(0.2)
-            render_tail = time.perf_counter() - finished
+            for count in counts:
+                sent = files[:count]
+                measured: dict[str, list[Measured]] = {
+                    kind: [] for kind in [*ours, "fsync", "no fsync", "dcmtk"]
+                }
+                for run in range(args.runs):
+                    for kind, radshare in ours.items():  # ours and the reference take turns
+                        measured[kind].append(radshare.run(sent))
+                        measured["fsync"].append(with_fsync(sent))
+                    if run == 0:
+                        measured["no fsync"].append(without_fsync(sent))
+                        measured["dcmtk"].append(storescp(sent))
+                rate = {k: statistics.median(m.images_per_s for m in v) for k, v in measured.items()}
+                cost = {k: statistics.median(m.ms_per_image for m in v) for k, v in measured.items()}
+                for kind in ours:
+                    per_image[kind].append(cost[kind])
+                    rows.append(
+                        Row(
+                            f"{kind}, {count} images: images/s",
+                            rate[kind],
+                            rate["fsync"],
+                            target=TARGET,
+                            unit="images/s",
+                            extra={
+                                "ms_per_image": round(cost[kind], 2),
+                                "bare_fsync_ms_per_image": round(cost["fsync"], 2),
+                                "bare_no_fsync": round(rate["no fsync"], 1),
+                                "dcmtk_storescp": round(rate["dcmtk"], 1),
+                                "runs": args.runs,
+                            },
+                        )
+                    )
+                print(
+                    f"{count:5d} images, images/s (ms per image): "
+                    + ", ".join(f"radshare {kind} {rate[kind]:.0f} ({cost[kind]:.2f})" for kind in ours)
+                    + f"; bare SCP with fsync {rate['fsync']:.0f} ({cost['fsync']:.2f}),"
+                    f" without {rate['no fsync']:.0f} ({cost['no fsync']:.2f});"
+                    f" DCMTK storescp {rate['dcmtk']:.0f} ({cost['dcmtk']:.2f})",
+                    flush=True,
+                )
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
-
+            for radshare in ours.values():
+                radshare.close()
+    for kind, costs in per_image.items():
+        spread = max(costs) / min(costs) - 1
+        verdict = "flat" if spread <= FLAT else "NOT flat"
         print(
-            f"C-STORE of {args.count} CT images 512x512 ({mb:.0f} MB), one storescu association, TCP_NODELAY=1"
+            f"radshare {kind}: ms per image (beyond the association's own cost) at {', '.join(map(str, counts))}"
+            " images: "
+            + ", ".join(f"{c:.2f}" for c in costs)
+            + f" (spread {spread:.0%}, {verdict}: at most {FLAT:.0%})"
         )
-        reference = results["bare pynetdicom SCP, fsync per file"]
-        for label, seconds in results.items():
-            print(f"  {label:42s} {args.count / seconds:7.1f} images/s  {mb / seconds:7.1f} MB/s")
-        ours = results["radshare scp (fsync + index + commit)"]
-        print(f"  ratio radshare / bare SCP with fsync: {reference / ours:.2f}x (budget >= 0.8x)")
-        print(
-            f"  with the worker rendering meanwhile, every render was done {render_tail:.1f} s after the last image"
-        )
+    report(
+        "scp_store",
+        f"C-STORE of 512x512 CT ({size / 1e6:.2f} MB each), one storescu association, TCP_NODELAY=1; medians of"
+        f" {args.runs}: radshare vs a bare pynetdicom SCP that fsyncs each file",
+        rows,
+        counts=counts,
+        runs=args.runs,
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """ASGI entry point (uvicorn runs ``radshare.asgi:application``).
 
 Django's application sits behind ``BodyLimit``, which refuses a request body past its limit before Django reads
-it into a temporary file (``core/middleware.py``)."""
+it into a temporary file (``core/middleware.py``). The handler is Django's with larger messages
+(``core/streaming.py``), as ``get_asgi_application`` would make it otherwise."""
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 from radshare.core.middleware import BodyLimit
+from radshare.core.streaming import LargeMessageASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "radshare.settings")
-application = BodyLimit(get_asgi_application())
+django.setup(set_prefix=False)
+application = BodyLimit(LargeMessageASGIHandler())

@@ -53,12 +53,15 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: hands the database connection back once the response is built, not after it is sent.
+    "radshare.core.connections.ReleaseConnectionMiddleware",
     "radshare.core.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "radshare.core.middleware.RequestLogMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "radshare.core.middleware.RoleMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's, but a request that changes nothing writes no session row (core/sessions.py).
+    "radshare.core.sessions.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     # A recipient's pages in the share's language, unless the language switch was used (recipients/middleware.py).
     "radshare.recipients.middleware.ShareLanguageMiddleware",
@@ -139,9 +142,11 @@ STATIC_URL = "/static/"
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
-# Sessions: staff sessions end after 8 idle hours; recipients get their own, shorter rules later.
+# Sessions: staff sessions end after 8 idle hours, recipients' after 30 minutes (recipients/session.py). They slide
+# without a write per request: saved when changed or when the stored expiry lags a minute (core/sessions.py).
+SESSION_ENGINE = "radshare.core.sessions"
 SESSION_COOKIE_AGE = 8 * 3600
-SESSION_SAVE_EVERY_REQUEST = True
+SESSION_SAVE_EVERY_REQUEST = False
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = HTTPS

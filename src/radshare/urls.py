@@ -7,6 +7,7 @@ from django.urls import include, path, re_path
 from radshare.api.api import api, unknown_path
 from radshare.core import views as core_views
 from radshare.delivery import views as notification_views
+from radshare.runtime import metrics
 
 urlpatterns = [
     path("", include(("radshare.recipients.urls", "recipients"), namespace="recipients")),
@@ -14,6 +15,7 @@ urlpatterns = [
     path("", include(("radshare.downloads.urls", "downloads"), namespace="downloads")),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("portal/", include(("radshare.imaging.urls", "imaging"), namespace="imaging")),
     path("portal/", include(("radshare.studies.urls", "portal"), namespace="portal")),

@@ -25,6 +25,7 @@ from radshare.core.storage import (
     S3Storage,
     Storage,
     get_storage,
+    instance_folders,
     instance_key,
     new_instance_name,
     render_key,
@@ -378,10 +379,10 @@ def test_local_path_is_the_object_s_file_or_not_offered(storage: Storage) -> Non
 
 def test_the_layout_is_where_existing_installations_keep_their_files(tmp_path: Path) -> None:
     """Same relative paths under the storage root as before the storage interface (docs/architecture.md)."""
-    name = new_instance_name("7:1.2.826.0.1.3680043.8.498.1")
-    assert re.fullmatch(r"([0-9a-f]{2})/([0-9a-f]{2})/\1\2[0-9a-f]{28}-[0-9a-f]{16}\.dcm", name)
-    assert name != new_instance_name("7:1.2.826.0.1.3680043.8.498.1")  # a fresh name every time
-    assert name[:6] == new_instance_name("7:1.2.826.0.1.3680043.8.498.1")[:6]  # the same folder
+    name = new_instance_name()
+    assert re.fullmatch(r"([0-9a-f]{2})/\1[0-9a-f]{30}\.dcm", name)
+    assert name != new_instance_name()  # a fresh name every time
+    assert f"instances/{name[:2]}" in instance_folders()  # in one of the folders made ahead
     assert instance_key(name) == f"instances/{name}"
     assert render_key(1234, 0, "full") == "renders/001/1234/0000-full.jpg"
     assert render_key(1_234_567, 12, "lung") == "renders/234/1234567/0012-lung.jpg"
@@ -397,6 +398,40 @@ def test_the_layout_is_where_existing_installations_keep_their_files(tmp_path: P
     old.parent.mkdir(parents=True)
     old.write_bytes(b"old")
     assert read(storage, "instances/ff/ee/ffee0000000000000000000000000000-0000000000000000.dcm") == b"old"
+
+
+def test_folders_made_ahead_are_durable_and_leave_what_is_there_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 256 instance folders are made once, before the first put, with one fsync per parent for all their
+    entries; a put into one of them then fsyncs only the file and that folder (docs/architecture.md "Performance
+    budget")."""
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    storage = FileSystemStorage(tmp_path)
+    (tmp_path / "instances/07").mkdir(parents=True)
+    (tmp_path / "instances/07/kept.dcm").write_bytes(b"kept")
+    storage.make_folders(instance_folders())
+    assert sorted(p.name for p in (tmp_path / "instances").iterdir()) == [f"{i:02x}" for i in range(256)]
+    assert (tmp_path / "instances/07/kept.dcm").read_bytes() == b"kept"
+    assert sorted(synced) == [str(tmp_path / "instances")]  # made earlier here: its parent fsynced then
+    assert [found.key for found in storage.scan()] == ["instances/07/kept.dcm"]  # folders are no objects
+
+    synced.clear()
+    storage.make_folders(instance_folders())  # all there: nothing to do
+    assert synced == []
+    storage.put_durable(instance_key(new_instance_name()), DATA)  # the first also makes the temporary area
+    synced.clear()
+    name = new_instance_name()
+    storage.put_durable(instance_key(name), DATA)
+    assert len(synced) == 2
+    assert synced[-1] == str(tmp_path / "instances" / name[:2])
 
 
 def test_the_temporary_area_cannot_be_named_by_a_key(tmp_path: Path) -> None:

@@ -272,7 +272,7 @@ def test_a_session_goes_idle_before_login_too(shared: tuple[Share, str], sms_fil
         s = client.session
         s[session.KEY] = {
             **s[session.KEY],
-            "seen": (timezone.now() - session.IDLE - timedelta(seconds=5)).timestamp(),
+            "seen": (timezone.now() - session.IDLE_ENDS - timedelta(seconds=5)).timestamp(),
         }
         s.save()
         assert client.post(stage_url, form)["Location"] == "/"
@@ -397,7 +397,7 @@ def test_the_session_times_out_and_follows_the_share(shared: tuple[Share, str], 
     log_in(client, code, sms_file)
     assert client.get("/r/studies").status_code == 200
     state = client.session[session.KEY]
-    for key, age in (("seen", session.IDLE), ("started", session.ABSOLUTE)):
+    for key, age in (("seen", session.IDLE_ENDS), ("started", session.ABSOLUTE)):
         s = client.session
         s[session.KEY] = {**state, key: (timezone.now() - age - timedelta(seconds=5)).timestamp()}
         s.save()

@@ -32,6 +32,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from radshare.audit.models import AuditEvent
 from radshare.core.storage import FileSystemStorage
 from radshare.core.storage.filesystem import TEMPORARY
+from radshare.downloads.tasks import keep_layouts
 from radshare.imaging import services as imaging
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.tasks import render_housekeeping
@@ -308,6 +309,7 @@ def test_preparation_on_a_full_disk_tells_the_sender_and_is_tried_again(
 def test_a_ready_share_keeps_serving_while_nothing_can_be_written(recipient: Recipient, disk: Disk) -> None:
     client: Client = recipient.client
     ct = recipient.studies[0]
+    keep_layouts.call(recipient.share.pk)  # as the worker does when the share becomes ready
     disk.full = True
 
     viewer = client.get(f"/r/studies/{ct.pk}/")

@@ -255,23 +255,31 @@ def coarse_address(address: str) -> str:
     return ":".join(groups) + ":…"
 
 
-def share_visits(organisation_id: int, share_id: int, since: dt.datetime) -> list[Visit]:
+def share_visits(
+    organisation_id: int, patient_ref: int | None, share_id: int, since: dt.datetime
+) -> list[Visit]:
     """The recipient side of one share's trail, newest first: successful openings, logins, views and downloads,
-    each with its time and coarsened address. Nothing of the sender, of another share or of any patient."""
+    each with its time and coarsened address. Nothing of the sender, of another share or of any patient.
+
+    Every recipient entry names the share's patient (``patient_ref``): the patient index reads that patient's
+    entries only, not the organisation's whole trail since the share was made (which grows with every page any
+    recipient opens). A patient belongs to one organisation; the organisation is checked on each entry too."""
     events = (
         AuditEvent.objects.filter(
-            organisation_id=organisation_id,
-            timestamp__gte=since,  # within the share's life: the (organisation, time) index narrows the scan
+            patient_ref=patient_ref,
+            timestamp__gte=since,  # within the share's life
             detail__share=share_id,
             actor_type=ActorType.RECIPIENT,
             action__in=list(RECIPIENT_WORDS),
             outcome=AuditEvent.Outcome.SUCCESS,
         )
         .order_by("-timestamp", "-id")
-        .only("timestamp", "action", "client_address", "detail")[:VISITS_READ]
+        .only("timestamp", "action", "client_address", "detail", "organisation_id")[:VISITS_READ]
     )
     visits: list[Visit] = []
     for event in events:
+        if event.organisation_id != organisation_id:
+            continue
         if event.action == Action.RECIPIENT_DOWNLOAD_START and event.detail.get("counted") is False:
             continue  # the rest of a download already counted (a resumed one)
         what, address = str(RECIPIENT_WORDS[Action(event.action)]), coarse_address(event.client_address)

@@ -15,13 +15,14 @@ from django.middleware import csrf
 from django.shortcuts import render
 from django.urls import Resolver404, resolve
 
+from radshare.core.metrics import count_request
 from radshare.core.net import is_trusted_proxy
 
 logger = logging.getLogger("radshare.access")
 
 # URL groups for RADSHARE_ROLE (docs/architecture.md "URLs and zoning").
 INTERNAL_PREFIXES = ("/portal/", "/api/", "/admin/", "/dev/")
-ALWAYS = ("/healthz", "/readyz", "/static/", "/i18n/")
+ALWAYS = ("/healthz", "/readyz", "/metrics", "/static/", "/i18n/")
 
 
 HSTS = "max-age=31536000; includeSubDomains"  # one year (docs/security.md A13, A25)
@@ -71,6 +72,13 @@ class RequestLogMiddleware:
                 "duration_ms": duration_ms,
             },
         )
+        match = getattr(request, "resolver_match", None)
+        route = (
+            match.view_name
+            if match is not None
+            else ("static" if request.path.startswith("/static/") else "")
+        )
+        count_request(route, request.method or "", response.status_code)
         return response
 
 

@@ -19,11 +19,16 @@ def _trusted(networks: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddre
 
 def is_trusted_proxy(address: str) -> bool:
     """The address is one of ``RADSHARE_TRUSTED_PROXIES`` (docs/security.md A25)."""
+    return in_networks(address, settings.RADSHARE.trusted_proxies)
+
+
+def in_networks(address: str, networks: tuple[str, ...]) -> bool:
+    """The address lies in one of ``networks`` (a setting's list of addresses and networks)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in net for net in _trusted(settings.RADSHARE.trusted_proxies))
+    return any(ip in net for net in _trusted(networks))
 
 
 def client_address(request: HttpRequest) -> str:

@@ -30,6 +30,13 @@ class Usage(StrEnum):
     NOTIFICATIONS_FAILED = "notifications_failed"
     RECIPIENT_LOCKOUTS = "recipient_lockouts"
     STORAGE_BYTES = "storage_bytes"  # a gauge: what the organisation's studies hold, once a day
+    SHARE_PREPARATION = (
+        "share_preparation"  # a histogram (``observe``): seconds from a share's creation to ready
+    )
+
+
+# Upper bounds of the histogram buckets, in seconds (Prometheus' "le"); "+Inf" is the count itself.
+BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
 
 def key(usage: Usage, kind: str = "") -> str:
@@ -61,3 +68,12 @@ def count(
 def gauge(usage: Usage, value: int, *, organisation: int | None, day: dt.date | None = None) -> None:
     """Set the organisation's value of ``usage`` for ``day`` (today), replacing an earlier one of that day."""
     _upsert(organisation or INSTALLATION, day or timezone.localdate(), key(usage), value, add=False)
+
+
+def observe(usage: Usage, seconds: float, *, organisation: int | None) -> None:
+    """One observation of a histogram: every bucket it falls in, the count and the sum (in milliseconds)."""
+    for bound in BUCKETS:
+        if seconds <= bound:
+            count(usage, organisation=organisation, kind=f"le_{bound:g}")
+    count(usage, organisation=organisation, kind="count")
+    count(usage, round(seconds * 1000), organisation=organisation, kind="sum_ms")

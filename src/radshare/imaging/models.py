@@ -42,6 +42,9 @@ class InstanceRender(models.Model):
     presets = models.JSONField(default=list, blank=True)  # CT window presets rendered, e.g. ["soft", "lung"]
     jpeg_sizes = models.JSONField(default=list, blank=True)  # bytes of each frame's full-size JPEG
     jpeg_size = models.BigIntegerField(default=0)  # their sum: the JPEG download's size
+    # {"full": [[size, crc32], ...], "preview": [...]}, per frame, as the ZIP downloads record them
+    # (docs/architecture.md "Downloads"); {} for renders made before it was kept: computed once with a layout.
+    checksums = models.JSONField(default=dict, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=64, blank=True, default="")  # the worker's id (core.Worker)
     # A fault of the machine (a full disk, storage away) puts the render back with a growing delay (R8).

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -43,6 +44,7 @@ THUMB_MAX = 160
 FULL_QUALITY = 90
 PREVIEW_QUALITY = 85
 THUMB_QUALITY = 80
+ZIPPED = ("full", "preview")  # the renders the ZIP downloads hold: their CRC-32 is kept as they are written
 
 # CT window presets (centre, width) in Hounsfield units.
 CT_PRESETS: dict[str, tuple[float, float]] = {
@@ -74,6 +76,8 @@ class RenderOutcome:
     preview_columns: int = 0
     presets: list[str] = field(default_factory=list)
     jpeg_sizes: list[int] = field(default_factory=list)
+    # Per kind ("full", "preview"): each frame's [size, CRC-32], for the ZIP downloads (InstanceRender.checksums).
+    checksums: dict[str, list[list[int]]] = field(default_factory=dict)
 
 
 def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -209,6 +213,8 @@ def _render_frame(
 ) -> None:
     def write(kind: str, data: bytes) -> None:
         _write(job.storage, render_key(job.instance_pk, index, kind), data)
+        if kind in ZIPPED:
+            outcome.checksums.setdefault(kind, []).append([len(data), zlib.crc32(data)])
 
     grey, values = to_display(ds, arr, index)
     image = Image.fromarray(grey)

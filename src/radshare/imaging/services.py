@@ -169,6 +169,7 @@ def record_outcome(outcome: RenderOutcome, attempt: int = 0) -> None:
         presets=outcome.presets,
         jpeg_sizes=outcome.jpeg_sizes,
         jpeg_size=sum(outcome.jpeg_sizes),
+        checksums=outcome.checksums,
         rendered_at=timezone.now(),
         claimed_by="",
         attempts=0,

@@ -8,11 +8,12 @@ The viewer and the downloads apps import this module; it imports neither of them
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, OuterRef, Prefetch, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
 from radshare.shares.models import Share
-from radshare.studies.models import Series, Study
+from radshare.studies.models import Instance, Series, Study
 
 # A phone or tablet by its User-Agent: every mobile browser says "Mobi" (MDN's advice), Android tablets at
 # least "Android", older iPads "iPad". Safari on iPadOS 13+ presents itself as a Mac: taken for a computer.
@@ -21,12 +22,22 @@ MOBILE_MARKERS = ("Mobi", "Android", "iPhone", "iPad")
 
 def share_studies(share: Share) -> list[Study]:
     """The share's studies, newest first, with their patient and series (broken instances counted: ``broken``);
-    scoped to the share. The order of the study list and of the studies in a download."""
+    scoped to the share. The order of the study list and of the studies in a download.
+
+    ``broken`` is a count per study in a subquery, not a join of every instance grouped by all of the study's and
+    the patient's columns (what a ``Count`` annotation makes): the study list is opened on every visit."""
+    broken = (
+        Instance.objects.filter(series__study=OuterRef("pk"), broken_at__isnull=False)
+        .order_by()
+        .values("series__study")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     return list(
         Study.objects.filter(share_studies__share=share)
         .select_related("patient")
         .prefetch_related(Prefetch("series", queryset=Series.objects.order_by("series_number", "pk")))
-        .annotate(broken=Count("series__instances", filter=Q(series__instances__broken_at__isnull=False)))
+        .annotate(broken=Coalesce(Subquery(broken), 0))
         .order_by("-study_date", "pk")
     )
 

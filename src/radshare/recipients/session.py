@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, record
+from radshare.core.sessions import SLIDE_EVERY
 from radshare.organisations.models import Organisation
 from radshare.shares.models import Share
 
@@ -30,6 +31,9 @@ KEY = "recipient"
 ENDED = "recipient_ended"  # the share ended during this session: {"organisation": id, "language": code}
 IDLE = timedelta(minutes=30)
 ABSOLUTE = timedelta(hours=12)
+# "seen" is written at most once a SLIDE_EVERY (no write per page or image, core/sessions.py): a session ends after
+# IDLE without activity, at most SLIDE_EVERY later, never earlier; its row and cookie live as long.
+IDLE_ENDS = IDLE + SLIDE_EVERY
 # A cookie without data that outlives the session: "someone logged in here", so that the start page can say the
 # session timed out instead of silently asking for a code again (set at login, removed at logout and once said).
 WAS_IN = "radshare-recipient-was-in"
@@ -52,7 +56,7 @@ def open_share(request: HttpRequest, share: Share) -> None:
         "started": now.timestamp(),
         "seen": now.timestamp(),
     }
-    request.session.set_expiry(IDLE)
+    request.session.set_expiry(IDLE_ENDS)
 
 
 def advance(request: HttpRequest, stage: str) -> None:
@@ -82,13 +86,14 @@ def end(request: HttpRequest) -> None:
 def current(request: HttpRequest) -> dict[str, Any] | None:
     """The session's recipient state at any stage, or None when it has none or timed out: 30 minutes idle from the
     first step on, not only once logged in (docs/security.md A6, A27), and 12 hours in all. A timed-out session
-    ends here. Does not touch the idle timer (``touch`` does, once the share is known to be usable)."""
+    ends here. Does not touch the idle timer (``touch`` does, once the share is known to be usable). "seen" is at
+    most ``SLIDE_EVERY`` old (``touch``), so the session ends between 30 and 31 minutes after the last activity."""
     state = request.session.get(KEY)
     if not isinstance(state, dict):
         return None
     now = timezone.now().timestamp()
     if (
-        now - float(state["seen"]) > IDLE.total_seconds()
+        now - float(state["seen"]) > IDLE_ENDS.total_seconds()
         or now - float(state["started"]) > ABSOLUTE.total_seconds()
     ):
         end(request)
@@ -126,13 +131,15 @@ def timed_out(request: HttpRequest) -> bool:
 
 
 def touch(request: HttpRequest, share: Share) -> None:
-    """The recipient did something: the idle timer starts again. The cookie may outlive the share by up to IDLE: not
-    to give access (every request checks the share, A7), but so that the next page can say the link has ended
-    instead of asking for a code."""
-    state = dict(request.session[KEY])
-    state["seen"] = timezone.now().timestamp()
-    request.session[KEY] = state
-    request.session.set_expiry(IDLE)
+    """The recipient did something: the idle timer starts again. Written at most once a ``SLIDE_EVERY``: a page or
+    image within a minute of the last write changes nothing, so the request writes no session row
+    (core/sessions.py). The cookie may outlive the share by up to IDLE_ENDS: not to give access (every request
+    checks the share, A7), but so that the next page can say the link has ended instead of asking for a code."""
+    now = timezone.now().timestamp()
+    if now - float(request.session[KEY]["seen"]) < SLIDE_EVERY.total_seconds():
+        return
+    request.session[KEY] = {**request.session[KEY], "seen": now}
+    request.session.set_expiry(IDLE_ENDS)
 
 
 def share_ended(request: HttpRequest, share: Share) -> None:
@@ -140,7 +147,7 @@ def share_ended(request: HttpRequest, share: Share) -> None:
     the organisation and the language for the page that says so (``refusal``, ``ended_organisation``)."""
     end(request)
     request.session[ENDED] = {"organisation": share.organisation_id, "language": share.language}
-    request.session.set_expiry(IDLE)
+    request.session.set_expiry(IDLE_ENDS)
 
 
 def ended_organisation(request: HttpRequest) -> Organisation | None:

@@ -300,5 +300,5 @@ def studies(request: HttpRequest, share: Share) -> HttpResponse:
         downloads_offered=not refused_on_device(request),
         care_provider=share.recipient_type == Share.RecipientType.CARE_PROVIDER,
         # When and from where this share was opened and downloaded (docs/security.md A19): this share only.
-        visits=share_visits(share.organisation_id, share.pk, share.created_at),
+        visits=share_visits(share.organisation_id, share.patient_id, share.pk, share.created_at),
     )

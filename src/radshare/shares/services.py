@@ -26,7 +26,7 @@ from radshare.audit.actions import Action
 from radshare.audit.services import Outcome, record
 from radshare.core.dates import validate_birth_date
 from radshare.core.tasks import enqueue_on_commit
-from radshare.core.usage import Usage, count
+from radshare.core.usage import Usage, count, observe
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.services import renders_done, renders_postponed
 from radshare.organisations.models import ApiKey, Organisation, PacsNode, Sender
@@ -314,6 +314,8 @@ def prepare(share_pk: int) -> str:
         if all(renders_done(study) for study in studies):
             share.status, share.ready_at, share.status_reason = Share.Status.READY, timezone.now(), ""
             share.save(update_fields=["status", "ready_at", "status_reason"])
+            waited = (share.ready_at - share.created_at).total_seconds()
+            observe(Usage.SHARE_PREPARATION, waited, organisation=share.organisation_id)
             # Delivery queues the e-mail in this transaction.
             signals.share_ready.send(sender=Share, share=share)
             record(

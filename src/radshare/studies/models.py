@@ -143,6 +143,9 @@ class Instance(models.Model):
     columns = models.PositiveIntegerField(null=True, blank=True)
     size = models.BigIntegerField()
     sha256 = models.CharField(max_length=64)
+    # The file's CRC-32 (as a ZIP member records it), computed once at ingest (docs/architecture.md "Downloads");
+    # NULL for instances stored before it was kept: the download computes it once and caches it with its layout.
+    crc32 = models.BigIntegerField(null=True, blank=True)
     storage_key = models.CharField(max_length=200, unique=True)  # built from hashes only, never from input
     source = models.CharField(max_length=10, choices=Source.choices)
     source_node = models.ForeignKey(

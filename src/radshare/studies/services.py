@@ -5,15 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from io import BytesIO
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, QuerySet
-from django.db.models.functions import Now
+from django.utils import timezone
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -21,12 +22,13 @@ from radshare import dicom
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.core import crypto
-from radshare.core.storage import Storage, get_storage, instance_key, new_instance_name
+from radshare.core.storage import get_storage
 from radshare.dicom import DICOM_READ_ERRORS
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies import signals
 from radshare.studies.conflicts import Refused, record_conflict
 from radshare.studies.encoding import EncodingError, check_encoding
+from radshare.studies.files import PendingFile, start_put
 from radshare.studies.models import Instance, Patient, Series, Study
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,10 @@ class _StaleIdsError(Exception):
     """A cached id no longer holds (the study moved to another patient): forget the cache and index afresh."""
 
 
+class _AlreadyHereError(Exception):
+    """The SOP Instance UID is indexed already: ``_duplicate`` tells what that means for the received copy."""
+
+
 class OutOfResourcesError(IngestError):
     status = 0xA700  # Refused: out of resources
 
@@ -98,6 +104,7 @@ class StudyBeingDestroyedError(OutOfResourcesError):
 
 
 BEING_DESTROYED = "the study is being removed; send it again later"
+WRITE_FAILED = "the file could not be written (storage full or unavailable)"
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,7 @@ class StoredFile:
     key: str  # Instance.storage_key: the name under instances/ (radshare.core.storage.layout)
     size: int
     sha256: str
+    crc32: int  # as a ZIP member records it (docs/architecture.md "Downloads")
 
 
 @dataclass(frozen=True)
@@ -303,6 +311,19 @@ def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
     return series.pk, created, series.modality
 
 
+# The count updates of every new instance, as plain SQL (SQLite and PostgreSQL): built through the ORM they cost more
+# CPU than the file's fsync (docs/architecture.md "C-STORE ingest").
+_SERIES_COUNTS = (
+    "UPDATE studies_series SET number_of_instances = number_of_instances + 1,"
+    " number_of_reports = number_of_reports + %s, size = size + %s WHERE id = %s"
+)
+_STUDY_COUNTS = (
+    "UPDATE studies_study SET number_of_instances = number_of_instances + 1,"
+    " number_of_reports = number_of_reports + %s, size = size + %s, number_of_series = number_of_series + %s,"
+    " last_instance_at = %s WHERE id = %s AND patient_id = %s AND destroy_started_at IS NULL"
+)
+
+
 def _add_to_counts(
     study_pk: int,
     patient_pk: int,
@@ -315,33 +336,26 @@ def _add_to_counts(
     """One more instance of ``size`` bytes in its series and study (a report counted apart from the images,
     ``dicom.REPORT_SOP_CLASSES``); a new series also counts in the study's series and modalities. The study must
     still be filed under ``patient_pk``: an admin may have moved it since this process cached its ids
-    (docs/architecture.md "Corrections from the PACS")."""
-    counts: dict[str, Any] = {"number_of_instances": F("number_of_instances") + 1, "size": F("size") + size}
-    if sop_class_uid in dicom.REPORT_SOP_CLASSES:
-        counts["number_of_reports"] = F("number_of_reports") + 1
-    Series.objects.filter(pk=series_pk).update(**counts)
-    study_update: dict[str, Any] = {
-        **counts,
-        "last_instance_at": Now(),  # the retention of an unshared study counts from its last instance
-    }
-    if series_created:
-        study_update["number_of_series"] = F("number_of_series") + 1
-        if modality:
-            # Lock the study row, then read every series: concurrent associations adding series of other
-            # modalities to the same study each see the others' committed rows.
-            Study.objects.select_for_update().filter(pk=study_pk).values_list("pk").get()
-            modalities = (
-                Series.objects.filter(study_id=study_pk)
-                .exclude(modality="")
-                .values_list("modality", flat=True)
-            )
-            study_update["modalities_in_study"] = "\\".join(sorted(set(modalities)))[:100]
-    if not Study.objects.filter(pk=study_pk, patient_id=patient_pk, destroy_started_at__isnull=True).update(
-        **study_update
-    ):
-        if Study.objects.filter(pk=study_pk, destroy_started_at__isnull=True).exists():
-            raise _StaleIdsError  # moved to another patient
-        raise StudyBeingDestroyedError(BEING_DESTROYED)
+    (docs/architecture.md "Corrections from the PACS"), and not be being destroyed. In the instance's transaction:
+    the counts are right whenever it commits, however the association ends."""
+    reports = 1 if sop_class_uid in dicom.REPORT_SOP_CLASSES else 0
+    # The retention of an unshared study counts from its last instance.
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        # The study first: its row lock (PostgreSQL) orders concurrent associations adding series to one study.
+        cursor.execute(_STUDY_COUNTS, [reports, size, int(series_created), now, study_pk, patient_pk])
+        if cursor.rowcount == 0:
+            if Study.objects.filter(pk=study_pk, destroy_started_at__isnull=True).exists():
+                raise _StaleIdsError  # moved to another patient
+            raise StudyBeingDestroyedError(BEING_DESTROYED)
+        cursor.execute(_SERIES_COUNTS, [reports, size, series_pk])
+    if series_created and modality:
+        # Under the study's row lock (SQLite: the write transaction), read every series: concurrent associations
+        # adding series of other modalities to the same study each see the others' committed rows.
+        modalities = (
+            Series.objects.filter(study_id=study_pk).exclude(modality="").values_list("modality", flat=True)
+        )
+        Study.objects.filter(pk=study_pk).update(modalities_in_study="\\".join(sorted(set(modalities)))[:100])
 
 
 def _index(
@@ -370,6 +384,7 @@ def _index(
         columns=dicom.integer(ds, "Columns"),
         size=stored.size,
         sha256=stored.sha256,
+        crc32=stored.crc32,
         storage_key=stored.key,
         source=source,
         source_node=node,
@@ -419,17 +434,28 @@ def _index_or_record(
     organisation: Organisation,
     ds: Dataset,
     stored: StoredFile,
+    file: PendingFile,
     transfer_syntax: str,
     source: str,
     node: PacsNode | None,
 ) -> StoreResult:
-    """``_index`` in its own transaction. A refusal for another patient rolls that back, then counts on the
+    """``_index`` in its own transaction, which commits only once ``file`` is durable (its put still runs while
+    the rows are written). A refusal for another patient rolls that back, then counts on the
     study's conflict in a transaction of its own, so that the count stays (docs/architecture.md "Corrections from
     the PACS")."""
     try:
         with transaction.atomic():
-            return _index(organisation, ds, stored, transfer_syntax, source, node)
+            result = _index(organisation, ds, stored, transfer_syntax, source, node)
+            try:
+                file.wait()
+            except OSError as exc:  # the rows roll back
+                raise OutOfResourcesError(WRITE_FAILED) from exc
+            return result
     except PatientConflictError as exc:
+        sop_uid = dicom.text(ds, "SOPInstanceUID", 64)
+        if Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid).exists():
+            # Sent before, when the study still was this patient's: a duplicate, not a new conflict.
+            raise _AlreadyHereError from None
         record_conflict(organisation, exc.refused, node)
         raise
 
@@ -437,7 +463,7 @@ def _index_or_record(
 def _duplicate(
     organisation: Organisation, sop_uid: str, sha256: str, node: PacsNode | None
 ) -> StoreResult | None:
-    # One indexed look-up per received image: plain values, no model instances, no ordering.
+    """The indexed copy of ``sop_uid``, which stays (a refusal while its study is being destroyed), or None."""
     existing = (
         Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid)
         .order_by()
@@ -472,17 +498,6 @@ def _duplicate(
     return StoreResult(StoreOutcome.DUPLICATE, instance_pk, study_uid, patient_pk)
 
 
-def _put(storage: Storage, data: bytes | memoryview, sha256: str, *, name_hint: str) -> StoredFile:
-    """Write the received bytes durably under a fresh name (docs/architecture.md "Ingest path")."""
-    name = new_instance_name(name_hint)
-    try:
-        size = storage.put_durable(instance_key(name), data)
-    except OSError as exc:
-        logger.error("cannot write instance file: %s", exc.strerror)
-        raise OutOfResourcesError("the file could not be written (storage full or unavailable)") from exc
-    return StoredFile(key=name, size=size, sha256=sha256)
-
-
 def store_instance(
     organisation: Organisation,
     data: bytes | memoryview,
@@ -492,42 +507,43 @@ def store_instance(
 ) -> StoreResult:
     """Store one DICOM Part 10 file (file meta + data set) durably and index it (docs/security.md R1).
 
-    The file is fsynced and renamed into place, then its rows are committed; only then does this return.
-    The same SOP Instance UID again (per organisation) is acknowledged and not stored twice.
-    Raises an ``IngestError`` subclass (with a DICOM status) when the data cannot be stored.
+    The file is written (``files.start_put``) while its header is read and its rows are written; they commit once
+    it is durable, and only then does this return (docs/architecture.md "C-STORE ingest"). The same SOP Instance
+    UID again (per organisation) is acknowledged and not stored twice. Raises an ``IngestError`` subclass (with a
+    DICOM status) when the data cannot be stored.
     """
-    ds = parse_header(data)
-    sop_uid = dicom.text(ds, "SOPInstanceUID", 64)
-    transfer_syntax = dicom.text(ds.file_meta, "TransferSyntaxUID", 64) if hasattr(ds, "file_meta") else ""
-    if not transfer_syntax:
-        raise MissingAttributeError("the file meta information has no Transfer Syntax UID")
-    sha256 = hashlib.sha256(data).hexdigest()
-    if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
-        return dup
-    storage = get_storage()
-    stored = _put(storage, data, sha256, name_hint=f"{organisation.pk}:{sop_uid}")
+    file = start_put(get_storage(), data)
     try:
-        return _index_or_record(organisation, ds, stored, transfer_syntax, source, node)
-    except (IntegrityError, _StaleIdsError):
-        storage.delete(instance_key(stored.key))
-        # A concurrent association stored the same SOP Instance UID first: theirs stays, ours goes.
-        if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
-            return dup
-        # Otherwise a cached id went stale (its row was removed, or its study moved to another patient): forget
-        # the cache and index afresh.
-        _ids.clear()
-        stored = _put(storage, data, sha256, name_hint=f"{organisation.pk}:{sop_uid}")
-        try:
-            return _index_or_record(organisation, ds, stored, transfer_syntax, source, node)
-        except _StaleIdsError as exc:  # moved again meanwhile: a race the sender's retry settles
-            storage.delete(instance_key(stored.key))
-            raise OutOfResourcesError("the study changed meanwhile; send it again") from exc
-        except BaseException:
-            storage.delete(instance_key(stored.key))
-            raise
+        ds = parse_header(data)
+        sop_uid = dicom.text(ds, "SOPInstanceUID", 64)
+        transfer_syntax = dicom.text(getattr(ds, "file_meta", Dataset()), "TransferSyntaxUID", 64)
+        if not transfer_syntax:
+            raise MissingAttributeError("the file meta information has no Transfer Syntax UID")
+        sha256 = hashlib.sha256(data).hexdigest()
+        crc32 = zlib.crc32(data)  # as a ZIP member records it: the downloads never compute it
     except BaseException:
-        storage.delete(instance_key(stored.key))
+        file.discard()
         raise
+    size = memoryview(data).nbytes
+    # No look-up first: the unique constraint on the SOP Instance UID finds a duplicate, for the price of a put.
+    for attempt in (1, 2):
+        stored = StoredFile(key=file.name, size=size, sha256=sha256, crc32=crc32)
+        try:
+            return _index_or_record(organisation, ds, stored, file, transfer_syntax, source, node)
+        except (IntegrityError, _StaleIdsError, _AlreadyHereError) as exc:
+            file.discard()
+            # Sent before, or by a concurrent association just now: the first copy stays, ours goes.
+            if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
+                return dup
+            if attempt == 2:  # moved again meanwhile: a race the sender's retry settles
+                raise OutOfResourcesError("the study changed meanwhile; send it again") from exc
+            # Otherwise a cached id went stale (a row removed, a study moved): forget the cache and index afresh.
+            _ids.clear()
+            file = start_put(file.storage, data)
+        except BaseException:
+            file.discard()
+            raise
+    raise AssertionError("not reached")
 
 
 # --- study browser ---------------------------------------------------------------------------------

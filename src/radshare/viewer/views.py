@@ -15,6 +15,7 @@ from typing import Any
 
 from django.db.models import F
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -34,6 +35,10 @@ from radshare.shares.models import Share
 from radshare.studies.models import Instance, Series, Study
 
 Status = InstanceRender.Status
+# A preview, thumbnail or preset is tens of kilobytes: read and sent in one piece. A streamed FileResponse costs a
+# hop to a worker thread for each piece under ASGI (docs/architecture.md "Performance budget"); a larger full-size
+# JPEG is still streamed.
+IMAGE_IN_ONE_PIECE = 1 << 20
 
 
 @dataclass
@@ -188,7 +193,7 @@ def study_view(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
 
 @require_safe
 @recipient_required
-def image(request: HttpRequest, share: Share, render_pk: int, frame: int, kind: str) -> FileResponse:
+def image(request: HttpRequest, share: Share, render_pk: int, frame: int, kind: str) -> HttpResponseBase:
     """One pre-rendered JPEG of an image in the share. Not audited, not a download (docs/architecture.md)."""
     if kind not in KINDS:
         raise Http404
@@ -208,7 +213,20 @@ def image(request: HttpRequest, share: Share, render_pk: int, frame: int, kind: 
         handle = get_storage().open(render_key(instance_pk, frame, kind))
     except FileNotFoundError:
         raise Http404 from None
-    response = FileResponse(handle, content_type="image/jpeg")
+    try:
+        piece = handle.read(IMAGE_IN_ONE_PIECE + 1)
+        streamed = len(piece) > IMAGE_IN_ONE_PIECE
+        if streamed:
+            handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    response: HttpResponseBase
+    if streamed:
+        response = FileResponse(handle, content_type="image/jpeg")  # closes the handle once sent
+    else:
+        handle.close()
+        response = HttpResponse(piece, content_type="image/jpeg")
     response["Content-Disposition"] = "inline"
     response["Cache-Control"] = "no-store"  # patient data (A13); the page keeps its prefetched copies
     response["Cross-Origin-Resource-Policy"] = "same-origin"

@@ -106,11 +106,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HTTP_BIND", "127.0.0.1", bind, "Address the web server listens on."),
     Setting("HTTP_PORT", "8000", int_range(1, 65535), "Port the web server listens on."),
     Setting(
+        "WEB_WORKERS",
+        "0",
+        int_range(0, 64),
+        "Web server processes (uvicorn workers) of `radshare web` and `radshare serve`; 0: as many as the cores it "
+        "may use.",
+    ),
+    Setting(
         "TRUSTED_PROXIES",
         "",
         proxies,
         "Comma-separated proxy addresses/networks whose `X-Forwarded-For` (client address) and "
         "`X-Forwarded-Proto` (https) are believed; from anyone else they are ignored.",
+    ),
+    Setting(
+        "METRICS_ALLOW",
+        "",
+        proxies,
+        "Comma-separated addresses/networks that may read `/metrics` (Prometheus); empty: nobody (404).",
     ),
     Setting("DICOM_AE_TITLE", "RADSHARE", ae_title, "AE title of radshare's storage SCP."),
     Setting(

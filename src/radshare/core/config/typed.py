@@ -29,7 +29,9 @@ class Config:
     allowed_hosts: tuple[str, ...]
     http_bind: str
     http_port: int
+    web_workers: int
     trusted_proxies: tuple[str, ...]
+    metrics_allow: tuple[str, ...]
     dicom_ae_title: str
     dicom_bind: str
     dicom_port: int

@@ -15,7 +15,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 from radshare.core.storage.base import Data, ObjectStat, Storage, StoredObject, check_key
 from radshare.core.storage.filesystem import FileSystemStorage
-from radshare.core.storage.layout import instance_key, new_instance_name, render_folder, render_key
+from radshare.core.storage.layout import (
+    instance_folders,
+    instance_key,
+    layout_folder,
+    layout_key,
+    new_instance_name,
+    render_folder,
+    render_key,
+)
 from radshare.core.storage.s3 import S3Storage
 
 __all__ = [
@@ -27,7 +35,10 @@ __all__ = [
     "StoredObject",
     "check_key",
     "get_storage",
+    "instance_folders",
     "instance_key",
+    "layout_folder",
+    "layout_key",
     "new_instance_name",
     "render_folder",
     "render_key",

@@ -81,6 +81,10 @@ class Storage(ABC):
         self.put_durable(name, content)
         return name
 
+    def make_folders(self, prefixes: Iterable[str]) -> None:  # noqa: B027 - a backend may have no folders
+        """Make the folders ``prefixes`` ahead (durably, leaving those already there alone), so that durable puts
+        into them never wait for a mkdir. Object stores have no folders: nothing to do."""
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; nothing happens when there is none."""
@@ -102,6 +106,17 @@ class Storage(ABC):
 
     def size(self, key: str) -> int:
         return self.stat(key).size
+
+    def sizes(self, keys: Iterable[str]) -> list[int | None]:
+        """The size of each object (None for one that is missing), in order: what a download checks before its
+        first byte. Backends may answer faster than a ``stat`` each."""
+        found: list[int | None] = []
+        for key in keys:
+            try:
+                found.append(self.stat(key).size)
+            except FileNotFoundError:
+                found.append(None)
+        return found
 
     @abstractmethod
     def exists(self, key: str) -> bool:

@@ -19,7 +19,7 @@ import secrets
 import stat
 import tempfile
 import time
-from collections.abc import Buffer, Iterator
+from collections.abc import Buffer, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -93,6 +93,19 @@ class FileSystemStorage(Storage):
             raise
         return size
 
+    def make_folders(self, prefixes: Iterable[str]) -> None:
+        parents: set[Path] = set()
+        for prefix in prefixes:
+            folder = self._folder(prefix)
+            if folder.is_dir():
+                continue
+            _make_folders(folder.parent, durable=True)
+            with contextlib.suppress(FileExistsError):  # made by another process meanwhile
+                folder.mkdir()
+            parents.add(folder.parent)
+        for parent in parents:  # one fsync for all the new entries of a folder
+            _fsync_folder(parent)
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
@@ -117,6 +130,19 @@ class FileSystemStorage(Storage):
         if not stat.S_ISREG(st.st_mode):
             raise FileNotFoundError(f"no object {key!r}")
         return ObjectStat(size=st.st_size, version=f"mtime {st.st_mtime_ns}")
+
+    def sizes(self, keys: Iterable[str]) -> list[int | None]:
+        # os.stat of plain strings: a 1,600-file download checks its files in ~5 ms (pathlib: ~50 ms).
+        root = f"{self.root}/"
+        found: list[int | None] = []
+        for key in keys:
+            try:
+                st = os.stat(root + check_key(key, reserved=TEMPORARY))  # noqa: PTH116 - speed, above
+            except (FileNotFoundError, NotADirectoryError):
+                found.append(None)
+                continue
+            found.append(st.st_size if stat.S_ISREG(st.st_mode) else None)
+        return found
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

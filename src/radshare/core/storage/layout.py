@@ -1,8 +1,12 @@
 """Which key holds what: the one place the storage layout is written down.
 
-* ``instances/<h>/<h>/<hash>-<token>.dcm``: an instance's bytes as received. ``Instance.storage_key`` holds the
-  part after ``instances/`` (so rows stored before this module existed keep pointing at their files).
+* ``instances/<hh>/<token>.dcm``: an instance's bytes as received, in one of 256 folders made ahead
+  (``instance_folders``), so that no C-STORE waits for a new folder. ``Instance.storage_key`` holds the part after
+  ``instances/``, so files stored under the older two-level names (``<h>/<h>/<hash>-<token>.dcm``) stay where
+  they are and are read as before.
 * ``renders/<NNN>/<instance id>/<frame>-<kind>.jpg``: its JPEGs (docs/architecture.md "Renders").
+* ``layouts/<share id>/<name>``: a share's download layouts, kept to be streamed again (docs/architecture.md
+  "Downloads"); derived data, deleted with the share or its studies and made again when missing.
 * ``probes/<token>``: a few random bytes of the readiness check (core/health.py), deleted as soon as they are read
   back; no other data ever lives there.
 
@@ -12,20 +16,27 @@ choose where bytes land; the storage refuses anything else (``check_key``).
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 INSTANCES = "instances"
 RENDERS = "renders"
 PROBES = "probes"
+LAYOUTS = "layouts"
 
 
-def new_instance_name(name_hint: str) -> str:
-    """A fresh ``Instance.storage_key``: ``name_hint`` (e.g. organisation + SOP Instance UID) only spreads the files
-    over 65536 folders, through its hash; the random token makes every name new, so a put never replaces a file
-    another association is still indexing."""
-    spread = hashlib.sha256(name_hint.encode()).hexdigest()
-    return f"{spread[:2]}/{spread[2:4]}/{spread[:32]}-{secrets.token_hex(8)}.dcm"
+def new_instance_name() -> str:
+    """A fresh ``Instance.storage_key``, random: the name spreads the files evenly over the 256 folders of
+    ``instance_folders``, and is new every time, so a put never replaces a file another association is still
+    indexing. Random rather than derived from the data, so the file can be written before its header is read."""
+    token = secrets.token_hex(16)
+    return f"{token[:2]}/{token}.dcm"
+
+
+def instance_folders() -> list[str]:
+    """Every folder ``new_instance_name`` puts files in. Made ahead (``Storage.make_folders``): with one folder per
+    image, as a fresh installation of the older 65536 folders had, a mkdir and an fsync of its parent doubled the
+    cost of a durable put (docs/architecture.md "Performance budget")."""
+    return [f"{INSTANCES}/{i:02x}" for i in range(256)]
 
 
 def instance_key(storage_key: str) -> str:
@@ -41,6 +52,16 @@ def render_folder(instance_pk: int) -> str:
 def render_key(instance_pk: int, frame: int, kind: str) -> str:
     """One render of one frame (0-based): ``kind`` is full, preview, thumb or a CT window preset."""
     return f"{render_folder(instance_pk)}/{frame:04d}-{kind}.jpg"
+
+
+def layout_folder(share_pk: int) -> str:
+    """Where a share's download layouts live: from its internal id only."""
+    return f"{LAYOUTS}/{share_pk}"
+
+
+def layout_key(share_pk: int, name: str) -> str:
+    """One kept layout of a share; ``name`` is made of hex digests and a download kind, never of received data."""
+    return f"{layout_folder(share_pk)}/{name}"
 
 
 def probe_key() -> str:

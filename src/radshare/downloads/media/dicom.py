@@ -23,9 +23,11 @@ from radshare.downloads.media.archive import (
     Entry,
     Layout,
     MissingFileError,
+    complete,
     data_entry,
     file_entry,
     readme,
+    recorded_render,
     zip_date_time,
 )
 from radshare.downloads.media.contents import SeriesContent, StudyContent, share_contents
@@ -54,7 +56,11 @@ def _add_files(media: _Media, item: StudyContent, group: SeriesContent, si: int,
     for k, instance in enumerate(group.instances, 1):
         file_id = f"DICOM/ST{si:04d}/SE{sj:04d}/IM{k:06d}"
         key = instance_key(instance.storage_key)
-        media.files.append(file_entry(media.storage, file_id, key, f"sha256 {instance.sha256}"))
+        recorded = (
+            instance.size,
+            instance.crc32,
+        )  # a CRC not recorded (None) is read once (archive.complete)
+        media.files.append(file_entry(media.storage, file_id, key, recorded, sha256=instance.sha256))
         media.sources.append((file_id, instance, group.series, item.study, (si, sj, k)))
 
 
@@ -68,7 +74,10 @@ def _add_previews(
         name = f"{series_dir}/IM{len(images) + 1:06d}.JPG"
         try:
             entry = file_entry(
-                media.storage, f"IHE_PDI/{study_dir}/{name}", render_key(instance.pk, frame, "preview")
+                media.storage,
+                f"IHE_PDI/{study_dir}/{name}",
+                render_key(instance.pk, frame, "preview"),
+                recorded_render(render, "preview", frame),
             )
         except MissingFileError:
             continue  # a preview is a convenience; the DICOM file is what counts
@@ -146,4 +155,4 @@ def dicom_layout(share: Share, studies: list[Study], language: str) -> Layout:
             *media.viewer,
             *media.files,
         ]
-    return Layout(DICOM, entries, zip_date_time(share), uids)
+    return Layout(DICOM, complete(media.storage, entries), zip_date_time(share), uids)

@@ -16,9 +16,11 @@ from radshare.downloads.media.archive import (
     JPEG,
     Entry,
     Layout,
+    complete,
     data_entry,
     file_entry,
     readme,
+    recorded_render,
     zip_date_time,
 )
 from radshare.downloads.media.contents import StudyContent, share_contents
@@ -61,7 +63,8 @@ def _study_entries(storage: Storage, item: StudyContent, study_names: set[str]) 
         sub = unique(safe_name(group.label) or "Series", series_names)
         for n, (instance, frame) in enumerate(frames, 1):
             key = render_key(instance.pk, frame, "full")
-            entries.append(file_entry(storage, f"{folder}/{sub}/image-{n:04d}.jpg", key))
+            recorded = recorded_render(group.renders[instance.pk], "full", frame)
+            entries.append(file_entry(storage, f"{folder}/{sub}/image-{n:04d}.jpg", key, recorded))
     for n, report in enumerate(item.reports, 1):
         name = f"{folder}/{safe_name(_('Report')) or 'Report'} {n}"
         if report.pdf is not None:
@@ -81,4 +84,6 @@ def jpeg_layout(share: Share, studies: list[Study], language: str) -> Layout:
         study_names: set[str] = set()
         for item in contents:
             entries += _study_entries(storage, item, study_names)
-    return Layout(JPEG, entries, zip_date_time(share), [s.study_instance_uid for s in studies])
+    return Layout(
+        JPEG, complete(storage, entries), zip_date_time(share), [s.study_instance_uid for s in studies]
+    )

@@ -104,14 +104,14 @@ def summarise(ds: Dataset, instance_pk: int) -> ReportSummary:
 
 
 def study_report_instances(study: Study) -> list[Instance]:
-    """The study's SR documents and encapsulated PDFs, oldest first (one indexed query)."""
-    return list(
-        Instance.objects.filter(
-            organisation_id=study.organisation_id,
-            series__study=study,
-            sop_class_uid__in=REPORT_SOP_CLASSES,
-        ).order_by("received_at", "pk")
-    )
+    """The study's SR documents and encapsulated PDFs, oldest first. Ingest counts them on the study and its series
+    (``number_of_reports``): a study without any costs no query, and one with reports reads the instances of the
+    series that hold them only, by the series index; the few rows are put in order here, not by the database."""
+    if not study.number_of_reports:
+        return []
+    holding = Series.objects.filter(study=study, number_of_reports__gt=0).values("pk")
+    found = Instance.objects.filter(series__in=holding, sop_class_uid__in=REPORT_SOP_CLASSES).order_by()
+    return sorted(found, key=lambda instance: (instance.received_at, instance.pk))
 
 
 def study_reports(study: Study) -> list[ReportSummary]:

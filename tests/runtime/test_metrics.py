@@ -1,0 +1,84 @@
+"""``/metrics`` for Prometheus (docs/operations.md "Metrics"): only for RADSHARE_METRICS_ALLOW, and its counters move
+with what radshare does."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from radshare.delivery import outbox
+from radshare.shares.services import mark_opened
+from tests.recipients.conftest import ready_share
+from tests.shares.helpers import ANNA, make_study
+
+SCRAPER = "10.1.2.3"
+
+
+def scrape(client: Client | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = (client or Client()).get("/metrics", REMOTE_ADDR=SCRAPER)
+    assert response.status_code == 200, response.status_code
+    assert response["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("allow", [(), ("10.9.9.9/32",), ("192.168.0.0/16",)])
+def test_anyone_not_allowed_gets_no_metrics(radshare_config: Any, allow: tuple[str, ...]) -> None:
+    radshare_config(metrics_allow=allow)
+    assert Client().get("/metrics", REMOTE_ADDR=SCRAPER).status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_counters_move_with_the_flow(radshare_config: Any, organisation: Any, sms_file: Path) -> None:
+    radshare_config(metrics_allow=("10.1.0.0/16",))
+    before = scrape()
+    share, code = ready_share(organisation, [make_study(organisation, ANNA)], delivery="url", email="")
+    mark_opened(share)
+    sms = outbox.queue_sms_code(share, "123456", timezone.now() + timedelta(minutes=5))
+    outbox.deliver(sms.pk)
+    visitor = Client()
+    visitor.get("/", {"code": code})
+    for _ in range(5):
+        visitor.post("/r/birth-date", {"accept_terms": "on", "birth_date": "01-01-1970"})
+    after = scrape()
+
+    org = {"organisation": "hospital-a"}
+    assert value(after, "radshare_shares_created_total", delivery="url", recipient="patient", **org) == 1
+    assert value(after, "radshare_shares_opened_total", **org) == 1
+    assert value(after, "radshare_sms_sent_total", **org) == 1
+    assert value(after, "radshare_recipient_lockouts_total", **org) == 1
+    assert value(after, "radshare_share_preparation_seconds_count", **org) == 1
+    assert value(after, "radshare_share_preparation_seconds_bucket", le="+Inf", **org) == 1
+    assert (
+        sum(v for (name, _labels), v in after.items() if name == "radshare_shares") == 1
+    )  # one share, any status
+    assert value(after, "radshare_render_queue", state="pending") == 0  # all rendered
+    started = "recipients:start"
+    assert (
+        value(after, "radshare_http_requests_total", route=started, method="GET", status="302")
+        - value(before, "radshare_http_requests_total", route=started, method="GET", status="302")
+        == 1
+    )
+    posted = ("radshare_http_requests_total", "recipients:birth_date", "POST")
+    moved = sum(
+        v - before.get(k, 0)
+        for k, v in after.items()
+        if k[0] == posted[0]
+        and dict(k[1]).get("route") == posted[1]
+        and dict(k[1]).get("method") == posted[2]
+    )
+    assert moved == 5
