@@ -40,7 +40,8 @@ test-sqlite: install ## the suite on SQLite
 
 test-postgres: install ## database tests again on PostgreSQL (browser and Orthanc tests run once, on SQLite)
 	@if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
-	  RADSHARE_DATA_DIR=$$(mktemp -d) RADSHARE_DATABASE_URL=$(PG_URL) RADSHARE_SECRET_KEY=test-only-$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') \
+	  data=$$(mktemp -d); RADSHARE_DATA_DIR=$$data RADSHARE_STORAGE_URL="file://$$data/storage?shared=1" \
+	  RADSHARE_DATABASE_URL=$(PG_URL) RADSHARE_SECRET_KEY=test-only-$$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n') \
 	    $(BIN)/pytest -n $(PYTEST_WORKERS) -p no:cacheprovider -m "(django_db and not once) or postgres"; \
 	elif [ "$$RADSHARE_REQUIRE_ALL" = "1" ]; then echo "PostgreSQL is not running on 127.0.0.1:5432"; exit 1; \
 	else echo "PostgreSQL is not running on 127.0.0.1:5432: PostgreSQL run skipped"; fi

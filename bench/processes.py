@@ -45,6 +45,7 @@ def postgres_env(
             **base,
             "RADSHARE_DATA_DIR": str(data_dir),
             "RADSHARE_DATABASE_URL": f"{server_url.rstrip('/')}/{name}",
+            "RADSHARE_STORAGE_URL": f"file://{data_dir / 'storage'}?shared=1",  # one machine: one folder
             "RADSHARE_SECRET_KEY": "bench-only-" + os.urandom(24).hex(),
         }
     finally:

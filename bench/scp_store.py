@@ -130,6 +130,7 @@ class Radshare:
             self.template_db = f"radshare_ingest_bench_{os.getpid()}"
             self._pg("createdb", self.template_db)
             self.env["RADSHARE_DATABASE_URL"] = f"{postgres.rstrip('/')}/{self.template_db}"
+            self.env["RADSHARE_STORAGE_URL"] = f"file://{self.template / 'storage'}?shared=1"
             self.env["RADSHARE_SECRET_KEY"] = "bench-only-" + os.urandom(24).hex()
         subprocess.run([*CLI, "migrate", "-v0"], env=self.env, check=True, timeout=600)
         for args in (["org", "create", "bench", "--name", "Bench"], ["pacsnode", "add", "bench", "BENCHSCU"]):
@@ -147,6 +148,7 @@ class Radshare:
         shutil.copytree(self.template, data)
         env = {**self.env, "RADSHARE_DATA_DIR": str(data), "RADSHARE_DICOM_PORT": str(free_port())}
         if self.postgres:
+            env["RADSHARE_STORAGE_URL"] = f"file://{data / 'storage'}?shared=1"  # one machine: one folder
             name = f"{self.template_db}_{self.runs}"
             self._pg("createdb", "-T", self.template_db, name)
             self.databases.append(name)

@@ -56,7 +56,9 @@ def _storage_root(settings: Any, tmp_path: Path) -> Iterator[Path]:
     from radshare.studies import services
 
     root = tmp_path / "storage"
-    settings.RADSHARE = config_with(storage_url=f"file://{root}")
+    # ?shared=1: the processes some tests start share this folder, and on PostgreSQL a shared database asks
+    # for it (docs/operations.md)
+    settings.RADSHARE = config_with(storage_url=f"file://{root}?shared=1")
     services._ids.clear()
     yield root
     services._ids.clear()

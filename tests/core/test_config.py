@@ -193,6 +193,7 @@ def test_postgres_without_secret_is_refused_outside_demo(tmp_path: Path) -> None
         {
             "RADSHARE_DATA_DIR": str(tmp_path),
             "RADSHARE_DATABASE_URL": "postgres://radshare@db.example.org/radshare",
+            "RADSHARE_STORAGE_URL": "s3://radshare-images/prod",
         }
     )
     assert len(problems) == 1
@@ -209,6 +210,33 @@ def test_postgres_without_secret_generates_one_in_demo_mode(tmp_path: Path) -> N
         }
     )
     assert cfg.secret_key == (tmp_path / "secret_key").read_text(encoding="ascii").strip()
+
+
+def test_a_shared_database_needs_storage_every_process_sees(tmp_path: Path) -> None:
+    """Several machines on one PostgreSQL database with each its own folder would each hold part of the images:
+    a file:// storage must be marked shared (one folder for all), outside demo mode; SQLite and s3:// need not."""
+    base = {
+        "RADSHARE_DATA_DIR": str(tmp_path),
+        "RADSHARE_SECRET_KEY": GOOD_SECRET,
+        "RADSHARE_DATABASE_URL": "postgres://radshare@db.example.org/radshare",
+    }
+    for unmarked in ({}, {"RADSHARE_STORAGE_URL": f"file://{tmp_path}/storage"}):
+        problems = problems_of({**base, **unmarked})
+        assert problems == [
+            "RADSHARE_STORAGE_URL: with a shared database every web, SCP and worker process must see the same "
+            "files: use s3://, or add ?shared=1 to the file:// URL if that folder is the same one for all of them"
+        ]
+    marked = load({**base, "RADSHARE_STORAGE_URL": f"file://{tmp_path}/storage?shared=1"})
+    assert marked.storage_url == f"file://{tmp_path}/storage?shared=1"
+    assert load({**base, "RADSHARE_STORAGE_URL": "s3://radshare-images/prod"}).storage_url.startswith("s3://")
+    assert load({**base, "RADSHARE_DEMO": "1"}).storage_url == f"file://{tmp_path.resolve()}/storage"
+    assert load({"RADSHARE_DATA_DIR": str(tmp_path)}).storage_url == f"file://{tmp_path.resolve()}/storage"
+    # The option is checked like every other: a typo or a value that is not 1/0 is refused, not ignored.
+    for wrong, says in (("?share=1", "unknown option 'share'"), ("?shared=yes-please", "?shared= must be 1 or 0")):
+        (problem,) = problems_of({**base, "RADSHARE_STORAGE_URL": f"file://{tmp_path}/storage{wrong}"})
+        assert problem.startswith("RADSHARE_STORAGE_URL=") and says in problem, problem
+    (relative,) = problems_of({**base, "RADSHARE_STORAGE_URL": "file://storage?shared=1"})
+    assert "file:///absolute/dir" in relative
 
 
 def test_dicom_accept_any_only_in_demo_mode(tmp_path: Path) -> None:
@@ -229,6 +257,7 @@ def test_public_items_mask_secrets_and_passwords(tmp_path: Path) -> None:
             "RADSHARE_DATA_DIR": str(tmp_path),
             "RADSHARE_SECRET_KEY": GOOD_SECRET,
             "RADSHARE_DATABASE_URL": "postgres://radshare:Db-Pa55word@db.example.org:5432/radshare",
+            "RADSHARE_STORAGE_URL": "file:///srv/radshare/storage?shared=1",
             "RADSHARE_EMAIL_URL": "smtp://mailer:M41l-Pa55@relay.example.org:587?starttls=1",
         }
     )
@@ -286,6 +315,7 @@ def test_radshare_config_never_prints_secrets(tmp_path: Path) -> None:
         tmp_path,
         secret_key=GOOD_SECRET,
         database_url="postgres://radshare:Db-Pa55word@127.0.0.1:1/radshare",
+        storage_url=f"file://{tmp_path / 'storage'}?shared=1",
         email_url="smtp://mailer:M41l-Pa55@127.0.0.1:1",
         sms_url="cm://C0ffee-T0ken@gw.messaging.cm.com",
     )

@@ -80,6 +80,7 @@ def test_bursts_of_recipient_requests_keep_connections_bounded(
         tmp_path,
         database_url=f"postgres://{auth}@{conninfo['host']}:{conninfo['port']}/{name}",
         secret_key=secrets.token_urlsafe(40),
+        storage_url=f"file://{tmp_path / 'storage'}?shared=1",
         database_pool_size=str(POOL_SIZE),
         dicom_max_associations=str(POOL_SIZE),
         http_port=str(http_port),

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from radshare.core.config.parsers import email_from
 from radshare.core.config.table import PREFIX
+from radshare.core.config.urls import url_flag
 
 
 def derive(values: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
@@ -38,6 +39,13 @@ def derive(values: dict[str, Any], env: Mapping[str, str], problems: list[str]) 
         problems.append(
             f"{PREFIX}DICOM_MAX_ASSOCIATIONS: {associations} is more than {PREFIX}DATABASE_POOL_SIZE ({pool}); "
             "each association holds a database connection: raise the pool size or lower the associations"
+        )
+    storage, refused = str(values["STORAGE_URL"]), any(p.startswith(f"{PREFIX}STORAGE_URL=") for p in problems)
+    shared = refused or not storage.startswith("file:") or url_flag(storage, "shared", False)
+    if postgres and not shared and not values.get("DEMO"):
+        problems.append(
+            f"{PREFIX}STORAGE_URL: with a shared database every web, SCP and worker process must see the same "
+            "files: use s3://, or add ?shared=1 to the file:// URL if that folder is the same one for all of them"
         )
     # Demo mode keeps what would be sent in files, for the demo outbox page; elsewhere the console.
     outbox = data_dir / "outbox"

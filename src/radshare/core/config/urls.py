@@ -128,4 +128,8 @@ def storage_url(raw: str) -> str:
         return value
     if parts.scheme != "file" or not parts.path:
         raise ValueError("must be file:///absolute/dir or s3://bucket/prefix?endpoint_url=...&region=...")
+    _file_url(parts, "storage", "file:///var/lib/radshare/storage")
+    # ?shared=1 says every process on every machine sees this same folder (one machine, or NFS); the
+    # configuration asks for it when the database is shared (see derive.py), see docs/operations.md.
+    _url_flag(_url_query(parts, ("shared",), "file://"), "shared", False)
     return value
