@@ -232,9 +232,13 @@ def test_a_shared_database_needs_storage_every_process_sees(tmp_path: Path) -> N
     assert load({**base, "RADSHARE_DEMO": "1"}).storage_url == f"file://{tmp_path.resolve()}/storage"
     assert load({"RADSHARE_DATA_DIR": str(tmp_path)}).storage_url == f"file://{tmp_path.resolve()}/storage"
     # The option is checked like every other: a typo or a value that is not 1/0 is refused, not ignored.
-    for wrong, says in (("?share=1", "unknown option 'share'"), ("?shared=yes-please", "?shared= must be 1 or 0")):
+    for wrong, says in (
+        ("?share=1", "unknown option 'share'"),
+        ("?shared=yes-please", "?shared= must be 1 or 0"),
+    ):
         (problem,) = problems_of({**base, "RADSHARE_STORAGE_URL": f"file://{tmp_path}/storage{wrong}"})
-        assert problem.startswith("RADSHARE_STORAGE_URL=") and says in problem, problem
+        assert problem.startswith("RADSHARE_STORAGE_URL=")
+        assert says in problem
     (relative,) = problems_of({**base, "RADSHARE_STORAGE_URL": "file://storage?shared=1"})
     assert "file:///absolute/dir" in relative
 

@@ -18,15 +18,21 @@ from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from radshare.audit.actions import Action
+from radshare.audit.models import AuditEvent
 from radshare.core.usage import Usage, count
 from radshare.delivery import outbox
 from radshare.delivery.models import Notification
+from radshare.downloads.media import archive
 from radshare.organisations.services import create_organisation
 from radshare.shares.destruction import destroy_due
 from radshare.shares.services import Actor, mark_opened, revoke
-from radshare.studies.models import Study
+from radshare.studies.models import Instance, Study
+from radshare.studies.services import store_instance
+from radshare.studies.synthetic import cr_image, encode
 from radshare.studies.tasks import record_storage_held
-from tests.recipients.conftest import ready_share
+from tests.downloads.test_downloads import get, get_cut_off
+from tests.recipients.conftest import logged_in_client, ready_share
 from tests.shares.helpers import ANNA, PIET, make_share, make_study
 
 NOVEMBER = datetime(2026, 11, 10, 12, 0, tzinfo=timezone.get_default_timezone())
@@ -42,8 +48,11 @@ def rows(text: str) -> dict[str, dict[str, str]]:
     return {row["organisation"]: row for row in csv.DictReader(io.StringIO(text))}
 
 
-@pytest.mark.django_db
-def test_a_month_s_figures_per_organisation_in_text_and_csv(organisation: Any, sms_file: Path) -> None:
+@pytest.mark.django_db(transaction=True)  # a broken-off download records its end from another thread
+def test_a_month_s_figures_per_organisation_in_text_and_csv(
+    organisation: Any, sms_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archive, "READ_SIZE", 256)  # the ZIP in several pieces, so it can be broken off
     other = create_organisation("other", "Other Clinic")
     with time_machine.travel(NOVEMBER, tick=False):
         ct = make_study(organisation, ANNA)
@@ -65,6 +74,17 @@ def test_a_month_s_figures_per_organisation_in_text_and_csv(organisation: Any, s
             outbox.deliver(n.pk)  # the link e-mail, to the console backend
         record_storage_held.call()
         make_share(other, [make_study(other, PIET)], delivery="url", email="")
+        # A sent duplicate is not received twice; a CR of the same patient is a second study.
+        cr_file = encode(cr_image(ANNA))
+        for _ in range(2):
+            store_instance(organisation, cr_file, source="upload")
+        cr = Study.objects.get(organisation=organisation, modalities_in_study="CR")
+        # A whole DICOM ZIP, then a JPEG ZIP broken off and resumed: two downloads, every byte sent counted.
+        recipient = logged_in_client(first)
+        whole = get(recipient, "/r/download/dicom.zip")[1]
+        _, start = get_cut_off(recipient, "/r/download/jpeg.zip", keep=1)
+        response, rest = get(recipient, "/r/download/jpeg.zip", range=f"bytes={len(start)}-")
+        assert response.status_code == 206
     with time_machine.travel(NOVEMBER + timedelta(days=30), tick=False):  # December: not November's
         make_share(organisation, [ct], delivery="url", email="")
 
@@ -76,6 +96,16 @@ def test_a_month_s_figures_per_organisation_in_text_and_csv(organisation: Any, s
         mine["shares by delivery and recipient"] == "email.patient 1; letter.care_provider 1; url.patient 1"
     )
     assert mine["shares_opened"] == "1"
+    assert mine["studies_received"] == "2"
+    assert mine["instances_received"] == "3"
+    sizes = Instance.objects.filter(organisation=organisation).values_list("size", flat=True)
+    assert int(mine["bytes_received"]) == sum(sizes) == ct.size + cr.size
+    assert mine["downloads"] == "2"
+    # What went out as the trail records it: of the broken-off download, what the client took before it left.
+    ends = AuditEvent.objects.filter(action=Action.RECIPIENT_DOWNLOAD_END).values_list("detail", flat=True)
+    assert sorted(end["sent"] for end in ends)[1:] == sorted([len(whole), len(rest)])
+    assert int(mine["download_bytes"]) == sum(end["sent"] for end in ends) >= len(whole) + len(rest)
+    assert november["other"]["instances_received"] == "2"
     assert mine["sms_sent"] == "1"
     assert mine["emails_sent"] == "1"
     assert int(mine["storage_bytes"]) == Study.objects.get(pk=ct.pk).size > 0

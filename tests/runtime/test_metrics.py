@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from radshare.delivery import outbox
 from radshare.shares.services import mark_opened
-from tests.recipients.conftest import ready_share
+from tests.downloads.test_downloads import get
+from tests.recipients.conftest import logged_in_client, ready_share
 from tests.shares.helpers import ANNA, make_study
 
 SCRAPER = "10.1.2.3"
@@ -46,10 +47,12 @@ def test_anyone_not_allowed_gets_no_metrics(radshare_config: Any, allow: tuple[s
 def test_the_counters_move_with_the_flow(radshare_config: Any, organisation: Any, sms_file: Path) -> None:
     radshare_config(metrics_allow=("10.1.0.0/16",))
     before = scrape()
-    share, code = ready_share(organisation, [make_study(organisation, ANNA)], delivery="url", email="")
+    study = make_study(organisation, ANNA)
+    share, code = ready_share(organisation, [study], delivery="url", email="")
     mark_opened(share)
     sms = outbox.queue_sms_code(share, "123456", timezone.now() + timedelta(minutes=5))
     outbox.deliver(sms.pk)
+    zip_bytes = len(get(logged_in_client(share), "/r/download/dicom.zip")[1])
     visitor = Client()
     visitor.get("/", {"code": code})
     for _ in range(5):
@@ -60,6 +63,11 @@ def test_the_counters_move_with_the_flow(radshare_config: Any, organisation: Any
     assert value(after, "radshare_shares_created_total", delivery="url", recipient="patient", **org) == 1
     assert value(after, "radshare_shares_opened_total", **org) == 1
     assert value(after, "radshare_sms_sent_total", **org) == 1
+    assert value(after, "radshare_ingest_studies_total", **org) == 1
+    assert value(after, "radshare_ingest_instances_total", **org) == 2
+    assert value(after, "radshare_ingest_bytes_total", **org) == study.size > 0
+    assert value(after, "radshare_downloads_total", format="dicom", **org) == 1
+    assert value(after, "radshare_download_bytes_total", format="dicom", **org) == zip_bytes
     assert value(after, "radshare_recipient_lockouts_total", **org) == 1
     assert value(after, "radshare_share_preparation_seconds_count", **org) == 1
     assert value(after, "radshare_share_preparation_seconds_bucket", le="+Inf", **org) == 1

@@ -5,6 +5,8 @@ included, and recipients' pages opened at the same time through them leave an au
 from __future__ import annotations
 
 import http.client
+import os
+import subprocess
 import threading
 from importlib import import_module
 from pathlib import Path
@@ -17,9 +19,14 @@ from django.utils import timezone
 from radshare.audit import chain
 from radshare.audit.models import AuditEvent
 from radshare.core.cpus import usable_cores
+from radshare.core.metrics import MULTIPROCESS
 from radshare.imaging.models import InstanceRender
 from radshare.recipients import session
-from radshare.runtime.management.commands.web import uvicorn_options, web_workers
+from radshare.runtime.management.commands.web import (
+    share_metrics_between_workers,
+    uvicorn_options,
+    web_workers,
+)
 from tests.conftest import free_port
 from tests.recipients.conftest import ready_share
 from tests.runtime.processes import START_TIMEOUT, process_env, start, stop, wait_for
@@ -38,6 +45,31 @@ def test_the_setting_and_the_option_choose_the_workers(radshare_config: Any) -> 
     options = uvicorn_options(3)
     assert options["workers"] == 3
     assert options["access_log"] is False  # query strings (a share code) stay out of the log
+
+
+def test_the_metrics_folders_of_killed_servers_are_cleared_at_start(
+    radshare_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    radshare_config(data_dir=str(tmp_path))
+    monkeypatch.delenv(MULTIPROCESS, raising=False)
+    dead = subprocess.Popen(["true"])  # a server killed: its process has ended
+    dead.wait()
+    gone = [
+        tmp_path / f"metrics-{dead.pid}",
+        tmp_path / "metrics-abc123",
+        tmp_path / f"metrics-{os.getpid()}",
+    ]
+    live = tmp_path / f"metrics-{os.getppid()}"  # a server still running (this test's parent process)
+    for folder in (*gone, live):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"x")
+    folder = share_metrics_between_workers()
+    assert folder == tmp_path / f"metrics-{os.getpid()}"
+    assert os.environ[MULTIPROCESS] == str(folder)
+    assert not list(folder.iterdir())  # fresh, not what an earlier server of this id counted
+    assert not gone[0].exists()
+    assert not gone[1].exists()  # an older release's folder name
+    assert live.exists()
 
 
 def spawned_workers(pid: int) -> list[int]:
@@ -100,15 +132,17 @@ def test_two_workers_serve_concurrent_recipients_and_the_audit_chain_verifies(
     }
     before = AuditEvent.objects.count()
     port = free_port()
+    data = tmp_path / "data"
     web = start(
         "web",
-        env=process_env(tmp_path / "data", http_port=str(port), web_workers="2", log_level="WARNING"),
+        env=process_env(data, http_port=str(port), web_workers="2", log_level="WARNING"),
         log=tmp_path / "web.log",
     )
     statuses: list[int] = []
     try:
         wait_for("radshare web", lambda: healthy(port), START_TIMEOUT, web)
         assert len(spawned_workers(web.pid)) == 2
+        assert [p.name for p in data.glob("metrics-*")] == [f"metrics-{web.pid}"]  # the workers' counts
         barrier = threading.Barrier(SESSIONS)
 
         def browse(n: int) -> None:
@@ -129,6 +163,7 @@ def test_two_workers_serve_concurrent_recipients_and_the_audit_chain_verifies(
             thread.join(timeout=120)
     finally:
         stop(web)
+    assert not list(data.glob("metrics-*"))  # gone with the server
     assert len(statuses) == SESSIONS * ROUNDS * (2 + len(renders[studies[0].pk]))
     assert set(statuses) == {200}, (tmp_path / "web.log").read_text()[-3000:]
     # Two page entries (list, study) per round and session, none per image; every one linked into the chain.

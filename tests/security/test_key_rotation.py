@@ -44,8 +44,9 @@ from radshare.shares import codes
 from radshare.shares import rotation as share_rotation
 from radshare.shares.models import Share
 from radshare.shares.services import Actor, revoke
+from radshare.studies.browse import StudySearch, search_studies
 from radshare.studies.models import Patient
-from radshare.studies.services import StudySearch, bsn_hash, search_studies
+from radshare.studies.services import bsn_hash
 from radshare.studies.synthetic import FakePatient
 from tests.conftest import config_with
 from tests.recipients.conftest import ready_share, sms_codes, to_sms_step

@@ -48,8 +48,8 @@ from radshare.shares.services import (
     preparation_progress,
     revoke,
 )
+from radshare.studies.browse import StudySearch, search_studies
 from radshare.studies.models import Study
-from radshare.studies.services import StudySearch, search_studies
 
 router = Router(tags=["studies"])
 

@@ -9,6 +9,7 @@ not pruned, hold no patient data and are cheap to sum over a month.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from enum import StrEnum
 
 from django.db import connection
@@ -23,7 +24,7 @@ class Usage(StrEnum):
     BYTES_RECEIVED = "bytes_received"
     SHARES_CREATED = "shares_created"  # with ``kind``: "<delivery>.<recipient type>"
     SHARES_OPENED = "shares_opened"  # first login of the recipient
-    DOWNLOADS = "downloads"  # ZIP downloads completed, with ``kind``: "dicom" or "jpeg"
+    DOWNLOADS = "downloads"  # ZIP downloads as the daily limit counts them, with ``kind``: "dicom" or "jpeg"
     DOWNLOAD_BYTES = "download_bytes"
     SMS_SENT = "sms_sent"
     EMAILS_SENT = "emails_sent"
@@ -63,6 +64,19 @@ def count(
     """Add ``n`` to the organisation's counter of ``usage`` (and ``kind``) for ``day`` (today)."""
     if n:
         _upsert(organisation or INSTALLATION, day or timezone.localdate(), key(usage, kind), n, add=True)
+
+
+def count_each(counts: Mapping[Usage, int], *, organisation: int | None) -> None:
+    """``count`` of several counters at once, in one statement: for every instance stored, where one statement
+    more per image shows in the ingest rate (docs/architecture.md "C-STORE ingest")."""
+    rows = [(usage, n) for usage, n in counts.items() if n]
+    if not rows:
+        return
+    org, day = organisation or INSTALLATION, timezone.localdate()
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+    sql = _ADD.replace("VALUES (%s, %s, %s, %s)", f"VALUES {values}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [p for usage, n in rows for p in (org, day, key(usage), n)])
 
 
 def gauge(usage: Usage, value: int, *, organisation: int | None, day: dt.date | None = None) -> None:

@@ -38,6 +38,7 @@ from django.views.decorators.http import require_safe
 
 from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
+from radshare.core.usage import Usage, count
 from radshare.downloads import media, services
 from radshare.imaging.models import InstanceRender
 from radshare.recipients.services import refused_on_device, share_studies
@@ -245,6 +246,8 @@ def _begin(request: HttpRequest, download: _Download) -> bool:
         if counted:
             if not services.count_download(share):
                 return False
+            # Usage counts downloads as the daily limit does: a resumed or ranged one is the same download.
+            count(Usage.DOWNLOADS, organisation=share.organisation_id, kind=download.detail["kind"])
             mark_downloaded(share)
             grant = services.open_grant(
                 share, download.session, etag, size=download.layout.size, drawn=download.length
@@ -345,9 +348,13 @@ def _headers(response: HttpResponseBase, download: _Download) -> None:
 
 def _finish(request: HttpRequest, download: _Download, sent: int, error: str) -> None:
     complete = not error and sent == download.length
+    kind, organisation = download.detail["kind"], download.share.organisation_id
     try:
         if download.grant is not None and sent < download.length:
             services.refund_grant(download.grant, download.length - sent)
+        count(
+            Usage.DOWNLOAD_BYTES, sent, organisation=organisation, kind=kind
+        )  # what went out, cut off or not
         _audit(
             request,
             download.share,

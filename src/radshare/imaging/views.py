@@ -15,8 +15,9 @@ from radshare.imaging import reports
 from radshare.imaging.forms import ReportAttachForm
 from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation
+from radshare.studies.browse import get_study
 from radshare.studies.models import Instance, Study
-from radshare.studies.services import IngestError, get_study
+from radshare.studies.services import IngestError
 
 
 def _study(request: HttpRequest, organisation: Organisation, pk: int, action: Action) -> Study:

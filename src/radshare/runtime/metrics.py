@@ -41,7 +41,7 @@ COUNTERS: dict[Usage, tuple[str, str, tuple[str, ...]]] = {
     Usage.BYTES_RECEIVED: ("radshare_ingest_bytes", "Bytes of the instances stored", ()),
     Usage.SHARES_CREATED: ("radshare_shares_created", "Shares made", ("delivery", "recipient")),
     Usage.SHARES_OPENED: ("radshare_shares_opened", "Shares whose recipient logged in the first time", ()),
-    Usage.DOWNLOADS: ("radshare_downloads", "ZIP downloads completed", ("format",)),
+    Usage.DOWNLOADS: ("radshare_downloads", "ZIP downloads (as the daily limit counts them)", ("format",)),
     Usage.DOWNLOAD_BYTES: ("radshare_download_bytes", "Bytes of the ZIP downloads", ("format",)),
     Usage.SMS_SENT: ("radshare_sms_sent", "SMS messages handed to the gateway", ()),
     Usage.EMAILS_SENT: ("radshare_emails_sent", "E-mails handed to the mail server", ()),

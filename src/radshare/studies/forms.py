@@ -6,7 +6,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from radshare.core.dates import DayMonthYearField
-from radshare.studies.services import StudySearch
+from radshare.studies.browse import StudySearch
 
 
 class StudySearchForm(forms.Form):

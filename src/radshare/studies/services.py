@@ -13,7 +13,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -23,6 +22,7 @@ from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.core import crypto
 from radshare.core.storage import get_storage
+from radshare.core.usage import Usage, count_each
 from radshare.dicom import DICOM_READ_ERRORS
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies import signals
@@ -273,12 +273,12 @@ def _patient_pk(organisation: Organisation, ds: Dataset) -> int:
     return patient.pk
 
 
-def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tuple[int, int]:
-    """(study pk, pk of the patient the study is filed under)."""
+def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tuple[int, int, bool]:
+    """(study pk, pk of the patient the study is filed under, whether the study was created now)."""
     key = (organisation.pk, dicom.text(ds, "StudyInstanceUID", 64))
     if (pks := _ids.studies.get(key)) is not None:
-        return pks
-    study, _ = Study.objects.get_or_create(
+        return (*pks, False)
+    study, created = Study.objects.get_or_create(
         organisation=organisation,
         study_instance_uid=key[1],
         defaults={
@@ -290,7 +290,7 @@ def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tupl
             "referring_physician_name": dicom.text(ds, "ReferringPhysicianName", 324),
         },
     )
-    return study.pk, study.patient_id
+    return study.pk, study.patient_id, created
 
 
 def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
@@ -368,7 +368,7 @@ def _index(
 ) -> StoreResult:
     """Index one stored file; call inside a transaction."""
     patient_pk = _patient_pk(organisation, ds)
-    study_pk, filed_under = _study_pks(organisation, ds, patient_pk)
+    study_pk, filed_under, study_created = _study_pks(organisation, ds, patient_pk)
     if filed_under != patient_pk:
         _refuse_other_patient(organisation, ds, study_pk, patient_pk)
     series_pk, series_created, modality = _series_pk(study_pk, ds)
@@ -394,6 +394,9 @@ def _index(
     _add_to_counts(
         study_pk, patient_pk, series_pk, stored.size, series_created, modality, instance.sop_class_uid
     )
+    # Usage (per organisation and day), in this transaction: counted once whatever the ingest path.
+    received = {Usage.INSTANCES_RECEIVED: 1, Usage.BYTES_RECEIVED: stored.size}
+    count_each({**received, Usage.STUDIES_RECEIVED: int(study_created)}, organisation=organisation.pk)
     study_uid = dicom.text(ds, "StudyInstanceUID", 64)
     transaction.on_commit(
         lambda: _ids.remember(
@@ -544,57 +547,3 @@ def store_instance(
             file.discard()
             raise
     raise AssertionError("not reached")
-
-
-# --- study browser ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StudySearch:
-    patient_id: str = ""
-    issuer_of_patient_id: str | None = None  # None: any issuer; "" only patients without one
-    patient_name: str = ""
-    patient_birth_date: dt.date | None = None
-    study_date_from: dt.date | None = None
-    study_date_to: dt.date | None = None
-    accession_number: str = ""
-    modality: str = ""
-    bsn: str = ""  # matched by its keyed hash only (docs/security.md A23)
-
-
-def search_studies(organisation: Organisation, criteria: StudySearch) -> QuerySet[Study]:
-    """Studies of ``organisation`` matching every given criterion, newest first."""
-    qs = Study.objects.present().filter(organisation=organisation).select_related("patient")
-    if criteria.patient_id:
-        qs = qs.filter(patient__patient_id__iexact=criteria.patient_id.strip())
-    if criteria.issuer_of_patient_id is not None:
-        qs = qs.filter(patient__issuer_of_patient_id=criteria.issuer_of_patient_id.strip())
-    if criteria.patient_name:
-        # People type "jansen" or "Jansen, Piet"; DICOM stores "Jansen^Piet".
-        for part in criteria.patient_name.replace(",", " ").replace("^", " ").split():
-            qs = qs.filter(patient__patient_name__icontains=part)
-    if criteria.patient_birth_date:
-        qs = qs.filter(patient__patient_birth_date=criteria.patient_birth_date)
-    if criteria.study_date_from:
-        qs = qs.filter(study_date__gte=criteria.study_date_from)
-    if criteria.study_date_to:
-        qs = qs.filter(study_date__lte=criteria.study_date_to)
-    if criteria.accession_number:
-        qs = qs.filter(accession_number__iexact=criteria.accession_number.strip())
-    if criteria.bsn:
-        digits = "".join(c for c in criteria.bsn if c.isdigit())  # "1234.56.782" as people write it
-        qs = qs.filter(patient__bsn_hash__in=bsn_hashes(digits.zfill(9)))
-    if criteria.modality:
-        m = criteria.modality.strip().upper()
-        qs = qs.filter(
-            Q(modalities_in_study=m)
-            | Q(modalities_in_study__startswith=m + "\\")
-            | Q(modalities_in_study__endswith="\\" + m)
-            | Q(modalities_in_study__contains=f"\\{m}\\")
-        )
-    return qs.order_by(F("study_date").desc(nulls_last=True), "-created_at")
-
-
-def get_study(organisation: Organisation, study_pk: int) -> Study:
-    """One study, only if it belongs to ``organisation`` (an id alone is never enough, docs/security.md A10)."""
-    return Study.objects.present().select_related("patient").get(organisation=organisation, pk=study_pk)

@@ -25,10 +25,10 @@ from radshare.core import streaming
 from radshare.core.middleware import CsrfViewMiddleware
 from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation
+from radshare.studies.browse import StudySearch, get_study, search_studies
 from radshare.studies.forms import StudySearchForm
 from radshare.studies.integrity import broken_instances
 from radshare.studies.models import Study
-from radshare.studies.services import StudySearch, get_study, search_studies
 from radshare.studies.upload import (
     MAX_FILES,
     MB,

@@ -40,7 +40,10 @@ def derive(values: dict[str, Any], env: Mapping[str, str], problems: list[str]) 
             f"{PREFIX}DICOM_MAX_ASSOCIATIONS: {associations} is more than {PREFIX}DATABASE_POOL_SIZE ({pool}); "
             "each association holds a database connection: raise the pool size or lower the associations"
         )
-    storage, refused = str(values["STORAGE_URL"]), any(p.startswith(f"{PREFIX}STORAGE_URL=") for p in problems)
+    storage, refused = (
+        str(values["STORAGE_URL"]),
+        any(p.startswith(f"{PREFIX}STORAGE_URL=") for p in problems),
+    )
     shared = refused or not storage.startswith("file:") or url_flag(storage, "shared", False)
     if postgres and not shared and not values.get("DEMO"):
         problems.append(

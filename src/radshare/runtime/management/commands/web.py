@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,8 @@ from django.core.management.base import BaseCommand
 from radshare.core.cpus import usable_cores
 from radshare.core.metrics import MULTIPROCESS
 from radshare.core.streaming import LargeBufferH11Protocol
+
+METRICS_FOLDER = "metrics-"  # + the web server's process id, in the data dir
 
 
 def web_workers(requested: int | None = None) -> int:
@@ -58,13 +60,34 @@ class Command(BaseCommand):
         # Static files are served by WhiteNoise from the app folders; nothing to collect.
         call_command("check", "--fail-level", "ERROR", verbosity=0)
         workers = web_workers(options["workers"])
-        if workers > 1:
-            share_metrics_between_workers()
-        uvicorn.run("radshare.asgi:application", **uvicorn_options(workers))
+        folder = share_metrics_between_workers() if workers > 1 else None
+        try:
+            uvicorn.run("radshare.asgi:application", **uvicorn_options(workers))
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
-def share_metrics_between_workers() -> None:
-    """The workers count their requests in a fresh folder of their own (prometheus-client's multiprocess mode), so
-    that ``/metrics`` answers for the whole web server whichever worker it reaches (core/metrics.py)."""
-    folder = Path(tempfile.mkdtemp(prefix="metrics-", dir=settings.RADSHARE.data_dir))
+def share_metrics_between_workers() -> Path:
+    """The workers count their requests in a fresh folder of this server's (prometheus-client's multiprocess
+    mode), so that ``/metrics`` answers for the whole web server whichever worker it reaches (core/metrics.py).
+    The folder goes when the server stops; one a killed server left behind goes when the next one starts."""
+    data_dir = Path(settings.RADSHARE.data_dir)
+    for old in data_dir.glob(f"{METRICS_FOLDER}*"):
+        pid = old.name.removeprefix(METRICS_FOLDER)
+        if not (pid.isdigit() and _running(int(pid))) or int(pid) == os.getpid():
+            shutil.rmtree(old, ignore_errors=True)
+    folder = data_dir / f"{METRICS_FOLDER}{os.getpid()}"
+    folder.mkdir(mode=0o700)
     os.environ[MULTIPROCESS] = str(folder)  # inherited by the worker processes uvicorn spawns
+    return folder
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: not ours to judge
+        return True
+    return True
