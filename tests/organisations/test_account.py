@@ -12,7 +12,7 @@ from django.test import Client
 from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.organisations.models import Sender
-from radshare.organisations.services import create_sender
+from radshare.organisations.services import MAX_FAILED_PER_ACCOUNT_AND_ADDRESS, create_sender
 
 PASSWORD = "correct horse battery staple"
 
@@ -43,7 +43,9 @@ def test_a_sender_sets_their_own_address_validated_and_audited(sender: Sender) -
     assert sender.email == ""
     assert not AuditEvent.objects.filter(action=Action.PORTAL_ACCOUNT_EMAIL).exists()
 
-    saved = client.post("/portal/account/", {"email": " alice@hospital.example "}, follow=True)
+    saved = client.post(
+        "/portal/account/", {"email": " alice@hospital.example ", "password": PASSWORD}, follow=True
+    )
     assert "Your e-mail address has been saved." in _text(saved)
     sender.refresh_from_db()
     assert sender.email == "alice@hospital.example"
@@ -56,12 +58,44 @@ def test_a_sender_sets_their_own_address_validated_and_audited(sender: Sender) -
     assert entry.detail == {"sender_id": sender.pk, "had_address": False, "has_address": True}
     assert "alice@" not in str(entry.detail)  # no address in the trail (docs/security.md A21)
 
-    client.post("/portal/account/", {"email": "alice@hospital.example"})  # unchanged: nothing to record
+    # unchanged: no password asked, nothing to record
+    assert client.post("/portal/account/", {"email": "alice@hospital.example"}).status_code == 302
     assert AuditEvent.objects.filter(action=Action.PORTAL_ACCOUNT_EMAIL).count() == 1
-    client.post("/portal/account/", {"email": ""})
+    client.post("/portal/account/", {"email": "", "password": PASSWORD})
     sender.refresh_from_db()
     assert sender.email == ""
     assert AuditEvent.objects.filter(action=Action.PORTAL_ACCOUNT_EMAIL).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_new_address_takes_the_password_and_wrong_ones_lock_like_logins(sender: Sender) -> None:
+    """A session left open must not redirect (or silence) the notices that would tell the owner: changing or
+    clearing the address takes the password, and guessing it here counts towards the login locks."""
+    sender.email = "alice@hospital.example"
+    sender.save(update_fields=["email"])
+    client = _client(sender)
+    page = _text(client.get("/portal/account/"))
+    assert 'autocomplete="current-password"' in page
+    for password, says in (("", "Type your password."), ("guess", "That is not your password.")):
+        for email in ("mallory@evil.example", ""):
+            refused = client.post("/portal/account/", {"email": email, "password": password})
+            assert refused.status_code == 422
+            assert says in _text(refused)
+    sender.refresh_from_db()
+    assert sender.email == "alice@hospital.example"
+    assert not AuditEvent.objects.filter(action=Action.PORTAL_ACCOUNT_EMAIL).exists()
+    assert AuditEvent.objects.filter(action=Action.PORTAL_LOGIN_FAILED, actor_label="alice").count() == 2
+    for _ in range(MAX_FAILED_PER_ACCOUNT_AND_ADDRESS - 2):
+        client.post("/portal/account/", {"email": "mallory@evil.example", "password": "guess"})
+    # Locked: even the right password is not checked now, here or at the login page.
+    locked = client.post("/portal/account/", {"email": "mallory@evil.example", "password": PASSWORD})
+    assert "Too many failed attempts" in _text(locked)
+    sender.refresh_from_db()
+    assert sender.email == "alice@hospital.example"
+    login = Client(HTTP_ACCEPT_LANGUAGE="en").post(
+        "/portal/login/", {"username": "alice", "password": PASSWORD}
+    )
+    assert "Too many failed attempts" in _text(login)
 
 
 @pytest.mark.django_db

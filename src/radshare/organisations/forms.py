@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import authenticate
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
@@ -53,6 +54,39 @@ class AccountForm(forms.Form):
             "empty and you are not told."
         ),
     )
+    password = forms.CharField(
+        label=_("Your password"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text=_("To change the address, confirm it is you."),
+    )
+
+    def __init__(self, *args: Any, request: Any, sender: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request, self.sender = request, sender
+
+    def clean(self) -> dict[str, Any]:
+        """A new address takes the account's password (docs/security.md A26): a session left open or taken over
+        must not redirect the notices that would tell the owner. Wrong passwords count as failed logins of the
+        account, with the same locks; a locked account is refused before its password is checked."""
+        data = super().clean() or {}
+        email = (data.get("email") or "").strip()
+        if "email" in self.errors or email == self.sender.email:
+            return data
+        attempt = LoginAttempt.of(self.request, self.sender.get_username())
+        refusal = login_refusal(attempt)
+        if refusal is not None:
+            record_refused_login(self.request, attempt, refusal)
+            self.add_error("password", forms.ValidationError(THROTTLED, code="throttled"))
+        elif not data.get("password"):
+            self.add_error("password", forms.ValidationError(_("Type your password."), code="required"))
+        elif (
+            authenticate(self.request, username=self.sender.get_username(), password=data["password"]) is None
+        ):
+            # authenticate() reports the failure (user_login_failed), which counts it: organisations/signals.py
+            self.add_error("password", forms.ValidationError(_("That is not your password."), code="wrong"))
+        return data
 
 
 class ApiKeyCreateForm(forms.Form):

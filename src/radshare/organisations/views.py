@@ -51,7 +51,7 @@ def org_admin_required(view: Callable[..., HttpResponseBase]) -> Callable[..., H
 def account(request: HttpRequest, organisation: Organisation) -> HttpResponse:
     """A sender's own account: the e-mail address their notices go to."""
     sender = _sender(request)
-    form = AccountForm(request.POST or None, initial={"email": sender.email})
+    form = AccountForm(request.POST or None, initial={"email": sender.email}, request=request, sender=sender)
     if request.method == "POST" and form.is_valid():
         try:
             changed = set_own_email(sender, form.cleaned_data["email"], request)
