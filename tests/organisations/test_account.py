@@ -3,7 +3,10 @@ audited without the address itself; and the copy button beside a new API key."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +14,8 @@ from django.test import Client
 
 from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
+from radshare.delivery import outbox
+from radshare.delivery.models import Notification
 from radshare.organisations.models import Sender
 from radshare.organisations.services import MAX_FAILED_PER_ACCOUNT_AND_ADDRESS, create_sender
 
@@ -77,8 +82,8 @@ def test_a_new_address_takes_the_password_and_wrong_ones_lock_like_logins(sender
     page = _text(client.get("/portal/account/"))
     assert 'autocomplete="current-password"' in page
     for password, says in (("", "Type your password."), ("guess", "That is not your password.")):
-        for email in ("mallory@evil.example", ""):
-            refused = client.post("/portal/account/", {"email": email, "password": password})
+        for address in ("mallory@evil.example", ""):
+            refused = client.post("/portal/account/", {"email": address, "password": password})
             assert refused.status_code == 422
             assert says in _text(refused)
     sender.refresh_from_db()
@@ -120,3 +125,38 @@ def test_a_new_api_key_has_a_copy_button(organisation: Any) -> None:
     assert "radshare/copy.js" in html
     again = _client(admin).get("/portal/api-keys/").content.decode()
     assert 'data-copy="new-api-key"' not in again  # shown once, with its key
+
+
+@pytest.mark.django_db
+def test_the_old_address_is_told_of_a_change_and_of_a_removal(
+    sender: Sender, tmp_path: Path, radshare_config: Any, settings: Any
+) -> None:
+    """Someone who changes a sender's address (with the password, say from a phished login) is not silent: the old
+    address gets one e-mail naming the account, and neither the new address nor anything else."""
+    settings.LANGUAGE_CODE = "en"  # sender notices are in the installation's language
+    radshare_config(email_url=f"file://{tmp_path / 'mail'}")
+    client = _client(sender)
+    client.post("/portal/account/", {"email": "alice@hospital.example", "password": PASSWORD})
+    assert not Notification.objects.exists()  # no old address: nobody to tell
+    client.post("/portal/account/", {"email": "mallory@evil.example", "password": PASSWORD})
+    client.post("/portal/account/", {"email": "", "password": PASSWORD})
+    changed, removed = Notification.objects.order_by("pk")
+    for notice in (changed, removed):
+        assert (notice.kind, notice.to_sender_id) == (Notification.Kind.EMAIL_CHANGED, sender.pk)
+        assert "hospital" not in notice.secret  # the old address waits encrypted
+        assert outbox.deliver(notice.pk) == "sent"
+        notice.refresh_from_db()
+        assert notice.secret == ""  # and is wiped once sent
+    mails = [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+        for p in sorted((tmp_path / "mail").glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
+    ]
+    assert [str(m["To"]) for m in mails] == ["alice@hospital.example", "mallory@evil.example"]
+    texts = [m.get_body(preferencelist=("plain",)).get_content() for m in mails]  # type: ignore[union-attr]
+    assert "alice" in texts[0]
+    assert "was changed" in texts[0]
+    assert "was removed" in texts[1]
+    for text in texts:
+        assert "If this was not you" in text
+        assert "mallory" not in texts[0]  # the new address is not given away
+    assert "changed" in str(mails[0]["Subject"])

@@ -439,6 +439,7 @@ def test_an_operator_passes_the_step_in_the_admin_even_when_the_organisation_doe
             "contact_phone": organisation.contact_phone,
             "is_active": "on",
             "require_two_factor": "on",
+            "onward_sharing": organisation.onward_sharing,
             "pacs_nodes-TOTAL_FORMS": "0",
             "pacs_nodes-INITIAL_FORMS": "0",
             "pacs_nodes-MIN_NUM_FORMS": "0",

@@ -87,6 +87,11 @@ class Action(models.TextChoices):
     SHARE_UNLOCK = "share.unlock", _("Unlocked")
     SHARE_RETRY = "share.retry", _("Preparation started again")
     SHARE_LETTER = "share.letter", _("Letter made")
+    # Onward sharing (docs/architecture.md "Onward shares"): the patient passes their share on to a care provider.
+    SHARE_ONWARD_CREATE = "share.onward.create", _("Passed on by the patient to a care provider")
+    SHARE_ONWARD_END = "share.onward.end", _("Passed-on share ended by the patient")
+    SHARE_ONWARD_REVOKED = "share.onward.revoked", _("Passed-on share ended: the original share was revoked")
+    SHARE_ONWARD_REFUSED = "share.onward.refused", _("Passing on refused")
     PORTAL_SHARES_LIST = "portal.shares.list", _("Share list viewed")
     PORTAL_SHARE_NEW = "portal.share.new", _("Share dialog opened")
     PORTAL_SHARE_VIEW = "portal.share.view", _("Share page viewed")

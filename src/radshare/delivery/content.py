@@ -121,7 +121,7 @@ def _share_texts(share: Share, code: str, medium: Medium) -> ShareTexts:
     """``share_texts`` in the active language: who it is for, the steps, the expiry, and the fixed sentences."""
     org = one_line(share.organisation.name)
     patient = share.recipient_type != Share.RecipientType.CARE_PROVIDER
-    audience = _audience_texts(org, patient)
+    audience = _onward_texts(org, share.passed_on_by) if share.is_onward else _audience_texts(org, patient)
     expiry, keep = _expiry_texts(share, org, patient)
     start_url = settings.RADSHARE.base_url
     return ShareTexts(
@@ -196,6 +196,27 @@ def _audience_texts(organisation: str, patient: bool) -> _Audience:
         )
         % values,
         needs=(gettext("Your patient's date of birth."), phone),
+    )
+
+
+def _onward_texts(organisation: str, name: str) -> _Audience:
+    """docs/architecture.md "Onward shares": the patient passed their share on to a care provider. Who passed it on
+    is the name the patient typed (never a name from the images), and where the images come from."""
+    values = {"organisation": organisation, "name": one_line(name) or "?"}
+    return _Audience(
+        title=gettext("Images of %(organisation)s passed on to you by a patient") % values,
+        greeting=gettext("Dear colleague,"),
+        intro=gettext(
+            "%(name)s, a patient of %(organisation)s, has passed on their medical images to you. The name is as "
+            "the patient typed it."
+        )
+        % values,
+        needs=(
+            gettext("The patient's date of birth: ask %(name)s for it.") % values,
+            gettext(
+                "The phone with the number the patient gave for you: a code is sent to it by text message (SMS)."
+            ),
+        ),
     )
 
 
@@ -306,7 +327,9 @@ def share_email(share: Share, code: str) -> RenderedEmail:
     with translation.override(share.language):
         texts = _share_texts(share, code, "email")
         care_provider = share.recipient_type == Share.RecipientType.CARE_PROVIDER
-        subject = _subject("share_email", {"t": texts, "care_provider": care_provider})
+        subject = _subject(
+            "share_email", {"t": texts, "care_provider": care_provider, "onward": share.is_onward}
+        )
         bsn, bsn_check = _bsn_texts(share, texts.organisation)
         context = {"t": texts, "subject": subject, "bsn": bsn, "bsn_check": bsn_check}
         text = _plain(_render("share_email", "body.txt", context)) + "\n"
@@ -355,14 +378,17 @@ def gsm7_length(text: str) -> int:
     return sum(2 if c in _GSM7_EXTENSION else 1 for c in text)
 
 
-def sms_code_text(organisation_name: str, code: str, minutes: int, language: str) -> str:
+def sms_code_text(
+    organisation_name: str, code: str, minutes: int, language: str, *, onward: bool = False
+) -> str:
     """The SMS with the recipient's login code (``sms_code/body.txt``): the code, how long it is valid and the
-    organisation's name, nothing else (A4, A20). One GSM-7 segment: a long organisation name is shortened to
-    fit."""
+    organisation's name, nothing else (A4, A20); for an onward share, that a patient passed the images on
+    (docs/architecture.md "Onward shares"), without a name. One GSM-7 segment: a long organisation name is
+    shortened to fit."""
     with translation.override(language):
 
         def message(name: str) -> str:
-            context = {"code": code, "organisation": name, "minutes": minutes}
+            context = {"code": code, "organisation": name, "minutes": minutes, "onward": onward}
             return _gsm7(_plain(_render("sms_code", "body.txt", context)))
 
         name = _gsm7(one_line(organisation_name))
@@ -427,4 +453,21 @@ def login_locked_email(
         subject = _subject("login_locked", context)
         text = _plain(_render("login_locked", "body.txt", context))
         html = _render("login_locked", "body.html", {"text": text}).strip()
+    return RenderedEmail(subject=subject, text=text + "\n", html=html)
+
+
+def email_changed_email(username: str, cleared: bool, when: datetime, language: str) -> RenderedEmail:
+    """To a sender's old address: the account's notice address was changed or removed (docs/security.md A26;
+    ``email_changed/``). It names neither the new address nor anything else of the account."""
+    moment = _local(when)
+    with translation.override(language):
+        context = {
+            "cleared": cleared,
+            "username": username,
+            "date": formats.date_format(moment, "j F Y"),
+            "time": moment.strftime("%H:%M"),
+        }
+        subject = _subject("email_changed", context)
+        text = _plain(_render("email_changed", "body.txt", context))
+        html = _render("email_changed", "body.html", {"text": text}).strip()
     return RenderedEmail(subject=subject, text=text + "\n", html=html)

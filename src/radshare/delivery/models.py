@@ -27,6 +27,7 @@ class Notification(models.Model):
         LOCKED = "locked", _("share locked (to the sender)")
         LOGIN_LOCKED = "login_locked", _("login blocked (to the sender)")
         REVOKED = "revoked", _("share revoked after a correction (to the sender)")
+        EMAIL_CHANGED = "email_changed", _("address changed (to the sender's old address)")
 
     class State(models.TextChoices):
         PENDING = "pending", _("waiting to be sent")

@@ -10,6 +10,7 @@ that can send a message twice, which its stable Message-ID lets mail systems dro
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from django.utils import timezone
 from radshare.audit.actions import Action
 from radshare.audit.models import AuditEvent
 from radshare.audit.services import Outcome, record
+from radshare.core import crypto
 from radshare.core.tasks import enqueue_on_commit
 from radshare.core.usage import Usage, count
 from radshare.delivery import backends, content
@@ -167,6 +169,24 @@ def on_login_locked(sender: Any, account: Sender, event: AuditEvent, **kwargs: A
     queue_login_locked_notice(account, event)
 
 
+def on_email_changed(sender: Any, account: Sender, old: str, **kwargs: Any) -> None:
+    """Receiver of ``organisations.services.own_email_changed``: the old address is told (docs/security.md A26), so
+    that an address changed by someone else does not go unnoticed. The old address waits encrypted, as an SMS code
+    does, and is wiped once the notice is sent or dropped."""
+    if account.organisation_id is None or not old:
+        return
+    _queue(
+        Notification(
+            organisation_id=account.organisation_id,
+            to_sender=account,
+            channel=Notification.Channel.EMAIL,
+            kind=Notification.Kind.EMAIL_CHANGED,
+            # The outbox's secrets share a key (delivery/rotation.py); removed or changed is told as it was.
+            secret=crypto.encrypt(codes.PURPOSE, json.dumps({"old": old, "cleared": not account.email})),
+        )
+    )
+
+
 ENDED = "share ended"  # ``last_error`` of what a share's end dropped
 
 
@@ -252,13 +272,32 @@ def _login_locked_email(n: Notification) -> backends.EmailMessage:
     return _to_sender(n, sender, mail, language)
 
 
+def _email_changed_email(n: Notification) -> backends.EmailMessage:
+    sender, secret = n.to_sender, crypto.decrypt(codes.PURPOSE, n.secret)
+    if sender is None or not secret:
+        raise _Skip("old address not on record")
+    told = json.loads(secret)
+    language = settings.LANGUAGE_CODE
+    mail = content.email_changed_email(sender.get_username(), told["cleared"], n.created_at, language)
+    return backends.EmailMessage(
+        to=told["old"],
+        subject=mail.subject,
+        text=mail.text,
+        html=mail.html,
+        message_id=n.message_id,
+        language=language,
+    )
+
+
 def _sms(n: Notification) -> backends.SmsMessage:
     share = n.share
     code = codes.decrypt_code(n.secret)
     if share is None or not share.phone or code is None:
         raise _Skip("share not live")
     minutes = max(1, round(((n.not_after or n.created_at) - n.created_at).total_seconds() / 60))
-    text = content.sms_code_text(share.organisation.name, code, minutes, share.language)
+    text = content.sms_code_text(
+        share.organisation.name, code, minutes, share.language, onward=share.is_onward
+    )
     return backends.SmsMessage(to=share.phone, text=text, reference=f"rs-sms-{n.pk}")
 
 
@@ -294,6 +333,8 @@ def deliver(pk: int) -> str:
             backends.send_email(_sender_email(n))
         elif n.kind == Notification.Kind.LOGIN_LOCKED:
             backends.send_email(_login_locked_email(n))
+        elif n.kind == Notification.Kind.EMAIL_CHANGED:
+            backends.send_email(_email_changed_email(n))
         else:
             backends.send_sms(_sms(n))
     except _Skip as skip:

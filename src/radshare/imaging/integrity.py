@@ -3,7 +3,8 @@
 
 A done render has, for each of its ``frames``, ``NNNN-full.jpg``, ``NNNN-preview.jpg``, ``NNNN-thumb.jpg`` and one
 ``NNNN-<preset>.jpg`` per CT window preset in ``presets`` (``imaging.render``), in its instance's folder
-(``layout.render_folder``); ``jpeg_sizes`` holds each full-size JPEG's size.
+(``layout.render_folder``), and ``0000-video.mp4`` when ``video_size`` says it has a video (``imaging.video``);
+``jpeg_sizes`` holds each full-size JPEG's size.
 
 1. The ``renders/`` area is walked in key order; the files of one instance's folder come together, and folders are
    looked up ``CHUNK`` at a time. A file outside any instance's folder, in the folder of an instance that is gone,
@@ -27,7 +28,7 @@ from itertools import batched
 from django.db.models import Q
 
 from radshare.core.storage import Storage, StoredObject
-from radshare.core.storage.layout import RENDERS, render_folder, render_key
+from radshare.core.storage.layout import RENDERS, render_folder, render_key, video_key
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.services import request_render
 from radshare.studies.integrity import (
@@ -45,15 +46,21 @@ from radshare.studies.models import Instance
 Status = InstanceRender.Status
 KINDS = ("full", "preview", "thumb")  # every frame has these; CT adds its presets
 FOLDER_FILES = 20_000  # files held at most while their folders wait to be looked up
-_KEY = re.compile(rf"{RENDERS}/(\d{{3}})/([1-9]\d*)/(\d{{4}})-([a-z]+)\.jpg")
+VIDEO = "video"  # the kind of the MP4 (0000-video.mp4)
+_KEY = re.compile(rf"{RENDERS}/(\d{{3}})/([1-9]\d*)/(\d{{4}})-([a-z]+)\.(jpg|mp4)")
 
 Found = list[tuple[int, str, StoredObject]]  # one folder's files: (frame, kind, the file)
-Row = tuple[str, int, list[str], list[int], datetime | None, datetime | None]
+Row = tuple[str, int, list[str], list[int], int, datetime | None, datetime | None]
 
 
-def expected(frames: int, presets: list[str]) -> list[tuple[int, str]]:
+def expected(frames: int, presets: list[str], video: bool = False) -> list[tuple[int, str]]:
     """The (frame, kind) of every file a done render has, in key order."""
-    return sorted((frame, kind) for frame in range(frames) for kind in (*KINDS, *presets))
+    files = [(frame, kind) for frame in range(frames) for kind in (*KINDS, *presets)]
+    return sorted([*files, (0, VIDEO)] if video else files)
+
+
+def file_key(pk: int, frame: int, kind: str) -> str:
+    return video_key(pk) if kind == VIDEO else render_key(pk, frame, kind)
 
 
 class RenderCheck(AreaCheck):
@@ -82,7 +89,12 @@ class RenderCheck(AreaCheck):
             self.report.objects += 1
             match = _KEY.fullmatch(obj.key)
             pk = int(match[2]) if match else 0
-            if match is None or render_folder(pk) != f"{RENDERS}/{match[1]}/{match[2]}":
+            if (
+                match is None
+                or render_folder(pk) != f"{RENDERS}/{match[1]}/{match[2]}"
+                or (match[5] == "mp4") != (match[4] == VIDEO)
+                or (match[4] == VIDEO and match[3] != "0000")
+            ):
                 self.unknown(obj)
                 continue
             if pk not in batch and (len(batch) >= CHUNK or held >= FOLDER_FILES):
@@ -104,6 +116,7 @@ class RenderCheck(AreaCheck):
                 "frames",
                 "presets",
                 "jpeg_sizes",
+                "video_size",
                 "instance__broken_at",
                 "instance__series__study__destroy_started_at",
             )
@@ -118,13 +131,13 @@ class RenderCheck(AreaCheck):
             self._folder(pk, found, row)
 
     def _folder(self, pk: int, found: Found, row: Row) -> None:
-        status, frames, presets, jpeg_sizes, _, destroying = row
+        status, frames, presets, jpeg_sizes, video_size, _, destroying = row
         if destroying is not None:
             self.report.tally(Kind.SKIPPED).add(f"instance {pk}: {render_folder(pk)}/")
             return
         if status in (Status.PENDING, Status.RENDERING):
             return  # being made (again): its files come and go
-        wanted = set(expected(frames, presets)) if status == Status.DONE else set()
+        wanted = set(expected(frames, presets, video_size > 0)) if status == Status.DONE else set()
         present: dict[tuple[int, str], StoredObject] = {}
         for frame, kind, obj in found:
             if (frame, kind) in wanted:
@@ -136,15 +149,16 @@ class RenderCheck(AreaCheck):
         self.report.rows += 1
         # Looked at once more: a render that finished while the walk passed its folder is no false alarm.
         missing = [
-            render_key(pk, *item)
+            file_key(pk, *item)
             for item in sorted(wanted - present.keys())
-            if not self.storage.exists(render_key(pk, *item))
+            if not self.storage.exists(file_key(pk, *item))
         ]
         if missing:
             self._damaged(Kind.MISSING, pk, f"{missing[0]}{_more(len(missing))}")
             return
-        for frame, size in enumerate(jpeg_sizes):
-            full = present.get((frame, "full"))
+        sizes = [((frame, "full"), size) for frame, size in enumerate(jpeg_sizes)]
+        for item, size in [*sizes, ((0, VIDEO), video_size)] if video_size else sizes:
+            full = present.get(item)
             if full is not None and full.size != size and self._size(full.key) not in (size, None):
                 self._damaged(Kind.CHANGED, pk, f"{full.key} ({full.size} bytes, recorded {size})")
                 return

@@ -41,10 +41,15 @@ class InstanceRender(models.Model):
     preview_columns = models.PositiveIntegerField(default=0)
     presets = models.JSONField(default=list, blank=True)  # CT window presets rendered, e.g. ["soft", "lung"]
     jpeg_sizes = models.JSONField(default=list, blank=True)  # bytes of each frame's full-size JPEG
-    jpeg_size = models.BigIntegerField(default=0)  # their sum: the JPEG download's size
+    jpeg_size = models.BigIntegerField(default=0)  # their sum and the video's: what the JPEG download holds
     # {"full": [[size, crc32], ...], "preview": [...]}, per frame, as the ZIP downloads record them
     # (docs/architecture.md "Downloads"); {} for renders made before it was kept: computed once with a layout.
     checksums = models.JSONField(default=dict, blank=True)
+    # The H.264 MP4 of a run of frames with a frame time (imaging/video.py; docs/architecture.md "Renders"): its
+    # bytes and CRC-32 for the JPEG download, and its frames per second for the viewer; size 0: no video.
+    video_size = models.BigIntegerField(default=0)
+    video_crc32 = models.BigIntegerField(default=0)
+    video_frame_rate = models.FloatField(default=0)
     claimed_at = models.DateTimeField(null=True, blank=True)
     claimed_by = models.CharField(max_length=64, blank=True, default="")  # the worker's id (core.Worker)
     # A fault of the machine (a full disk, storage away) puts the render back with a growing delay (R8).
@@ -61,3 +66,7 @@ class InstanceRender(models.Model):
     @property
     def is_image(self) -> bool:
         return self.status == self.Status.DONE
+
+    @property
+    def has_video(self) -> bool:
+        return self.status == self.Status.DONE and self.video_size > 0

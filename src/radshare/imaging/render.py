@@ -9,7 +9,9 @@ plugins (pylibjpeg: JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000; pydicom
 Everything here is pure (a stored file in, render files out through the storage, a summary back), so it runs in
 worker processes without the database. Per frame it writes ``NNNN-full.jpg`` (full size, for the JPEG download),
 ``NNNN-preview.jpg`` (at most 1024 px), ``NNNN-thumb.jpg`` (at most 160 px) and, for CT, ``NNNN-<preset>.jpg``
-window presets at preview size, under the keys ``radshare.core.storage.layout.render_key`` makes.
+window presets at preview size, under the keys ``radshare.core.storage.layout.render_key`` makes. A run of frames
+with a frame time (ultrasound, XA, a cine) also gets an H.264 MP4 of the previews (``video``), from the same decoded
+frames, under ``video_key``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from pydicom.pixels import (  # type: ignore[attr-defined]  # re-exported, but n
     iter_pixels,
 )
 
-from radshare.core.storage import Storage, render_key
+from radshare.core.storage import Storage, render_key, video_key
+from radshare.imaging.video import VideoWriter, checksum, frame_seconds
 
 PREVIEW_MAX = 1024
 THUMB_MAX = 160
@@ -78,6 +81,9 @@ class RenderOutcome:
     jpeg_sizes: list[int] = field(default_factory=list)
     # Per kind ("full", "preview"): each frame's [size, CRC-32], for the ZIP downloads (InstanceRender.checksums).
     checksums: dict[str, list[list[int]]] = field(default_factory=dict)
+    video_size: int = 0  # bytes of the MP4; 0: no video
+    video_crc32: int = 0
+    video_frame_rate: float = 0.0  # frames per second, as recorded
 
 
 def window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -209,7 +215,13 @@ def _fault(job: RenderJob, exc: BaseException) -> RenderOutcome | None:
 
 
 def _render_frame(
-    ds: Dataset, arr: np.ndarray, index: int, job: RenderJob, is_ct: bool, outcome: RenderOutcome
+    ds: Dataset,
+    arr: np.ndarray,
+    index: int,
+    job: RenderJob,
+    is_ct: bool,
+    outcome: RenderOutcome,
+    video: VideoWriter | None = None,
 ) -> None:
     def write(kind: str, data: bytes) -> None:
         _write(job.storage, render_key(job.instance_pk, index, kind), data)
@@ -224,6 +236,8 @@ def _render_frame(
     preview = _fit(image, PREVIEW_MAX)
     write("preview", full if preview is image else _encode(preview, PREVIEW_QUALITY))
     write("thumb", _encode(_fit(preview, THUMB_MAX), THUMB_QUALITY))
+    if video is not None:
+        video.add(preview)
     if index == 0:
         outcome.rows, outcome.columns = image.height, image.width
         outcome.preview_rows, outcome.preview_columns = preview.height, preview.width
@@ -233,6 +247,17 @@ def _render_frame(
             write(name, _encode(preset, PREVIEW_QUALITY))
             if index == 0:
                 outcome.presets.append(name)
+
+
+def _write_video(job: RenderJob, video: VideoWriter, outcome: RenderOutcome) -> None:
+    """The run's MP4 to the storage, its size and CRC-32 recorded. One the encoder gave up on leaves the JPEGs
+    (the viewer steps through them as for any stack); a fault of the machine is one as for the JPEGs."""
+    data = video.finish()
+    if video.frames < 2 or not data:
+        return
+    _write(job.storage, video_key(job.instance_pk), data)
+    outcome.video_size, outcome.video_crc32 = checksum(data)
+    outcome.video_frame_rate = float(video.rate)
 
 
 def render_file(job: RenderJob) -> RenderOutcome:
@@ -249,9 +274,13 @@ def render_file(job: RenderJob) -> RenderOutcome:
     if not any(k in ds for k in PIXEL_KEYWORDS):
         return RenderOutcome(job.instance_pk, "unrenderable", "no_pixel_data")
     is_ct = str(ds.get("Modality", "")).upper() == "CT"
+    seconds = frame_seconds(ds)
+    video = VideoWriter(seconds) if seconds is not None else None
     try:
         for index, arr in enumerate(iter_pixels(ds)):
-            _render_frame(ds, arr, index, job, is_ct, outcome)
+            _render_frame(ds, arr, index, job, is_ct, outcome, video)
+        if video is not None:
+            _write_video(job, video, outcome)
     except NotImplementedError:
         return RenderOutcome(job.instance_pk, "failed", "unsupported")
     except RuntimeError as exc:
@@ -261,6 +290,9 @@ def render_file(job: RenderJob) -> RenderOutcome:
         return RenderOutcome(job.instance_pk, "failed", "unsupported" if unsupported else "broken")
     except Exception as exc:  # noqa: BLE001 - broken pixel data takes many forms (ValueError, struct errors, ...)
         return _fault(job, exc) or RenderOutcome(job.instance_pk, "failed", "broken")
+    finally:
+        if video is not None:
+            video.close()
     outcome.frames = len(outcome.jpeg_sizes)
     if outcome.frames == 0:
         return RenderOutcome(job.instance_pk, "failed", "broken")

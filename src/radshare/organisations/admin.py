@@ -20,8 +20,8 @@ class PacsNodeInline(admin.TabularInline[PacsNode, Organisation]):
 
 @admin.register(Organisation)
 class OrganisationAdmin(admin.ModelAdmin[Organisation]):
-    list_display = ("name", "slug", "is_active", "require_two_factor", "created_at")
-    list_filter = ("is_active", "require_two_factor")
+    list_display = ("name", "slug", "is_active", "require_two_factor", "onward_sharing", "created_at")
+    list_filter = ("is_active", "require_two_factor", "onward_sharing")
     search_fields = ("name", "slug")
     inlines = [PacsNodeInline]
 

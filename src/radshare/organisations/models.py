@@ -26,6 +26,12 @@ ae_title_validator = RegexValidator(
 class Organisation(models.Model):
     """A participating hospital or clinic; everything a sender sees is scoped to one."""
 
+    class OnwardSharing(models.TextChoices):
+        """Whether a recipient may pass a share on to a care provider (docs/architecture.md "Onward shares")."""
+
+        OFF = "off", _("off")
+        PATIENTS = "patients", _("patients only")
+
     slug = models.SlugField(_("slug"), max_length=50, unique=True, validators=[slug_validator])
     name = models.CharField(_("name"), max_length=200)
     # Where recipients are pointed with questions (at least one is shown on every recipient page).
@@ -36,6 +42,13 @@ class Organisation(models.Model):
     # Every sender must pass a second factor (TOTP) after the password (docs/security.md A9). On unless the
     # organisation was made in demo mode; operators (superusers) always need one, whatever this says.
     require_two_factor = models.BooleanField(_("require two-factor authentication"), default=True)
+    onward_sharing = models.CharField(
+        _("onward sharing"),
+        max_length=8,
+        choices=OnwardSharing.choices,
+        default=OnwardSharing.OFF,
+        help_text=_("Whether a patient may pass their share on to a care provider."),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

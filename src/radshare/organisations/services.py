@@ -53,6 +53,9 @@ _DEVICE_SALT = "radshare.organisations.known-device"
 # Sent with ``account`` (a Sender) and ``event`` (the audit entry) when failures lock or slow down a known account:
 # the notifications app tells the sender (the outbox lives above this app).
 login_locked = Signal()
+# Sent with ``account`` and ``old`` (the address it had) when a sender changes or removes their notice address:
+# the notifications app tells the old address (docs/security.md A26).
+own_email_changed = Signal()
 
 
 class LockScope(StrEnum):
@@ -407,7 +410,7 @@ def set_own_email(sender: Sender, email: str, request: HttpRequest | None = None
         locked = Sender.objects.select_for_update().get(pk=sender.pk)
         if locked.email == email:
             return False
-        had = bool(locked.email)
+        old, had = locked.email, bool(locked.email)
         locked.email = email
         locked.save(update_fields=["email"])
         sender.email = email
@@ -418,6 +421,8 @@ def set_own_email(sender: Sender, email: str, request: HttpRequest | None = None
             organisation=sender.organisation,
             detail={"sender_id": sender.pk, "had_address": had, "has_address": bool(email)},
         )
+        if had:
+            own_email_changed.send(sender=Sender, account=locked, old=old)
     return True
 
 

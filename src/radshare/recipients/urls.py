@@ -6,7 +6,7 @@ No URL here holds patient data; ids are scoped to the session's share (another s
 
 from django.urls import path
 
-from radshare.recipients import views
+from radshare.recipients import onward, views
 
 urlpatterns = [
     path("", views.start, name="start"),
@@ -20,4 +20,6 @@ urlpatterns = [
     path("r/preparing", views.preparing, name="preparing"),
     path("r/studies", views.studies, name="studies"),
     path("r/logout", views.logout, name="logout"),
+    path("r/pass-on", onward.pass_on, name="pass_on"),
+    path("r/pass-on/<int:pk>/end", onward.end, name="onward_end"),
 ]

@@ -24,6 +24,7 @@ from radshare.recipients.access import SmsResult, Step
 from radshare.recipients.forms import BirthDateForm, CodeForm, SmsCodeForm
 from radshare.recipients.services import refused_on_device, share_studies
 from radshare.recipients.session import Stage, recipient_required
+from radshare.shares import onward
 from radshare.shares.models import Share
 from radshare.shares.phones import mask_phone
 from radshare.shares.services import mark_opened
@@ -299,6 +300,11 @@ def studies(request: HttpRequest, share: Share) -> HttpResponse:
         studies=shown,
         downloads_offered=not refused_on_device(request),
         care_provider=share.recipient_type == Share.RecipientType.CARE_PROVIDER,
+        # Onward sharing (docs/architecture.md "Onward shares"): what this patient passed on, or who passed it on.
+        onward_offered=onward.offered(share),
+        onward_more=onward.refusal(share) is None,
+        onward_shares=onward.onward_shares(share) if onward.offered(share) else [],
+        onward_limit=Share.ONWARD_MAX,
         # When and from where this share was opened and downloaded (docs/security.md A19): this share only.
         visits=share_visits(share.organisation_id, share.patient_id, share.pk, share.created_at),
     )

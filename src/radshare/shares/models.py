@@ -87,6 +87,13 @@ class Share(models.Model):
     )  # wrong SMS codes, all codes together (A4)
     notify_on_open = models.BooleanField(default=False)  # B6.7: e-mail the sender at the first opening
     opened_at = models.DateTimeField(null=True, blank=True)
+    # Onward sharing (docs/architecture.md "Onward shares"): the share the patient passed on, and their name as they
+    # typed it for the provider's e-mail (encrypted, NAME_PURPOSE; wiped when the share ends). Shares are never
+    # deleted (tombstones), so CASCADE only matters should an original row ever go: its onward shares go with it.
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="onward_shares"
+    )
+    passed_on_by_encrypted = models.TextField(blank=True)
 
     ENDED = (Status.EXPIRED, Status.REVOKED)
     NAME_PURPOSE = "recipient-name"  # the key derivation of ``recipient_name_encrypted`` (core.crypto)
@@ -95,6 +102,8 @@ class Share(models.Model):
     OPENABLE = (Status.READY, Status.NOTIFIED, Status.OPENED, Status.DOWNLOADED)
     # ``locked_until`` at HELD: locked until the sender unlocks (docs/architecture.md "Lockouts").
     HELD = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+    # Onward shares per share, ended ones included (docs/architecture.md "Onward shares").
+    ONWARD_MAX = 3
 
     objects = ShareQuerySet.as_manager()
 
@@ -130,6 +139,16 @@ class Share(models.Model):
         """What ``recipient_name_encrypted`` holds for ``name`` (spaces tidied; nothing for no name)."""
         name = " ".join(name.split())[: cls.NAME_MAX_LENGTH]
         return crypto.encrypt(cls.NAME_PURPOSE, name) if name else ""
+
+    @property
+    def is_onward(self) -> bool:
+        """Passed on by the patient of another share (``parent``)."""
+        return self.parent_id is not None
+
+    @property
+    def passed_on_by(self) -> str:
+        """The patient's name as they typed it when passing the share on; empty once the share ended."""
+        return crypto.decrypt(self.NAME_PURPOSE, self.passed_on_by_encrypted) or ""
 
     @property
     def masked_email(self) -> str:

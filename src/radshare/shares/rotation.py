@@ -32,5 +32,8 @@ def rotate_codes(*, apply: bool = True) -> Rotation:
 
 def rotate_recipient_names(*, apply: bool = True) -> Rotation:
     """Encrypt the name on the letter of every share that has one again with the current key (a share that ends
-    meanwhile, its name wiped, is left alone); ``apply=False`` only counts. ``left``: names no known key reads."""
-    return crypto.reencrypt_field(Share, "recipient_name_encrypted", Share.NAME_PURPOSE, apply=apply)
+    meanwhile, its name wiped, is left alone); ``apply=False`` only counts. ``left``: names no known key reads.
+    The name a patient typed when passing a share on (docs/architecture.md "Onward shares") moves with them."""
+    letters = crypto.reencrypt_field(Share, "recipient_name_encrypted", Share.NAME_PURPOSE, apply=apply)
+    onward = crypto.reencrypt_field(Share, "passed_on_by_encrypted", Share.NAME_PURPOSE, apply=apply)
+    return Rotation(moved=letters.moved + onward.moved, left=letters.left + onward.left)

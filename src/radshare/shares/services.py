@@ -23,7 +23,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from radshare.audit.actions import Action
-from radshare.audit.services import Outcome, record
+from radshare.audit.services import ActorType, Outcome, record
 from radshare.core.dates import validate_birth_date
 from radshare.core.tasks import enqueue_on_commit
 from radshare.core.usage import Usage, count, observe
@@ -195,9 +195,14 @@ def create_share(
     api_key: ApiKey | None = None,
     request: HttpRequest | None = None,
     pacs: Sequence[PacsSelection] = (),
+    parent: Share | None = None,
+    passed_on_by: str = "",
 ) -> NewShare:
     """Validate, store the share with its code (hashed, and encrypted for re-sending) and queue its preparation.
-    ``pacs`` names studies still in a PACS: the share starts ``retrieving`` and preparation fetches them."""
+    ``pacs`` names studies still in a PACS: the share starts ``retrieving`` and preparation fetches them.
+    ``parent``: the share its patient passes on (``shares/onward.py``, which checks who may): it ends no later
+    than the parent, and ``passed_on_by`` is the patient's name as they typed it (docs/architecture.md "Onward
+    shares")."""
     studies, pacs = _studies(organisation, study_ids, pacs)
     email, number = _checked_recipient(recipient_type, consent_confirmed, delivery, language, email, phone)
     with transaction.atomic():
@@ -224,7 +229,12 @@ def create_share(
             reason=reason.strip()[:500],
             notify_on_open=notify_on_open and created_by is not None,
             created_at=now,  # validity counts from creation, exactly
-            expires_at=now + timedelta(days=settings.RADSHARE.share_validity_days),
+            expires_at=min(
+                [now + timedelta(days=settings.RADSHARE.share_validity_days)]
+                + ([parent.expires_at] if parent is not None else [])
+            ),
+            parent=parent,
+            passed_on_by_encrypted=Share.encrypt_name(passed_on_by) if parent is not None else "",
             # The addressee the letter names (docs/security.md A22): only a share delivered by letter has one.
             recipient_name_encrypted=Share.encrypt_name(
                 recipient_name if delivery == Share.Delivery.LETTER else ""
@@ -263,6 +273,33 @@ def _complete_new_share(
         )
         for p in pacs
     )
+    if share.parent_id is not None:
+        record(  # the patient passed their share on (docs/architecture.md "Onward shares"); their consent
+            Action.SHARE_ONWARD_CREATE,
+            request=request,
+            actor_type=ActorType.RECIPIENT,
+            actor_label=f"share {share.parent_id}",
+            organisation=share.organisation,
+            patient=share.patient,
+            on_behalf_of=share.created_by_id,
+            study_uids=[s.study_instance_uid for s in studies],
+            detail={"share": share.pk, "original": share.parent_id, "consent": share.consent_confirmed},
+        )
+    else:
+        _record_created(share, studies, pacs, request)
+    count(
+        Usage.SHARES_CREATED,
+        organisation=share.organisation_id,
+        kind=f"{share.delivery}.{share.recipient_type}",
+    )
+    from radshare.shares.tasks import prepare_share  # late import: tasks import this module
+
+    enqueue_on_commit(prepare_share, share.pk)
+
+
+def _record_created(
+    share: Share, studies: list[Study], pacs: list[PacsSelection], request: HttpRequest | None
+) -> None:
     record(
         Action.SHARE_CREATE,
         request=request,
@@ -280,14 +317,6 @@ def _complete_new_share(
             "reason": share.reason,
         },
     )
-    count(
-        Usage.SHARES_CREATED,
-        organisation=share.organisation_id,
-        kind=f"{share.delivery}.{share.recipient_type}",
-    )
-    from radshare.shares.tasks import prepare_share  # late import: tasks import this module
-
-    enqueue_on_commit(prepare_share, share.pk)
 
 
 def prepare(share_pk: int) -> str:
@@ -409,6 +438,7 @@ def _end(share: Share, status: str) -> None:
     share.status, share.ended_at = status, now
     share.code_hash, share.code_encrypted = None, ""
     share.email, share.phone, share.recipient_name_encrypted = "", "", ""
+    share.passed_on_by_encrypted = ""
     share.locked_until = None
     share.save()
     signals.share_ended.send(sender=Share, share=share)
@@ -428,8 +458,28 @@ def revoke(share: Share, actor: Actor) -> Share:
         share.revoked_at, share.revoked_by = timezone.now(), actor.user
         _end(share, Share.Status.REVOKED)
         audit(Action.SHARE_REVOKE, share, actor)
+        end_onward_shares(share, actor)
         _destroy_soon()
     return share
+
+
+def end_now(share: Share) -> None:
+    """End an onward share at its patient's request (``shares/onward.py``), within the caller's transaction."""
+    share.revoked_at = timezone.now()
+    _end(share, Share.Status.REVOKED)
+    _destroy_soon()
+
+
+def end_onward_shares(share: Share, actor: Actor) -> list[int]:
+    """The shares its patient passed on end with the revoked share, in its transaction (docs/architecture.md
+    "Onward shares"). Returns their ids."""
+    ended = []
+    for onward in Share.objects.select_for_update().filter(parent=share).exclude(status__in=Share.ENDED):
+        onward.revoked_at, onward.revoked_by = share.revoked_at, actor.user
+        _end(onward, Share.Status.REVOKED)
+        audit(Action.SHARE_ONWARD_REVOKED, onward, actor, original=share.pk)
+        ended.append(onward.pk)
+    return ended
 
 
 def expire_due(now: dt.datetime | None = None) -> int:

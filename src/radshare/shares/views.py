@@ -333,9 +333,10 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
     share_studies = list(share.share_studies.select_related("study"))
     services.audit(Action.PORTAL_SHARE_VIEW, share, actor_of(request), link_shown=bool(link))
     total, prepared = services.preparation_progress(share)
-    trail = AuditEvent.objects.filter(organisation_id=organisation.pk, detail__share=share.pk).order_by(
-        "timestamp", "pk"
-    )
+    # Its onward shares' creation and end show in the original's trail too (docs/architecture.md "Onward shares").
+    trail = AuditEvent.objects.filter(
+        Q(detail__share=share.pk) | Q(detail__original=share.pk), organisation_id=organisation.pk
+    ).order_by("timestamp", "pk")
     again = (
         reverse("shares:new")
         + "?"
@@ -358,6 +359,7 @@ def share_detail(request: HttpRequest, organisation: Organisation, pk: int) -> H
             "locked": share.is_locked(),
             "lock_held": share.is_held,
             "trail": trail,
+            "onward_shares": list(share.onward_shares.order_by("created_at", "pk")),
             "share_again_url": again,
             "status_reason_text": status_reason_text(share.status_reason),
             **_from_above(share),

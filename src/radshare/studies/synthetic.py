@@ -7,15 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import (
     ComputedRadiographyImageStorage,
     CTImageStorage,
+    XRayAngiographicImageStorage,
     generate_uid,
 )
 
 from radshare.dicom import encode, new_part10_dataset
 
-__all__ = ["FakePatient", "cr_image", "ct_series", "encode"]
+__all__ = ["FakePatient", "cr_image", "ct_series", "encode", "xa_run"]
 
 
 @dataclass(frozen=True)
@@ -132,4 +134,44 @@ def cr_image(
     ramp = np.tile(np.linspace(400, 3000, size, dtype=np.float32), (size, 1))
     ramp[:, size // 2 - 20 : size // 2 + 20] = 3800
     ds.PixelData = ramp.astype(np.uint16).tobytes()
+    return ds
+
+
+def xa_run(
+    patient: FakePatient,
+    *,
+    frames: int = 60,
+    size: int = 128,
+    frame_time: float = 66.7,
+    study_uid: str | None = None,
+    description: str = "Coronary angiography",
+    study_date: dt.date | None = None,
+) -> Dataset:
+    """One XA run: ``frames`` frames of ``frame_time`` ms (a multi-frame image with Frame Time), a dark 'vessel'
+    bar that moves one step to the right each frame over a grey field."""
+    ds = _base(patient, XRayAngiographicImageStorage, study_uid or generate_uid(), generate_uid())
+    ds.Modality = "XA"
+    study_date = study_date or dt.date.today()
+    ds.StudyDate = ds.SeriesDate = study_date.strftime("%Y%m%d")
+    ds.StudyTime = "141500"
+    ds.StudyDescription = description
+    ds.SeriesDescription = "Run 1"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.NumberOfFrames = frames
+    ds.FrameTime = frame_time
+    ds.FrameIncrementPointer = Tag("FrameTime")
+    ds.CineRate = round(1000 / frame_time)
+    pixels = np.full((frames, size, size), 180, dtype=np.uint8)
+    width = max(2, size // 16)
+    for i in range(frames):
+        x = i * (size - width) // max(frames - 1, 1)
+        pixels[i, :, x : x + width] = 30
+    ds.PixelData = pixels.tobytes()
     return ds

@@ -23,7 +23,8 @@ from django.views.decorators.http import require_safe
 
 from radshare.audit.actions import Action
 from radshare.audit.services import Outcome
-from radshare.core.storage import get_storage, render_key
+from radshare.core.storage import get_storage, render_key, video_key
+from radshare.downloads.views import UnsatisfiableRangeError, parse_range
 from radshare.imaging import reports
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.previews import KINDS
@@ -39,6 +40,9 @@ Status = InstanceRender.Status
 # hop to a worker thread for each piece under ASGI (docs/architecture.md "Performance budget"); a larger full-size
 # JPEG is still streamed.
 IMAGE_IN_ONE_PIECE = 1 << 20
+# A video is asked for in ranges (seeking); one answer holds at most this much, the browser asks for the rest.
+VIDEO_PIECE = 2 << 20
+SPEEDS = (0.25, 0.5, 1, 2)  # the playback rates offered (1: as recorded), shown in the page's language
 
 
 @dataclass
@@ -50,9 +54,12 @@ class SeriesStack:
     images: list[dict[str, Any]] = field(default_factory=list)
     presets: list[str] = field(default_factory=list)  # CT window presets every image of the series has
     thumb: str = ""
+    # A run of frames with a video: {"src": MP4 URL, "first": index of its first frame in images, "frames": n,
+    # "fps": frames per second}
+    videos: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {"presets": self.presets, "images": self.images}
+        return {"presets": self.presets, "images": self.images, "videos": self.videos}
 
     @property
     def label(self) -> str:
@@ -97,12 +104,15 @@ def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
             "presets",
             "instance__series_id",
             "instance__sop_class_uid",
+            "video_size",
+            "video_frame_rate",
         )
     )
     url = _ImageUrls()
     not_shown = 0
     preset_sets: dict[int, set[str]] = {}
-    for pk, status, frames, width, height, full_width, presets, series_pk, sop_class_uid in rows:
+    video_prefix = reverse("viewer:video", args=[0]).removesuffix("0.mp4")
+    for pk, status, frames, width, height, full_width, presets, series_pk, sop_class_uid, video, fps in rows:
         if status != Status.DONE or not frames:
             if status in (Status.UNRENDERABLE, Status.FAILED) and not reports.is_report(sop_class_uid):
                 not_shown += 1
@@ -111,6 +121,14 @@ def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
         if not stack.images:
             stack.thumb = url(pk, 0, "thumb")
         extra = {"full": True} if full_width > width else {}
+        if video and fps > 0 and frames > 1:
+            clip = {
+                "src": f"{video_prefix}{pk}.mp4",
+                "first": len(stack.images),
+                "frames": frames,
+                "fps": fps,
+            }
+            stack.videos.append(clip)
         stack.images.extend(
             {"src": url(pk, f, "preview"), "w": width, "h": height, **extra} for f in range(frames)
         )
@@ -182,6 +200,7 @@ def study_view(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
         "first": first,
         "first_image": first.images[0] if first else None,
         "presets": list(CT_PRESETS),
+        "speeds": SPEEDS,
         "not_shown": not_shown,
         "reports": study_reports,
         "viewer_data": {"series": [s.as_json() for s in stacks]},
@@ -229,6 +248,53 @@ def image(request: HttpRequest, share: Share, render_pk: int, frame: int, kind: 
         response = HttpResponse(piece, content_type="image/jpeg")
     response["Content-Disposition"] = "inline"
     response["Cache-Control"] = "no-store"  # patient data (A13); the page keeps its prefetched copies
+    response["Cross-Origin-Resource-Policy"] = "same-origin"
+    return response
+
+
+@require_safe
+@recipient_required
+def video(request: HttpRequest, share: Share, render_pk: int) -> HttpResponseBase:
+    """The MP4 of a run of frames in the share (docs/architecture.md "Renders"), with HTTP Range: a browser seeks by
+    asking for byte ranges (206). Scoped, refused and not audited as the JPEGs are (``image``)."""
+    found = (
+        InstanceRender.objects.filter(
+            pk=render_pk,
+            status=Status.DONE,
+            video_size__gt=0,
+            instance__series__study__share_studies__share=share,
+        )
+        .values_list("instance_id", "video_size")
+        .first()
+    )
+    if found is None:
+        raise Http404
+    instance_pk, size = found
+    try:
+        span = parse_range(request.headers.get("range", ""), size)
+    except UnsatisfiableRangeError:
+        refused = HttpResponse(status=416)
+        refused["Content-Range"] = f"bytes */{size}"
+        return refused
+    response: HttpResponseBase
+    storage = get_storage()
+    try:
+        if span is None:
+            response = FileResponse(storage.open(video_key(instance_pk)), content_type="video/mp4")
+        else:
+            first, last = span[0], min(span[1], span[0] + VIDEO_PIECE - 1)
+            with storage.open_range(video_key(instance_pk), first, last + 1) as handle:
+                piece = handle.read(last - first + 1)
+            if len(piece) != last - first + 1:
+                raise Http404  # not the recorded file: the viewer steps through the JPEGs instead
+            response = HttpResponse(piece, status=206, content_type="video/mp4")
+            response["Content-Range"] = f"bytes {first}-{last}/{size}"
+    except FileNotFoundError:
+        raise Http404 from None
+    response["Content-Length"] = str(size if span is None else last - first + 1)
+    response["Accept-Ranges"] = "bytes"
+    response["Content-Disposition"] = "inline"
+    response["Cache-Control"] = "no-store"  # patient data (A13)
     response["Cross-Origin-Resource-Policy"] = "same-origin"
     return response
 

@@ -23,6 +23,7 @@ from radshare.core.storage.layout import (
     new_instance_name,
     render_folder,
     render_key,
+    video_key,
 )
 from radshare.core.storage.s3 import S3Storage
 
@@ -43,6 +44,7 @@ __all__ = [
     "render_folder",
     "render_key",
     "storage_for_url",
+    "video_key",
 ]
 
 

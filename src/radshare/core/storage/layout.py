@@ -4,7 +4,8 @@
   (``instance_folders``), so that no C-STORE waits for a new folder. ``Instance.storage_key`` holds the part after
   ``instances/``, so files stored under the older two-level names (``<h>/<h>/<hash>-<token>.dcm``) stay where
   they are and are read as before.
-* ``renders/<NNN>/<instance id>/<frame>-<kind>.jpg``: its JPEGs (docs/architecture.md "Renders").
+* ``renders/<NNN>/<instance id>/<frame>-<kind>.jpg``: its JPEGs, and ``0000-video.mp4`` beside them for a run of
+  frames with a frame time (docs/architecture.md "Renders").
 * ``layouts/<share id>/<name>``: a share's download layouts, kept to be streamed again (docs/architecture.md
   "Downloads"); derived data, deleted with the share or its studies and made again when missing.
 * ``probes/<token>``: a few random bytes of the readiness check (core/health.py), deleted as soon as they are read
@@ -52,6 +53,11 @@ def render_folder(instance_pk: int) -> str:
 def render_key(instance_pk: int, frame: int, kind: str) -> str:
     """One render of one frame (0-based): ``kind`` is full, preview, thumb or a CT window preset."""
     return f"{render_folder(instance_pk)}/{frame:04d}-{kind}.jpg"
+
+
+def video_key(instance_pk: int) -> str:
+    """The H.264 MP4 of a multi-frame instance with a frame time, in its render folder (so it goes with them)."""
+    return f"{render_folder(instance_pk)}/0000-video.mp4"
 
 
 def layout_folder(share_pk: int) -> str:

@@ -175,7 +175,8 @@ def zip_date_time(share: Share) -> DateTime:
     return (created.year, created.month, created.day, created.hour, created.minute, created.second // 2 * 2)
 
 
-def readme(name: str, template: str, share: Share, left_out: int = 0) -> Entry:
-    """The ZIP's README; ``left_out``: how many instances marked broken it lacks (the README says so)."""
-    context = {"organisation": share.organisation, "left_out": left_out}
+def readme(name: str, template: str, share: Share, left_out: int = 0, videos: int = 0) -> Entry:
+    """The ZIP's README; ``left_out``: how many instances marked broken it lacks (the README says so); ``videos``:
+    how many MP4s of moving images it holds (the JPEG download's README says where)."""
+    context = {"organisation": share.organisation, "left_out": left_out, "videos": videos}
     return data_entry(name, render_to_string(template, context).encode())

@@ -1,6 +1,6 @@
 """The JPEG download (docs/requirements.md S4.6, B6.5): one full-size JPEG per frame in folders named after study
-and series, the reports beside them (a PDF as it is, an SR as text). Names inside the ZIP are ASCII and every
-system accepts them.
+and series, a run of frames' MP4 beside its frames (docs/architecture.md "Renders"), the reports beside them (a PDF
+as it is, an SR as text). Names inside the ZIP are ASCII and every system accepts them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import unicodedata
 from django.utils import translation
 from django.utils.translation import gettext as _
 
-from radshare.core.storage import Storage, get_storage, render_key
+from radshare.core.storage import Storage, get_storage, render_key, video_key
 from radshare.downloads.media.archive import (
     JPEG,
     Entry,
@@ -50,7 +50,8 @@ def unique(name: str, taken: set[str]) -> str:
 
 
 def _study_entries(storage: Storage, item: StudyContent, study_names: set[str]) -> list[Entry]:
-    """A study's folder: "<date> <study>/<series>/image-0001.jpg" for every rendered frame, then its reports."""
+    """A study's folder: "<date> <study>/<series>/image-0001.jpg" for every rendered frame, a run's video named after
+    its first frame ("image-0001.mp4") after its last, then the study's reports."""
     date = item.study.study_date
     folder = safe_name(f"{date:%Y-%m-%d} {item.title}" if date else item.title) or "Study"
     folder = unique(folder, study_names)
@@ -61,10 +62,20 @@ def _study_entries(storage: Storage, item: StudyContent, study_names: set[str]) 
         if not frames:
             continue
         sub = unique(safe_name(group.label) or "Series", series_names)
+        first = 1
         for n, (instance, frame) in enumerate(frames, 1):
+            render = group.renders[instance.pk]
+            first = n if frame == 0 else first
             key = render_key(instance.pk, frame, "full")
-            recorded = recorded_render(group.renders[instance.pk], "full", frame)
+            recorded = recorded_render(render, "full", frame)
             entries.append(file_entry(storage, f"{folder}/{sub}/image-{n:04d}.jpg", key, recorded))
+            if frame == render.frames - 1 and render.has_video:
+                video = (render.video_size, render.video_crc32)
+                entries.append(
+                    file_entry(
+                        storage, f"{folder}/{sub}/image-{first:04d}.mp4", video_key(instance.pk), video
+                    )
+                )
     for n, report in enumerate(item.reports, 1):
         name = f"{folder}/{safe_name(_('Report')) or 'Report'} {n}"
         if report.pdf is not None:
@@ -80,10 +91,14 @@ def jpeg_layout(share: Share, studies: list[Study], language: str) -> Layout:
         storage = get_storage()
         contents = share_contents(studies)
         left_out = sum(item.left_out for item in contents)
-        entries = [readme("README.txt", "downloads/media/jpeg_readme.txt", share, left_out)]
+        entries = []
         study_names: set[str] = set()
         for item in contents:
             entries += _study_entries(storage, item, study_names)
+        videos = sum(1 for entry in entries if entry.name.endswith(".mp4"))
+        entries.insert(
+            0, readme("README.txt", "downloads/media/jpeg_readme.txt", share, left_out, videos=videos)
+        )
     return Layout(
         JPEG, complete(storage, entries), zip_date_time(share), [s.study_instance_uid for s in studies]
     )

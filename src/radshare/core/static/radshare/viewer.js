@@ -2,6 +2,9 @@
 // the wheel, keys, slider, buttons and swipes move through it; buttons, pinch and ctrl+wheel zoom; drag pans.
 // Images come with Cache-Control: no-store, so the page holds its own prefetched copies (Image objects) around
 // the current image. Texts come translated in data- attributes; none are written here.
+// A run of frames with a video (#viewer-data "videos": ultrasound, XA, a cine) plays as that MP4: while it plays the
+// video is shown and drives the position; paused, the frame's JPEG is shown (zoom, full size) and the video waits at
+// that frame. Space plays and pauses, the arrow keys step a frame. A video that cannot play leaves the JPEGs.
 "use strict";
 (function () {
   const root = document.getElementById("viewer");
@@ -18,6 +21,12 @@
   const presetGroup = document.getElementById("viewer-presets");
   const presetButtons = Array.from(presetGroup.querySelectorAll("button[data-kind]"));
   const seriesButtons = Array.from(root.querySelectorAll("button[data-series]"));
+  const video = document.getElementById("viewer-video");
+  const playback = document.getElementById("viewer-playback");
+  const playButton = document.getElementById("viewer-play");
+  const speedGroup = document.getElementById("viewer-speed");
+  const speedButtons = Array.from(speedGroup.querySelectorAll("button[data-rate]"));
+  const videoHelp = document.getElementById("viewer-help-video");
 
   const PREFETCH_NEAR = 3; // both ways, always
   const PREFETCH_AHEAD = 10; // in the direction of travel, so fast scrolling finds its images loaded
@@ -28,7 +37,8 @@
   const WHEEL_NOTCH = 40; // pixels of wheel travel per image (one mouse notch is ~100)
   const AXIS_AFTER = 8; // pixels a swipe travels before its direction is decided
 
-  const state = { series: 0, index: 0, kind: "preview", scale: 1, x: 0, y: 0, direction: 1 };
+  const state = { series: 0, index: 0, kind: "preview", scale: 1, x: 0, y: 0, direction: 1, rate: 1, playing: false };
+  const unplayable = new Set(); // videos that failed: their frames are shown as JPEGs
   const cache = new Map(); // url -> Image, oldest first
 
   const fill = (text, values) => text.replace(/\{(\w+)\}/g, (m, k) => (k in values ? String(values[k]) : m));
@@ -65,13 +75,103 @@
   // Window presets exist at preview size only; the full-size image is fetched for the current image alone.
   const wantsFull = () => state.kind === "preview" && state.scale > FULL_FROM && Boolean(images()[state.index].full);
 
-  function show() {
+  // --- moving images: the video of the run the current frame belongs to ---
+  const clipAt = (index) =>
+    (allSeries[state.series].videos || []).find((v) => index >= v.first && index < v.first + v.frames && !unplayable.has(v.src)) || null;
+  // A frame is shown from k / fps to (k + 1) / fps: seek to its middle, read back what is presented.
+  const timeOf = (clip, index) => (index - clip.first + 0.5) / clip.fps;
+  const frameOf = (clip, seconds) => clip.first + clamp(Math.floor(seconds * clip.fps + 0.01), 0, clip.frames - 1);
+
+  function cueVideo(clip) {
+    if (video.getAttribute("src") !== clip.src) {
+      video.src = clip.src;
+      video.width = images()[clip.first].w;
+      video.height = images()[clip.first].h;
+    }
+    video.playbackRate = state.rate;
+    if (!state.playing) video.currentTime = timeOf(clip, state.index);
+  }
+
+  function setPlaying(playing) {
+    state.playing = playing;
+    playButton.textContent = playing ? playback.dataset.pause : playback.dataset.play;
+    if (playing) {
+      video.hidden = false;
+      img.hidden = true;
+      return;
+    }
+    show();
+    // The frame's JPEG replaces the video once it is there (most are prefetched).
+    const reveal = () => {
+      if (state.playing) return;
+      img.hidden = false;
+      video.hidden = true;
+    };
+    if (img.complete) reveal();
+    else img.addEventListener("load", reveal, { once: true });
+  }
+
+  function play() {
+    const clip = clipAt(state.index);
+    if (!clip || state.playing) return;
+    cueVideo(clip);
+    setPlaying(true);
+    if (state.index === clip.first + clip.frames - 1) video.currentTime = 0; // at the end: from the start
+    const started = video.play();
+    if (started) started.catch(() => pause());
+    followVideo();
+  }
+
+  function pause() {
+    if (!video.paused) video.pause();
+    if (state.playing) setPlaying(false);
+  }
+
+  const togglePlay = () => (state.playing ? pause() : play());
+
+  // While playing, the position follows the frame the video presents (requestVideoFrameCallback where there is one).
+  function follow(seconds) {
+    const clip = clipAt(state.index);
+    if (!state.playing || !clip) return;
+    const index = frameOf(clip, seconds);
+    if (index !== state.index) {
+      state.index = index;
+      showPosition();
+    }
+  }
+  function followVideo() {
+    if (!state.playing || !("requestVideoFrameCallback" in video)) return;
+    video.requestVideoFrameCallback((now, frame) => {
+      follow(frame.mediaTime);
+      followVideo();
+    });
+  }
+  video.addEventListener("timeupdate", () => {
+    if (!("requestVideoFrameCallback" in video)) follow(video.currentTime);
+  });
+  video.addEventListener("pause", () => {
+    if (state.playing) setPlaying(false); // paused by the browser (another tab played, a phone's lock screen)
+  });
+  video.addEventListener("error", () => {
+    const src = video.getAttribute("src");
+    if (!src) return;
+    unplayable.add(src);
+    pause();
+    img.hidden = false;
+    video.hidden = true;
+    video.removeAttribute("src");
+    show();
+    sessionEnded(src);
+  });
+
+  function setRate(rate) {
+    state.rate = rate;
+    video.playbackRate = rate;
+    speedButtons.forEach((b) => b.setAttribute("aria-pressed", String(Number(b.dataset.rate) === rate)));
+  }
+
+  function showPosition() {
     const list = images();
-    const image = list[state.index];
-    const url = urlOf(image, wantsFull() ? "full" : state.kind);
-    if (img.getAttribute("src") !== url) img.src = url;
-    if (img.getAttribute("width") !== String(image.w)) img.width = image.w;
-    if (img.getAttribute("height") !== String(image.h)) img.height = image.h;
     const n = state.index + 1;
     const total = list.length;
     img.alt = `${seriesButtons[state.series].dataset.label}, ${fill(root.dataset.alt, { n, total })}`;
@@ -79,11 +179,30 @@
     slider.max = String(total);
     slider.value = String(n);
     slider.setAttribute("aria-valuetext", fill(root.dataset.valuetext, { n, total }));
+  }
+
+  function show() {
+    const list = images();
+    const image = list[state.index];
+    const clip = clipAt(state.index);
+    playback.hidden = speedGroup.hidden = videoHelp.hidden = clip === null;
+    if (clip) cueVideo(clip);
+    else if (state.playing) pause();
+    if (state.playing) {
+      showPosition();
+      return;
+    }
+    const url = urlOf(image, wantsFull() ? "full" : state.kind);
+    if (img.getAttribute("src") !== url) img.src = url;
+    if (img.getAttribute("width") !== String(image.w)) img.width = image.w;
+    if (img.getAttribute("height") !== String(image.h)) img.height = image.h;
+    showPosition();
     prefetch(state.index);
     prefetchAround();
   }
 
   function go(index) {
+    if (state.playing) pause();
     const next = clamp(index, 0, images().length - 1);
     if (next === state.index) return;
     state.direction = next > state.index ? 1 : -1;
@@ -101,6 +220,7 @@
     state.x = clamp(state.x, -maxX, maxX);
     state.y = clamp(state.y, -maxY, maxY);
     img.style.transform = state.scale === 1 ? "" : `translate(${state.x}px, ${state.y}px) scale(${state.scale})`;
+    video.style.transform = img.style.transform;
     viewport.classList.toggle("zoomed", state.scale > 1);
   }
 
@@ -128,6 +248,7 @@
   // --- series and window presets ---
   function selectSeries(i) {
     if (i === state.series) return;
+    pause();
     state.series = i;
     state.index = 0;
     state.direction = 1;
@@ -281,6 +402,12 @@
       "-": () => zoomAt(1 / ZOOM_STEP),
       0: () => resetZoom(),
     };
+    // Space plays and pauses a video; on a focused button it stays the button's own.
+    if (e.key === " " && (target === viewport || target === document.body) && clipAt(state.index)) {
+      togglePlay();
+      e.preventDefault();
+      return;
+    }
     const action = actions[e.key];
     if (action) {
       action();
@@ -299,18 +426,23 @@
     });
   });
   presetButtons.forEach((b) => b.addEventListener("click", () => setKind(b.dataset.kind)));
+  playButton.addEventListener("click", togglePlay);
+  document.getElementById("viewer-frame-prev").addEventListener("click", () => step(-1));
+  document.getElementById("viewer-frame-next").addEventListener("click", () => step(1));
+  speedButtons.forEach((b) => b.addEventListener("click", () => setRate(Number(b.dataset.rate))));
   seriesButtons.forEach((b) => b.addEventListener("click", () => selectSeries(Number(b.dataset.series))));
   window.addEventListener("resize", applyTransform);
 
   // An image that fails to load because the session or the share ended (401, 410), or the share is locked (423):
   // reload, and the server shows the page that says so.
-  img.addEventListener("error", () => {
-    fetch(img.src, { method: "HEAD", redirect: "manual", credentials: "same-origin" })
+  function sessionEnded(url) {
+    fetch(url, { method: "HEAD", redirect: "manual", credentials: "same-origin" })
       .then((r) => {
         if (r.type === "opaqueredirect" || [401, 410, 423].includes(r.status)) window.location.reload();
       })
       .catch(() => {});
-  });
+  }
+  img.addEventListener("error", () => sessionEnded(img.src));
 
   show();
 })();

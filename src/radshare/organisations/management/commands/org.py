@@ -11,7 +11,10 @@ from radshare.organisations.services import create_organisation
 
 
 class Command(OperatorCommand):
-    help = "Manage organisations: `org create <slug> --name NAME`, `org list`."
+    help = (
+        "Manage organisations: `org create <slug> --name NAME`, `org set <slug> --onward-sharing off|patients`, "
+        "`org list`."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -23,12 +26,27 @@ class Command(OperatorCommand):
         )
         create.add_argument("--contact-email", default="", help="e-mail address for recipients' questions")
         create.add_argument("--contact-url", default="", help="web page for recipients' questions")
+        onward = "whether a patient may pass their share on to a care provider (default off)"
+        create.add_argument("--onward-sharing", choices=Organisation.OnwardSharing.values, help=onward)
+        change = sub.add_parser("set", help="change an organisation's settings")
+        change.add_argument("slug")
+        change.add_argument("--onward-sharing", choices=Organisation.OnwardSharing.values, help=onward)
         sub.add_parser("list", help="list organisations")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["action"] == "list":
             for org in Organisation.objects.order_by("slug"):
-                self.stdout.write(f"{org.slug}\t{org.name}\t{'active' if org.is_active else 'inactive'}")
+                state = "active" if org.is_active else "inactive"
+                self.stdout.write(f"{org.slug}\t{org.name}\t{state}\tonward sharing {org.onward_sharing}")
+            return
+        if options["action"] == "set":
+            found = Organisation.objects.filter(slug=options["slug"]).first()
+            if found is None:
+                raise fail(f"no organisation with slug {options['slug']!r}")
+            if options["onward_sharing"] is not None:
+                found.onward_sharing = options["onward_sharing"]
+                found.save(update_fields=["onward_sharing"])
+            self.stdout.write(f"{found.slug}: onward sharing {found.onward_sharing}")
             return
         if Organisation.objects.filter(slug=options["slug"]).exists():
             raise fail(f"an organisation with slug {options['slug']!r} already exists")
@@ -42,4 +60,7 @@ class Command(OperatorCommand):
             )
         except ValidationError as exc:
             raise fail(validation_message(exc)) from None
+        if options["onward_sharing"] is not None:
+            org.onward_sharing = options["onward_sharing"]
+            org.save(update_fields=["onward_sharing"])
         self.stdout.write(f"created organisation {org.slug} ({org.name})")
