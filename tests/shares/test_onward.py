@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +28,7 @@ from radshare.shares.services import SYSTEM, Actor, prepare, revoke
 from radshare.shares.tasks import expire_shares
 from radshare.studies.models import Study
 from tests.conftest import config_with
+from tests.downloads.test_downloads import DESKTOP
 from tests.recipients.conftest import logged_in_client, ready_share
 from tests.shares.helpers import ANNA, make_study
 
@@ -308,6 +310,11 @@ def test_the_sender_sees_the_onward_shares_on_the_originals_page(
     assert "d***@kliniek.example" in page
     assert PROVIDER["email"] not in page
     assert "share.onward.create" in page
+    # In the list of shares it is told apart from the sender's own.
+    listed = re.sub(r"\s+", " ", portal.get("/portal/shares/", HTTP_ACCEPT_LANGUAGE="en").content.decode())
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr>.*?shares/(\d+)/.*?</tr>", listed)}
+    assert "Passed on by the patient" in rows[str(onward.pk)]
+    assert "Passed on by the patient" not in rows[str(share.pk)]
     revoke(share, Actor(user=sender))
     page = portal.get(f"/portal/shares/{share.pk}/").content.decode()
     assert "share.onward.revoked" in page
@@ -339,3 +346,19 @@ def test_the_typed_name_moves_to_a_new_key(onward_org: Organisation, settings: A
     settings.RADSHARE = config_with(secret_key="a-new-secret-key-" + "x" * 40, old_secret_keys=())
     onward.refresh_from_db()
     assert onward.passed_on_by == PROVIDER["name"]  # under the new key alone
+
+
+@pytest.mark.django_db
+def test_an_onward_share_counts_its_own_downloads(onward_org: Organisation, radshare_config: Any) -> None:
+    """The daily download limit holds per share: the patient's downloads do not use up the provider's, nor the
+    other way round."""
+    radshare_config(downloads_per_day=1)
+    share, studies = _patient_share(onward_org)
+    patient = logged_in_client(share)
+    _pass_on(patient, studies)
+    provider = logged_in_client(_ready_onward(share))
+    url, desktop = "/r/download/dicom.zip", {"user-agent": DESKTOP}
+    assert provider.get(url, headers=desktop).status_code == 200
+    assert provider.get(url, headers=desktop).status_code == 429  # the provider's one of today is used
+    assert patient.get(url, headers=desktop).status_code == 200  # the patient's own is still there
+    assert patient.get(url, headers=desktop).status_code == 429
