@@ -32,13 +32,16 @@ def test_load_demo_twice_gives_one_of_each(demo_mode: Path) -> None:
         "sender demo",
         "study CT thorax (24 images)",
         "study X thorax (1 image)",
+        "study coronary angiography (a run of 30 frames)",
     ]
     assert load_demo() == []
     assert Organisation.objects.count() == 1
     assert Sender.objects.count() == 1
     assert Patient.objects.count() == 1
-    assert Study.objects.count() == 2
-    assert Instance.objects.count() == 25
+    assert Study.objects.count() == 3
+    assert Instance.objects.count() == 26
+    run = Instance.objects.get(series__study__accession_number="DEMO-XA-1")
+    assert run.number_of_frames == 30
     assert Patient.objects.get().patient_id == DEMO_PATIENT.patient_id
 
 
@@ -62,7 +65,7 @@ def test_demo_command_loads_and_reports(demo_mode: Path) -> None:
     again = io.StringIO()
     call_command("demo", stdout=again)
     assert "demo data already present" in again.getvalue()
-    assert Study.objects.count() == 2
+    assert Study.objects.count() == 3
 
 
 @pytest.mark.django_db

@@ -15,7 +15,7 @@ from radshare.organisations.services import create_organisation, create_sender, 
 from radshare.studies.models import Study
 from radshare.studies.scp import DEMO_ORGANISATION_SLUG
 from radshare.studies.services import store_instance
-from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode
+from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode, xa_run
 
 DEMO_USERNAME = "demo"
 # Where the demo sender's notices go (the demo outbox shows them): without one, "e-mail me when it is opened" and the
@@ -29,7 +29,7 @@ DEMO_PATIENT = FakePatient(
     sex="F",
     bsn="999999990",
 )
-DEMO_ACCESSIONS = ("DEMO-CT-1", "DEMO-CR-1")
+DEMO_ACCESSIONS = ("DEMO-CT-1", "DEMO-CR-1", "DEMO-XA-1")
 
 
 def credentials_path() -> Path:
@@ -77,6 +77,12 @@ def load_demo() -> list[str]:
         )
         store_instance(org, encode(ds), source="demo")
         created.append("study X thorax (1 image)")
+    if not Study.objects.filter(organisation=org, accession_number=DEMO_ACCESSIONS[2]).exists():
+        # A run of frames with a frame time: the viewer plays it as video (docs/architecture.md "Renders").
+        run = xa_run(DEMO_PATIENT, frames=30, study_date=dt.date.today() - dt.timedelta(days=60))
+        run.AccessionNumber = DEMO_ACCESSIONS[2]
+        store_instance(org, encode(run), source="demo")
+        created.append("study coronary angiography (a run of 30 frames)")
     if created:
         request_render()
     return created
