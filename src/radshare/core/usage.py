@@ -44,18 +44,22 @@ def key(usage: Usage, kind: str = "") -> str:
     return f"{usage.value}:{kind}" if kind else usage.value
 
 
-_INSERT = "INSERT INTO core_usagecount (organisation_id, day, name, value) VALUES (%s, %s, %s, %s) "
-# The same statements on SQLite (3.24 and newer) and PostgreSQL.
+# The same statements on SQLite (3.24 and newer) and PostgreSQL, with one row of values per counter.
+_INSERT = "INSERT INTO core_usagecount (organisation_id, day, name, value) VALUES "
+_ROW = "(%s, %s, %s, %s)"
 _ADD = (
-    _INSERT
-    + "ON CONFLICT (organisation_id, day, name) DO UPDATE SET value = core_usagecount.value + excluded.value"
+    " ON CONFLICT (organisation_id, day, name) DO UPDATE SET value = core_usagecount.value + excluded.value"
 )
-_SET = _INSERT + "ON CONFLICT (organisation_id, day, name) DO UPDATE SET value = excluded.value"
+_SET = " ON CONFLICT (organisation_id, day, name) DO UPDATE SET value = excluded.value"
+
+_Row = tuple[int, dt.date, str, int]
 
 
-def _upsert(organisation_id: int, day: dt.date, name: str, value: int, *, add: bool) -> None:
+def _upsert(rows: list[_Row], *, add: bool) -> None:
+    """One statement for all of ``rows`` (organisation, day, counter, value): added to, or set."""
+    sql = _INSERT + ", ".join([_ROW] * len(rows)) + (_ADD if add else _SET)
     with connection.cursor() as cursor:
-        cursor.execute(_ADD if add else _SET, [organisation_id, day, name, value])
+        cursor.execute(sql, [value for row in rows for value in row])
 
 
 def count(
@@ -63,25 +67,21 @@ def count(
 ) -> None:
     """Add ``n`` to the organisation's counter of ``usage`` (and ``kind``) for ``day`` (today)."""
     if n:
-        _upsert(organisation or INSTALLATION, day or timezone.localdate(), key(usage, kind), n, add=True)
+        _upsert([(organisation or INSTALLATION, day or timezone.localdate(), key(usage, kind), n)], add=True)
 
 
 def count_each(counts: Mapping[Usage, int], *, organisation: int | None) -> None:
     """``count`` of several counters at once, in one statement: for every instance stored, where one statement
     more per image shows in the ingest rate (docs/architecture.md "C-STORE ingest")."""
-    rows = [(usage, n) for usage, n in counts.items() if n]
-    if not rows:
-        return
     org, day = organisation or INSTALLATION, timezone.localdate()
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
-    sql = _ADD.replace("VALUES (%s, %s, %s, %s)", f"VALUES {values}")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [p for usage, n in rows for p in (org, day, key(usage), n)])
+    rows = [(org, day, key(usage), n) for usage, n in counts.items() if n]
+    if rows:
+        _upsert(rows, add=True)
 
 
 def gauge(usage: Usage, value: int, *, organisation: int | None, day: dt.date | None = None) -> None:
     """Set the organisation's value of ``usage`` for ``day`` (today), replacing an earlier one of that day."""
-    _upsert(organisation or INSTALLATION, day or timezone.localdate(), key(usage), value, add=False)
+    _upsert([(organisation or INSTALLATION, day or timezone.localdate(), key(usage), value)], add=False)
 
 
 def observe(usage: Usage, seconds: float, *, organisation: int | None) -> None:

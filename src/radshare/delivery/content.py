@@ -424,14 +424,24 @@ def share_revoked_email(share_id: int, url: str, language: str) -> RenderedEmail
 
 
 def _share_notice(message: str, share_id: int, url: str, language: str) -> RenderedEmail:
-    """A notice about a share to its sender. The catalogue holds each notice's body as one text, paragraphs and
-    all, so ``body.html`` is that text's paragraphs with the web address as a link (``login_locked`` likewise)."""
-    context = {"id": share_id, "url": url}
+    """A notice about a share to its sender."""
     with translation.override(language):
-        subject = _subject(message, context)
-        text = _plain(_render(message, "body.txt", context))
-        html = _render(message, "body.html", {"text": text}).strip()
-    return RenderedEmail(subject=subject, text=text, html=html)
+        return _notice(message, {"id": share_id, "url": url})
+
+
+def _notice(message: str, context: Mapping[str, object], end: str = "") -> RenderedEmail:
+    """A notice to a sender, in the active language. The catalogue holds each notice's body as one text,
+    paragraphs and all, so ``body.html`` is that text's paragraphs (with a web address as a link); ``end`` closes
+    the plain text."""
+    text = _plain(_render(message, "body.txt", context))
+    html = _render(message, "body.html", {"text": text}).strip()
+    return RenderedEmail(subject=_subject(message, context), text=text + end, html=html)
+
+
+def _when(moment: datetime) -> dict[str, str]:
+    """A moment as a notice gives it: its date and time of day where the organisation is."""
+    local = _local(moment)
+    return {"date": formats.date_format(local, "j F Y"), "time": local.strftime("%H:%M")}
 
 
 def login_locked_email(
@@ -440,34 +450,19 @@ def login_locked_email(
     """The notice that wrong passwords blocked (or slowed down) logins to the account ``username``
     (docs/security.md A26; ``login_locked/``): from where, until when, and what to do. It holds no password and
     no other secret."""
-    moment = _local(until)
     with translation.override(language):
         context = {
             "slowed_down": scope == LockScope.ACCOUNT,
             "device": scope == LockScope.DEVICE,
             "username": username,
             "address": address or "?",
-            "date": formats.date_format(moment, "j F Y"),
-            "time": moment.strftime("%H:%M"),
+            **_when(until),
         }
-        subject = _subject("login_locked", context)
-        text = _plain(_render("login_locked", "body.txt", context))
-        html = _render("login_locked", "body.html", {"text": text}).strip()
-    return RenderedEmail(subject=subject, text=text + "\n", html=html)
+        return _notice("login_locked", context, end="\n")
 
 
 def email_changed_email(username: str, cleared: bool, when: datetime, language: str) -> RenderedEmail:
     """To a sender's old address: the account's notice address was changed or removed (docs/security.md A26;
     ``email_changed/``). It names neither the new address nor anything else of the account."""
-    moment = _local(when)
     with translation.override(language):
-        context = {
-            "cleared": cleared,
-            "username": username,
-            "date": formats.date_format(moment, "j F Y"),
-            "time": moment.strftime("%H:%M"),
-        }
-        subject = _subject("email_changed", context)
-        text = _plain(_render("email_changed", "body.txt", context))
-        html = _render("email_changed", "body.html", {"text": text}).strip()
-    return RenderedEmail(subject=subject, text=text + "\n", html=html)
+        return _notice("email_changed", {"cleared": cleared, "username": username, **_when(when)}, end="\n")

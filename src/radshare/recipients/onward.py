@@ -162,13 +162,14 @@ def pass_on(request: HttpRequest, share: Share) -> HttpResponse:
 @recipient_required
 def end(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
     """Confirm, then end one onward share of this share at once (POST, CSRF)."""
+    if request.method == "POST":
+        if onward.end(request, share, pk) is None:  # not an onward share of this share
+            raise Http404
+        messages.success(request, _("The care provider's link no longer works."))
+        return redirect("recipients:studies")
     target = Share.objects.filter(parent=share, pk=pk).first()
     if target is None:
         raise Http404
-    if request.method == "POST":
-        onward.end(request, share, pk)
-        messages.success(request, _("The care provider's link no longer works."))
-        return redirect("recipients:studies")
     if target.has_ended:
         return redirect("recipients:studies")
     return render(

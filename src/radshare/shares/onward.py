@@ -13,7 +13,7 @@ A refusal changes nothing and is audited (``share.onward.refused``); the recipie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
 from django.db import transaction
@@ -58,16 +58,37 @@ def offered(share: Share) -> bool:
     return refusal(share) in (None, Refused.LIMIT)
 
 
-def record_refusal(request: HttpRequest, share: Share, why: Refused) -> None:
+def _record(
+    action: Action,
+    share: Share,
+    request: HttpRequest,
+    *,
+    detail: dict[str, object],
+    outcome: str = Outcome.SUCCESS,
+    study_uids: Iterable[str] = (),
+) -> None:
+    """A step of onward sharing the patient of ``share`` took: the recipient as actor, known by their share's id,
+    on behalf of the sender who shared. No names or contact details in ``detail``."""
     record(
-        Action.SHARE_ONWARD_REFUSED,
-        outcome=Outcome.DENIED,
+        action,
+        outcome=outcome,
         request=request,
         actor_type=ActorType.RECIPIENT,
         actor_label=f"share {share.pk}",
         organisation=share.organisation_id,
         patient=share.patient_id,
         on_behalf_of=share.created_by_id,
+        study_uids=study_uids,
+        detail=detail,
+    )
+
+
+def record_refusal(request: HttpRequest, share: Share, why: Refused) -> None:
+    _record(
+        Action.SHARE_ONWARD_REFUSED,
+        share,
+        request,
+        outcome=Outcome.DENIED,
         detail={"share": share.pk, "reason": str(why)},
     )
 
@@ -121,7 +142,7 @@ def pass_on(
             raise ShareError("no_studies", _("Select at least one study."), "studies")
         if not chosen <= held:
             raise ShareError("study_not_found", _("One of the selected studies was not found."), "studies")
-        return services.create_share(
+        new = services.create_share(
             locked.organisation,
             sorted(chosen),
             recipient_type=Share.RecipientType.CARE_PROVIDER,
@@ -137,6 +158,14 @@ def pass_on(
             parent=locked,
             passed_on_by=name,
         )
+        _record(  # the patient passed their share on, with their consent
+            Action.SHARE_ONWARD_CREATE,
+            locked,
+            request,
+            study_uids=new.share.share_studies.values_list("study_instance_uid", flat=True),
+            detail={"share": new.share.pk, "original": locked.pk, "consent": new.share.consent_confirmed},
+        )
+        return new
 
 
 def end(request: HttpRequest, share: Share, onward_pk: int) -> Share | None:
@@ -148,15 +177,11 @@ def end(request: HttpRequest, share: Share, onward_pk: int) -> Share | None:
         if onward.has_ended:
             return onward
         services.end_now(onward)
-        record(
+        _record(
             Action.SHARE_ONWARD_END,
-            request=request,
-            actor_type=ActorType.RECIPIENT,
-            actor_label=f"share {share.pk}",
-            organisation=onward.organisation_id,
-            patient=onward.patient_id,
-            on_behalf_of=onward.created_by_id,
-            study_uids=list(onward.share_studies.values_list("study_instance_uid", flat=True)),
+            share,
+            request,
+            study_uids=onward.share_studies.values_list("study_instance_uid", flat=True),
             detail={"share": onward.pk, "original": share.pk},
         )
     return onward

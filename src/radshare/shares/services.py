@@ -23,7 +23,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from radshare.audit.actions import Action
-from radshare.audit.services import ActorType, Outcome, record
+from radshare.audit.services import Outcome, record
 from radshare.core.dates import validate_birth_date
 from radshare.core.tasks import enqueue_on_commit
 from radshare.core.usage import Usage, count, observe
@@ -273,20 +273,24 @@ def _complete_new_share(
         )
         for p in pacs
     )
-    if share.parent_id is not None:
-        record(  # the patient passed their share on (docs/architecture.md "Onward shares"); their consent
-            Action.SHARE_ONWARD_CREATE,
+    if share.parent_id is None:  # an onward share's making is recorded as the patient's (shares/onward.py)
+        record(
+            Action.SHARE_CREATE,
             request=request,
-            actor_type=ActorType.RECIPIENT,
-            actor_label=f"share {share.parent_id}",
+            user=share.created_by,
+            api_key=share.api_key,
             organisation=share.organisation,
             patient=share.patient,
-            on_behalf_of=share.created_by_id,
-            study_uids=[s.study_instance_uid for s in studies],
-            detail={"share": share.pk, "original": share.parent_id, "consent": share.consent_confirmed},
+            study_uids=[s.study_instance_uid for s in studies] + [p.study.study_instance_uid for p in pacs],
+            actor_label="" if share.created_by else (share.api_key.prefix if share.api_key else ""),
+            detail={
+                "share": share.pk,
+                "recipient_type": share.recipient_type,
+                "delivery": share.delivery,
+                "language": share.language,
+                "reason": share.reason,
+            },
         )
-    else:
-        _record_created(share, studies, pacs, request)
     count(
         Usage.SHARES_CREATED,
         organisation=share.organisation_id,
@@ -295,28 +299,6 @@ def _complete_new_share(
     from radshare.shares.tasks import prepare_share  # late import: tasks import this module
 
     enqueue_on_commit(prepare_share, share.pk)
-
-
-def _record_created(
-    share: Share, studies: list[Study], pacs: list[PacsSelection], request: HttpRequest | None
-) -> None:
-    record(
-        Action.SHARE_CREATE,
-        request=request,
-        user=share.created_by,
-        api_key=share.api_key,
-        organisation=share.organisation,
-        patient=share.patient,
-        study_uids=[s.study_instance_uid for s in studies] + [p.study.study_instance_uid for p in pacs],
-        actor_label="" if share.created_by else (share.api_key.prefix if share.api_key else ""),
-        detail={
-            "share": share.pk,
-            "recipient_type": share.recipient_type,
-            "delivery": share.delivery,
-            "language": share.language,
-            "reason": share.reason,
-        },
-    )
 
 
 def prepare(share_pk: int) -> str:
