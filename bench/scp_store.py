@@ -21,6 +21,7 @@ import argparse
 import datetime as dt
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -96,16 +97,31 @@ class Measured:
     ms_per_image: (
         float  # without what every association costs once (storescu's start, the association itself)
     )
+    filed_after: float = 0.0  # journal mode: seconds from the last answer until the index holds every image
 
 
-def run_server(cmd: list[str], port: int, files: list[Path], env: dict[str, str] | None = None) -> Measured:
+def run_server(
+    cmd: list[str],
+    port: int,
+    files: list[Path],
+    env: dict[str, str] | None = None,
+    indexed: Callable[[], int] | None = None,
+) -> Measured:
     """Start the SCP, send one image (``WARM_UP``) in an association of its own, then ``files`` in one association,
-    stop it. The SCP's start-up is not timed; the one-image association times what every association costs."""
+    stop it. The SCP's start-up is not timed; the one-image association times what every association costs.
+    ``indexed``: how many instances the index holds, polled after the last answer until it holds them all."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    filed_after = 0.0
     try:
         wait_port(port)
         once = send([files[0].parent / WARM_UP], port)
         seconds = send(files, port)
+        answered = time.perf_counter()
+        while indexed is not None and indexed() < len(files) + 1:
+            if time.perf_counter() - answered > 120:
+                raise RuntimeError("the journal was not filed within 2 minutes")
+            time.sleep(0.01)
+        filed_after = time.perf_counter() - answered
     finally:
         proc.terminate()
         try:
@@ -113,15 +129,16 @@ def run_server(cmd: list[str], port: int, files: list[Path], env: dict[str, str]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return Measured(len(files) / seconds, 1000 * (seconds - once) / max(len(files) - 1, 1))
+    return Measured(len(files) / seconds, 1000 * (seconds - once) / max(len(files) - 1, 1), filed_after)
 
 
 class Radshare:
     """Fresh installations of radshare for one database kind: migrated once, copied for every run."""
 
-    def __init__(self, tmp: Path, base_env: dict[str, str], postgres: str = "") -> None:
+    def __init__(self, tmp: Path, base_env: dict[str, str], postgres: str = "", *, journal: bool = False) -> None:
         self.tmp = tmp
         self.postgres = postgres
+        self.journal = journal
         self.runs = 0
         self.template = tmp / "template"
         self.template.mkdir(parents=True)
@@ -147,18 +164,39 @@ class Radshare:
         data = self.tmp / f"run{self.runs}"
         shutil.copytree(self.template, data)
         env = {**self.env, "RADSHARE_DATA_DIR": str(data), "RADSHARE_DICOM_PORT": str(free_port())}
+        env["RADSHARE_INGEST_JOURNAL"] = "1" if self.journal else "0"
         if self.postgres:
             env["RADSHARE_STORAGE_URL"] = f"file://{data / 'storage'}?shared=1"  # one machine: one folder
             name = f"{self.template_db}_{self.runs}"
             self._pg("createdb", "-T", self.template_db, name)
             self.databases.append(name)
             env["RADSHARE_DATABASE_URL"] = f"{self.postgres.rstrip('/')}/{name}"
+        indexed = self._counter(data, env) if self.journal else None
         try:
-            return run_server([*CLI, "scp"], int(env["RADSHARE_DICOM_PORT"]), files, env)
+            return run_server([*CLI, "scp"], int(env["RADSHARE_DICOM_PORT"]), files, env, indexed)
         finally:
             shutil.rmtree(data, ignore_errors=True)
             if self.postgres:
                 self._pg("dropdb", "--if-exists", self.databases.pop())
+
+    def _counter(self, data: Path, env: dict[str, str]) -> Callable[[], int]:
+        """How many instances the run's index holds (read beside the SCP, as a sender's next step would)."""
+        query = "SELECT count(*) FROM studies_instance"
+        if not self.postgres:
+            path = data / "radshare.sqlite3"
+
+            def count_sqlite() -> int:
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+                    return int(db.execute(query).fetchone()[0])
+
+            return count_sqlite
+        database = env["RADSHARE_DATABASE_URL"]
+
+        def count_postgres() -> int:
+            out = subprocess.run(["psql", database, "-tAc", query], check=True, capture_output=True, text=True)
+            return int(out.stdout.strip())
+
+        return count_postgres
 
     def close(self) -> None:
         if self.postgres:
@@ -212,9 +250,13 @@ def main() -> None:
         (tmp / "files").mkdir()
         files = make_files(tmp / "files", max(counts))
         size = files[0].stat().st_size
-        ours = {"SQLite": Radshare(tmp / "sqlite", base)}
+        ours = {
+            "SQLite": Radshare(tmp / "sqlite", base),
+            "SQLite, journal": Radshare(tmp / "sqlite-journal", base, journal=True),
+        }
         if args.postgres:
             ours["PostgreSQL"] = Radshare(tmp / "postgres", base, args.postgres)
+            ours["PostgreSQL, journal"] = Radshare(tmp / "postgres-journal", base, args.postgres, journal=True)
         with_fsync, without_fsync, storescp = bare(tmp, True), bare(tmp, False), dcmtk(tmp)
         per_image: dict[str, list[float]] = {kind: [] for kind in ours}
         try:
@@ -243,6 +285,9 @@ def main() -> None:
                             unit="images/s",
                             extra={
                                 "ms_per_image": round(cost[kind], 2),
+                                "filed_after_last_answer_s": round(
+                                    statistics.median(m.filed_after for m in measured[kind]), 2
+                                ),
                                 "bare_fsync_ms_per_image": round(cost["fsync"], 2),
                                 "bare_no_fsync": round(rate["no fsync"], 1),
                                 "dcmtk_storescp": round(rate["dcmtk"], 1),

@@ -207,3 +207,17 @@ class StudyConflict(models.Model):
 
     def __str__(self) -> str:
         return f"conflict {self.pk} on study {self.study_id} ({self.state})"
+
+
+class JournalCursor(models.Model):
+    """How far the indexer has filed one ingest journal (``studies/indexer.py``), moved in the same transaction as
+    what it filed, so that a restart goes on exactly where it stopped. ``associations``: what each association
+    still open in that journal has come to so far (for its audit entry, written when its end record is filed)."""
+
+    journal = models.CharField(max_length=32, unique=True)
+    position = models.BigIntegerField(default=0)
+    associations = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"journal {self.journal} at {self.position}"

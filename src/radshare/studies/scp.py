@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -19,10 +21,14 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from radshare import dicom
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
-from radshare.studies.services import IngestError, StoreOutcome, store_instance
+from radshare.studies import journal
+from radshare.studies.indexer import JournalMode, Tally, record_association
+from radshare.studies.models import Study
+from radshare.studies.services import IngestError, StoreOutcome, read_header, store_instance
 from radshare.studies.signals import announce_arrivals
 
 logger = logging.getLogger(__name__)
@@ -51,6 +57,11 @@ class Admission:
     refused: int = 0
     study_uids: set[str] = field(default_factory=set)
     patients: set[int] = field(default_factory=set)
+    key: str = ""  # journal mode: the association's name in the journal
+    journaled: int = 0  # journal mode: acknowledged from the journal (filed by the indexer)
+
+    def tally(self) -> Tally:
+        return Tally(self.stored, self.duplicate, self.refused, 0, set(self.study_uids), set(self.patients))
 
 
 def admit(calling_ae_title: str, address: str) -> Admission | None:
@@ -78,6 +89,46 @@ def admit(calling_ae_title: str, address: str) -> Admission | None:
         if demo is not None:
             return Admission(demo, None)
     return None
+
+
+class StudyGate:
+    """Journal mode: whether an instance may be acknowledged from the journal, checked before it is. Its study must
+    not be filed under another patient, nor be being destroyed (docs/architecture.md "C-STORE ingest"). What the
+    database says of a study is looked up at most once a second; a study not filed yet belongs to the first
+    patient this process acknowledged it for. An instance the gate stops takes the synchronous path, which
+    refuses it (0xA900, 0xA700) or files it, exactly."""
+
+    FRESH = 1.0  # seconds a look-up stands
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, str], tuple[tuple[str, str], bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def admits(self, organisation: Organisation, ds: Any) -> bool:
+        key = (organisation.pk, dicom.text(ds, "StudyInstanceUID", 64))
+        patient = (dicom.text(ds, "IssuerOfPatientID", 64), dicom.text(ds, "PatientID", 64))
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(key)
+        if seen is None or now - seen[2] > self.FRESH:
+            row = (
+                Study.objects.filter(organisation=organisation, study_instance_uid=key[1])
+                .values_list("patient__issuer_of_patient_id", "patient__patient_id", "destroy_started_at")
+                .first()
+            )
+            if row is not None:
+                seen = ((row[0], row[1]), row[2] is not None, now)
+            else:  # not filed yet: the first patient acknowledged here, or this one
+                seen = (seen[0] if seen else patient, False, now)
+            with self._lock:
+                if len(self._seen) > 4096:
+                    self._seen.clear()
+                self._seen[key] = seen
+        return seen[0] == patient and not seen[1]
+
+    def forget(self, organisation: Organisation, ds: Any) -> None:
+        with self._lock:
+            self._seen.pop((organisation.pk, dicom.text(ds, "StudyInstanceUID", 64)), None)
 
 
 def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
@@ -108,6 +159,8 @@ class StorageSCP:
         self.ae.dimse_timeout = 60
         self.ae.add_supported_context(Verification)
         self.server: Any = None
+        self.journal: JournalMode | None = None
+        self.gate = StudyGate()
 
     def handlers(self) -> list[Any]:
         return [
@@ -125,6 +178,8 @@ class StorageSCP:
         pynetdicom_config.UNRESTRICTED_STORAGE_SERVICE = True
         for cx in self.ae.supported_contexts:
             cx.transfer_syntax = list(ALL_TRANSFER_SYNTAXES)
+        if settings.RADSHARE.ingest_journal and self.journal is None:
+            self.journal = JournalMode(Path(settings.RADSHARE.data_dir) / "journal")
         self.server = self.ae.start_server(self.address, block=block, evt_handlers=self.handlers())
         return self.server
 
@@ -132,6 +187,9 @@ class StorageSCP:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
     # --- handlers (each runs in the association's own thread) ------------------------------------
 
@@ -165,6 +223,8 @@ class StorageSCP:
             return
         admission.calling_ae_title = calling
         admission.address = address
+        if self.journal is not None:
+            admission.key = self.journal.association_key()
         with self._lock:
             self._admissions[id(event.assoc)] = admission
 
@@ -174,27 +234,31 @@ class StorageSCP:
         if admission is not None and admission.stored:
             announce_arrivals()
         try:
-            if admission is not None and (admission.stored or admission.duplicate or admission.refused):
+            if admission is None:
+                pass
+            elif admission.journaled and self.journal is not None:
+                # The indexer writes the entry once it has filed the association's instances (indexer.py).
+                tally = admission.tally()
+                end = {
+                    "a": admission.key,
+                    "o": admission.organisation.pk,
+                    "n": getattr(admission.node, "pk", None),
+                }
+                end |= {"ae": admission.calling_ae_title, "ip": admission.address, **tally.as_json()}
+                self.journal.writer.append(journal.ASSOCIATION_END, end)
+            else:
                 # One entry per association, not per image (docs/architecture.md "Audit granularity").
-                record(
-                    Action.DICOM_STORE,
-                    outcome=Outcome.FAILURE if admission.refused else Outcome.SUCCESS,
-                    node=admission.node,
-                    organisation=admission.organisation,
-                    actor_type=ActorType.DICOM_NODE,
-                    actor_label=admission.calling_ae_title,
-                    client=admission.address,
-                    patient=next(iter(admission.patients)) if len(admission.patients) == 1 else None,
-                    study_uids=admission.study_uids,
-                    detail={
-                        "stored": admission.stored,
-                        "duplicate": admission.duplicate,
-                        "refused": admission.refused,
-                        "patients": len(admission.patients),
-                    },
+                record_association(
+                    admission.organisation,
+                    admission.node,
+                    admission.calling_ae_title,
+                    admission.address,
+                    admission.tally(),
                 )
         except DatabaseError:
             logger.exception("cannot write the audit entry for a finished association")
+        except OSError as exc:
+            logger.error("cannot write the end of an association to the journal: %s", exc.strerror)
         finally:
             connection.close()
 
@@ -221,16 +285,59 @@ class StorageSCP:
             admission.refused += 1
             logger.warning("C-STORE with unreadable data set refused")
             return 0xC000
+        if self.journal is not None:
+            return self._journal_store(self.journal, admission, data)
+        return self._store_now(admission, data)
+
+    def _journal_store(self, mode: JournalMode, admission: Admission, data: bytes) -> int:
+        """Journal mode: check what can be checked before acknowledging, append to the journal (durable), answer;
+        the indexer files it (indexer.py). What the gate stops waits for the journal to be filed, then takes the
+        synchronous path."""
+        mode.check_indexer()
+        try:
+            ds, _ = read_header(data)
+            if not self.gate.admits(admission.organisation, ds):
+                self.gate.forget(admission.organisation, ds)
+                if not mode.drain():
+                    admission.refused += 1
+                    logger.warning("C-STORE refused (0xA700): the journal is not filed yet")
+                    return OUT_OF_RESOURCES
+                return self._store_now(admission, data)
+            meta = {
+                "a": admission.key,
+                "o": admission.organisation.pk,
+                "n": getattr(admission.node, "pk", None),
+            }
+            meta |= {"ae": admission.calling_ae_title, "ip": admission.address}
+            mode.writer.append(journal.INSTANCE, meta, data)
+        except IngestError as exc:
+            return self._refused(admission, exc)
+        except DatabaseError:
+            admission.refused += 1
+            logger.exception("C-STORE failed on the database; the sender may retry")
+            close_old_connections()
+            return OUT_OF_RESOURCES
+        except OSError as exc:
+            admission.refused += 1
+            logger.error("C-STORE refused (0xA700): cannot write to the journal: %s", exc.strerror)
+            return OUT_OF_RESOURCES
+        admission.journaled += 1
+        return SUCCESS
+
+    def _refused(self, admission: Admission, exc: IngestError) -> int:
+        admission.refused += 1
+        # One line, no traceback; the reason names tags and sizes, never values (docs/security.md A21).
+        # The association's audit entry counts it (on_closed).
+        logger.warning(
+            "C-STORE from %s refused (0x%04X): %s", admission.calling_ae_title, exc.status, exc.reason
+        )
+        return exc.status
+
+    def _store_now(self, admission: Admission, data: bytes) -> int:
         try:
             result = store_instance(admission.organisation, data, source="scp", node=admission.node)
         except IngestError as exc:
-            admission.refused += 1
-            # One line, no traceback; the reason names tags and sizes, never values (docs/security.md A21).
-            # The association's audit entry counts it (on_closed).
-            logger.warning(
-                "C-STORE from %s refused (0x%04X): %s", admission.calling_ae_title, exc.status, exc.reason
-            )
-            return exc.status
+            return self._refused(admission, exc)
         except DatabaseError:
             admission.refused += 1
             logger.exception("C-STORE failed on the database; the sender may retry")

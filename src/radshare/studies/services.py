@@ -200,6 +200,15 @@ def parse_header(data: bytes | memoryview) -> Dataset:
     return ds
 
 
+def read_header(data: bytes | memoryview) -> tuple[Dataset, str]:
+    """``parse_header``, and the file's transfer syntax: everything ingest checks before it acknowledges."""
+    ds = parse_header(data)
+    transfer_syntax = dicom.text(getattr(ds, "file_meta", Dataset()), "TransferSyntaxUID", 64)
+    if not transfer_syntax:
+        raise MissingAttributeError("the file meta information has no Transfer Syntax UID")
+    return ds, transfer_syntax
+
+
 def _patient_fields(ds: Dataset) -> dict[str, Any]:
     bsn = _bsn(ds)
     return {
@@ -517,11 +526,8 @@ def store_instance(
     """
     file = start_put(get_storage(), data)
     try:
-        ds = parse_header(data)
+        ds, transfer_syntax = read_header(data)
         sop_uid = dicom.text(ds, "SOPInstanceUID", 64)
-        transfer_syntax = dicom.text(getattr(ds, "file_meta", Dataset()), "TransferSyntaxUID", 64)
-        if not transfer_syntax:
-            raise MissingAttributeError("the file meta information has no Transfer Syntax UID")
         sha256 = hashlib.sha256(data).hexdigest()
         crc32 = zlib.crc32(data)  # as a ZIP member records it: the downloads never compute it
     except BaseException:

@@ -142,6 +142,14 @@ SETTINGS: tuple[Setting, ...] = (
         "refused outside demo mode.",
     ),
     Setting(
+        "INGEST_JOURNAL",
+        "false",
+        boolean,
+        "Journal mode of the SCP: a C-STORE is answered once it is in a journal on the SCP's machine "
+        "(`<DATA_DIR>/journal`), and a process of the SCP's own files it within a second; ingest then runs at the "
+        "pace of a bare SCP. Off: each instance is indexed before it is answered.",
+    ),
+    Setting(
         "EMAIL_URL",
         None,
         email_url,

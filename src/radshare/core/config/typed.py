@@ -37,6 +37,7 @@ class Config:
     dicom_port: int
     dicom_max_associations: int
     dicom_accept_any: bool
+    ingest_journal: bool
     email_url: str
     email_from: str
     sms_url: str

@@ -1,0 +1,384 @@
+"""Journal mode of the storage SCP (``RADSHARE_INGEST_JOURNAL``; docs/architecture.md "C-STORE ingest").
+
+The SCP acknowledges an instance once it is in the journal (``journal.py``); this module's indexer, a process of the
+SCP's own on the other core, files the journal's records through ``store_instance`` as every other ingest path
+does, in order. Each record is filed in one transaction with the move of the journal's cursor
+(``JournalCursor``), so a crash of either process loses nothing and files nothing twice: a restart goes on from the
+cursor; were a record filed again all the same, the unique SOP Instance UID makes it a duplicate.
+
+What the SCP could not check before acknowledging:
+* a study being destroyed: the indexer waits until the destruction is over, then files it as a new study;
+* a study filed under another patient meanwhile (an upload or a correction a moment earlier): the conflict is
+  recorded as for a refused instance, and the file is kept in ``<journal>/held/`` for the admin
+  (docs/operations.md "Journal mode").
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any
+
+from django.db import DatabaseError, close_old_connections, transaction
+
+from radshare.audit.actions import Action
+from radshare.audit.services import ActorType, Outcome, record
+from radshare.organisations.models import Organisation, PacsNode
+from radshare.studies import indexer_process, journal
+from radshare.studies.models import JournalCursor
+from radshare.studies.services import (
+    IngestError,
+    OutOfResourcesError,
+    PatientConflictError,
+    StoreOutcome,
+    store_instance,
+)
+from radshare.studies.signals import announce_arrivals
+
+logger = logging.getLogger(__name__)
+
+IDLE = 0.005  # seconds between looks at the journal when it has nothing new
+RETRY_FIRST, RETRY_LAST = 0.5, 30.0  # seconds before filing a record again after a passing failure
+ANNOUNCE_EVERY = 50  # stored instances between two calls for rendering while a study still arrives
+
+
+@dataclass
+class Tally:
+    """What one association has come to: its audit entry (``record_association``)."""
+
+    stored: int = 0
+    duplicate: int = 0
+    refused: int = 0
+    held: int = 0
+    study_uids: set[str] = field(default_factory=set)
+    patients: set[int] = field(default_factory=set)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "stored": self.stored,
+            "duplicate": self.duplicate,
+            "refused": self.refused,
+            "held": self.held,
+            "studies": sorted(self.study_uids),
+            "patients": sorted(self.patients),
+        }
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Tally:
+        return cls(
+            value.get("stored", 0),
+            value.get("duplicate", 0),
+            value.get("refused", 0),
+            value.get("held", 0),
+            set(value.get("studies", ())),
+            set(value.get("patients", ())),
+        )
+
+    def add(self, other: Tally) -> None:
+        self.stored += other.stored
+        self.duplicate += other.duplicate
+        self.refused += other.refused
+        self.held += other.held
+        self.study_uids |= other.study_uids
+        self.patients |= other.patients
+
+
+def record_association(
+    organisation: Organisation | int,
+    node: PacsNode | None,
+    calling_ae_title: str,
+    address: str,
+    tally: Tally,
+    *,
+    interrupted: bool = False,
+) -> None:
+    """The one audit entry of a storage association (docs/architecture.md "Audit granularity"), when it did
+    anything."""
+    if not (tally.stored or tally.duplicate or tally.refused or tally.held or interrupted):
+        return
+    detail: dict[str, Any] = {
+        "stored": tally.stored,
+        "duplicate": tally.duplicate,
+        "refused": tally.refused,
+        "patients": len(tally.patients),
+    }
+    if tally.held:
+        detail["held"] = tally.held
+    if interrupted:
+        detail["interrupted"] = True
+    record(
+        Action.DICOM_STORE,
+        outcome=Outcome.FAILURE if tally.refused or tally.held or interrupted else Outcome.SUCCESS,
+        node=node,
+        organisation=organisation,
+        actor_type=ActorType.DICOM_NODE,
+        actor_label=calling_ae_title,
+        client=address,
+        patient=next(iter(tally.patients)) if len(tally.patients) == 1 else None,
+        study_uids=tally.study_uids,
+        detail=detail,
+    )
+
+
+class Indexer:
+    """Files one journal folder's records, in order, from its cursor on."""
+
+    def __init__(self, folder: Path, *, first_live_segment: int) -> None:
+        self.folder = folder
+        self.journal = journal.journal_id(folder)
+        self.first_live_segment = (
+            first_live_segment  # the running SCP's first segment: older ones are a past run's
+        )
+        cursor, _ = JournalCursor.objects.get_or_create(journal=self.journal)
+        self.position = cursor.position
+        self.associations = {k: Tally.from_json(v) for k, v in cursor.associations.items()}
+        self._meta: dict[str, dict[str, Any]] = {k: v.get("meta", {}) for k, v in cursor.associations.items()}
+        self._organisations: dict[int, Organisation] = {}
+        self._nodes: dict[int, PacsNode] = {}
+        self._unannounced = 0
+        self._past_closed = False
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+
+    def run(self, applied: Synchronized[int] | None, stop: Event | None, alive: Callable[[], bool]) -> None:
+        """File records until ``stop`` is set and nothing is left, or the SCP is gone."""
+        if applied is not None:
+            applied.value = self.position
+        while True:
+            progressed = self.pass_once(applied)
+            if progressed:
+                continue
+            self._close_past_associations()
+            if self._unannounced:
+                self._unannounced = 0
+                announce_arrivals()
+            if (stop is not None and stop.is_set()) or not alive():
+                return
+            time.sleep(IDLE)
+
+    def pass_once(self, applied: Synchronized[int] | None = None, *, live: bool = True) -> bool:
+        """File whatever the journal holds beyond the cursor; True when there was anything."""
+        progressed = False
+        for item in journal.read(self.folder, self.position, live=live):
+            self._file(item)
+            progressed = True
+            if applied is not None:
+                applied.value = item.end
+        self._drop_filed_segments()
+        return progressed
+
+    def _drop_filed_segments(self) -> None:
+        """Segments wholly behind the cursor (committed) are deleted: the journal stays as long as its lag."""
+        current = journal.split(self.position)[0]
+        for number in journal.segments(self.folder):
+            if number < current:
+                journal.segment_path(self.folder, number).unlink(missing_ok=True)
+
+    # --- one record -------------------------------------------------------------------------------------------
+
+    def _file(self, item: journal.Record) -> None:
+        """Retry until the record is filed: it was acknowledged, so it may wait but never be dropped."""
+        delay = RETRY_FIRST
+        while True:
+            try:
+                self._file_once(item)
+                return
+            except (OutOfResourcesError, DatabaseError, OSError) as exc:
+                # A study being destroyed, storage full, the database away: all pass.
+                logger.warning("journal record not filed yet, again in %.1f s: %s", delay, _why(exc))
+            except Exception:
+                logger.exception("journal record not filed, again in %.1f s", delay)
+            close_old_connections()
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_LAST)
+
+    def _file_once(self, item: journal.Record) -> None:
+        meta = item.meta
+        key = str(meta.get("a", ""))
+        tally = Tally.from_json(self.associations.get(key, Tally()).as_json())
+        with transaction.atomic():
+            if item.kind == journal.INSTANCE:
+                self._file_instance(item, tally)
+                associations = {**self.associations, key: tally}
+                metas = {**self._meta, key: {k: meta.get(k) for k in ("o", "n", "ae", "ip")}}
+            else:  # journal.ASSOCIATION_END
+                tally.add(Tally.from_json(meta))
+                node = self._node(meta.get("n"))
+                record_association(int(meta["o"]), node, meta.get("ae", ""), meta.get("ip", ""), tally)
+                associations = {k: v for k, v in self.associations.items() if k != key}
+                metas = {k: v for k, v in self._meta.items() if k != key}
+            self._save(item.end, associations, metas)
+        self.position, self.associations, self._meta = item.end, associations, metas
+
+    def _file_instance(self, item: journal.Record, tally: Tally) -> None:
+        organisation = self._organisation(int(item.meta["o"]))
+        node = self._node(item.meta.get("n"))
+        try:
+            result = store_instance(organisation, item.payload, source="scp", node=node)
+        except PatientConflictError:
+            # Counted on the study's conflict by store_instance; the bytes wait for the admin.
+            tally.held += 1
+            name = self._hold(item.payload)
+            logger.warning("journal: an instance in conflict with its study's patient is held as %s", name)
+            return
+        except OutOfResourcesError:
+            raise
+        except (
+            IngestError
+        ) as exc:  # checked before it was acknowledged: cannot happen but for a changed check
+            tally.refused += 1
+            logger.error(
+                "journal: an acknowledged instance cannot be filed (0x%04X): %s", exc.status, exc.reason
+            )
+            return
+        tally.study_uids.add(result.study_instance_uid)
+        tally.patients.add(result.patient_pk)
+        if result.outcome == StoreOutcome.STORED:
+            tally.stored += 1
+            self._unannounced += 1
+            if self._unannounced >= ANNOUNCE_EVERY:
+                transaction.on_commit(self._announce)
+        else:
+            tally.duplicate += 1
+
+    def _announce(self) -> None:
+        self._unannounced = 0
+        announce_arrivals()
+
+    def _hold(self, data: bytes) -> str:
+        folder = self.folder.parent / "held"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        name = f"{uuid.uuid4().hex}.dcm"
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return name
+
+    def _save(self, end: int, associations: dict[str, Tally], metas: dict[str, dict[str, Any]]) -> None:
+        saved = {k: {**v.as_json(), "meta": metas.get(k, {})} for k, v in associations.items()}
+        JournalCursor.objects.filter(journal=self.journal).update(position=end, associations=saved)
+
+    def _close_past_associations(self) -> None:
+        """Once the records of a past run are filed, the associations it left open will never end (the SCP
+        stopped with them): each gets its audit entry, marked interrupted."""
+        if self._past_closed:  # called once idle: every record of a past run is filed by then
+            return
+        past = {k for k in self.associations if int(k.split("-", 1)[0]) < self.first_live_segment}
+        if past:
+            with transaction.atomic():
+                for key in past:
+                    meta = self._meta.get(key, {})
+                    record_association(
+                        int(meta["o"]),
+                        self._node(meta.get("n")),
+                        meta.get("ae") or "",
+                        meta.get("ip") or "",
+                        self.associations[key],
+                        interrupted=True,
+                    )
+                associations = {k: v for k, v in self.associations.items() if k not in past}
+                metas = {k: v for k, v in self._meta.items() if k not in past}
+                self._save(self.position, associations, metas)
+            self.associations, self._meta = associations, metas
+        self._past_closed = True
+
+    def _organisation(self, pk: int) -> Organisation:
+        if pk not in self._organisations:
+            self._organisations[pk] = Organisation.objects.get(pk=pk)
+        return self._organisations[pk]
+
+    def _node(self, pk: int | None) -> PacsNode | None:
+        if pk is None:
+            return None
+        if pk not in self._nodes:
+            node = PacsNode.objects.filter(pk=pk).first()  # removed meanwhile: filed without it
+            if node is None:
+                return None
+            self._nodes[pk] = node
+        return self._nodes[pk]
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, IngestError):
+        return exc.reason
+    return type(exc).__name__
+
+
+class JournalMode:
+    """The SCP's side of journal mode: the journal folder it holds, its writer and its indexer process."""
+
+    DRAIN_TIMEOUT = 60.0
+    RESTART_EVERY = 5.0
+
+    def __init__(self, root: Path) -> None:
+        self.folder, self._lock_fd = journal.claim_slot(root)
+        self.writer = journal.Writer(self.folder)
+        self.run = journal.split(self.writer.written)[0]  # association keys start with it
+        self._count = itertools.count(1)
+        self._context = multiprocessing.get_context("spawn")
+        self.applied: Synchronized[int] = self._context.Value("q", 0, lock=False)
+        self.stop = self._context.Event()
+        self._restart_lock = threading.Lock()
+        self._restarted = time.monotonic()
+        self.process = self._start()
+
+    def _start(self) -> multiprocessing.process.BaseProcess:
+        process = self._context.Process(
+            target=indexer_process.main,
+            args=(str(self.folder), self.applied, self.stop, self.run),
+            name="radshare-indexer",
+        )
+        process.start()
+        return process
+
+    def association_key(self) -> str:
+        return f"{self.run}-{next(self._count)}"
+
+    def check_indexer(self) -> None:
+        """An indexer that died (killed, out of memory) is started again, at most every ``RESTART_EVERY`` seconds:
+        the journal must not just grow."""
+        if self.process.is_alive() or self.stop.is_set():
+            return
+        now = time.monotonic()
+        with self._restart_lock:
+            if self.process.is_alive() or now - self._restarted < self.RESTART_EVERY:
+                return
+            self._restarted = now
+            logger.error("the journal's indexer exited (%s); starting it again", self.process.exitcode)
+            self.process = self._start()
+
+    def drain(self) -> bool:
+        """Wait until everything appended so far is filed (False after ``DRAIN_TIMEOUT``)."""
+        target = self.writer.last_end
+        deadline = time.monotonic() + self.DRAIN_TIMEOUT
+        while self.applied.value < target:
+            self.check_indexer()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def close(self) -> None:
+        """Let the indexer file what is left, then stop it (what it cannot file now waits for the next start)."""
+        self.stop.set()
+        self.process.join(timeout=self.DRAIN_TIMEOUT)
+        if self.process.is_alive():
+            logger.warning("the journal's indexer did not finish in time; the next start files the rest")
+            self.process.terminate()
+            self.process.join(timeout=10)
+        self.writer.close()
+        os.close(self._lock_fd)
