@@ -168,16 +168,31 @@ def sender(organisation: Any) -> Any:
 
 
 @pytest.fixture
-def scp(transactional_db: None, radshare_config: Any) -> Iterator[Any]:
-    """radshare's storage SCP running in this process on a free loopback port.
+def scp(
+    request: pytest.FixtureRequest,
+    transactional_db: None,
+    radshare_config: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[Any]:
+    """radshare's storage SCP running in this process on a free loopback port. Parametrised indirectly with
+    ``"journal"``, it runs in journal mode, its indexer process pointed at this test's database and storage.
 
     ``transactional_db``: the SCP's association threads use their own database connections, so the data
     must be committed for real (and is flushed after the test).
     """
     from radshare.studies.scp import StorageSCP
+    from tests.runtime.processes import database_url  # late import: it needs Django's settings
 
     port = free_port()
     radshare_config(dicom_port=port, dicom_bind="127.0.0.1", dicom_accept_any=False)
+    if getattr(request, "param", "") == "journal":
+        radshare_config(ingest_journal=True, data_dir=str(tmp_path / "scp"))
+        # The indexer is a spawned process: it reads its settings from the environment.
+        monkeypatch.setenv("RADSHARE_DATABASE_URL", database_url())
+        monkeypatch.setenv("RADSHARE_STORAGE_URL", django_settings.RADSHARE.storage_url)
+        monkeypatch.setenv("RADSHARE_SECRET_KEY", django_settings.RADSHARE.secret_key)
+        monkeypatch.setenv("RADSHARE_DATA_DIR", str(tmp_path / "scp"))
     server = StorageSCP(port=port)
     server.start(block=False)
     try:

@@ -42,7 +42,7 @@ from radshare.pacs.client import (
     find_studies,
     retrieve_study,
 )
-from radshare.studies.models import Instance, Study
+from radshare.studies.models import Instance, JournalCursor, Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 from tests.conftest import free_port, require_program, storage_dir
@@ -252,13 +252,18 @@ def check_retrieve(orthanc: Orthanc, node: PacsNode, organisation: Any, *, whole
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("scp", ["", "journal"], indirect=True)
 def test_retrieve_by_c_move_through_radshares_scp(
     orthanc_to_scp: Orthanc, organisation: Any, scp: Any
 ) -> None:
+    """Also in journal mode: the SCP answers the PACS before its indexer files the images, and the retrieve waits
+    for the index (pacs/base.py ``wait_for_index``)."""
     node = dimse_node(orthanc_to_scp, organisation, retrieve="move")
     check_retrieve(orthanc_to_scp, node, organisation, whole_file=False)
     received = Instance.objects.filter(organisation=organisation).exclude(source="upload")
     assert set(received.values_list("source", "source_node")) == {("scp", node.pk)}
+    # In journal mode the images came through the journal (its cursor moved), not the synchronous path.
+    assert JournalCursor.objects.filter(position__gt=0).exists() == (scp.journal is not None)
 
 
 @pytest.mark.django_db

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from django.conf import settings
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from pydicom.dataset import Dataset
@@ -332,6 +334,21 @@ def stored_uids(organisation_pk: int, sop_uids: list[str]) -> set[str]:
             .values_list("sop_instance_uid", flat=True)
         )
     return found
+
+
+def wait_for_index(organisation_pk: int, sop_uids: list[str], *, quiet_for: float = 5.0) -> None:
+    """After a C-MOVE, in journal mode (``RADSHARE_INGEST_JOURNAL``): the SCP answered the PACS before its indexer
+    filed the images, about a second later (docs/architecture.md "C-STORE ingest"). Wait until the index holds
+    ``sop_uids``, or until it has gained none of them for ``quiet_for`` seconds."""
+    if not settings.RADSHARE.ingest_journal or not sop_uids:
+        return
+    have, changed = -1, time.monotonic()
+    while (now := len(stored_uids(organisation_pk, sop_uids))) < len(sop_uids):
+        if now != have:
+            have, changed = now, time.monotonic()
+        elif time.monotonic() - changed > quiet_for:
+            return
+        time.sleep(0.2)
 
 
 def partial_error(failed: int, asked: int, result: RetrieveResult, hint: str = "") -> PacsError:

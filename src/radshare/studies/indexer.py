@@ -170,11 +170,16 @@ class Indexer:
     def pass_once(self, applied: Synchronized[int] | None = None, *, live: bool = True) -> bool:
         """File whatever the journal holds beyond the cursor; True when there was anything."""
         progressed = False
+        present = journal.segments(self.folder)
         for item in journal.read(self.folder, self.position, live=live):
             self._file(item)
             progressed = True
             if applied is not None:
                 applied.value = item.end
+        if present and journal.split(self.position)[0] < present[-1]:
+            # Every segment before the one that was newest when this pass began is read to its end.
+            self._save(journal.position(present[-1], 0), self.associations, self._meta)
+            self.position = journal.position(present[-1], 0)
         self._drop_filed_segments()
         return progressed
 
@@ -326,7 +331,10 @@ class JournalMode:
 
     def __init__(self, root: Path) -> None:
         self.folder, self._lock_fd = journal.claim_slot(root)
-        self.writer = journal.Writer(self.folder)
+        filed = JournalCursor.objects.filter(journal=journal.journal_id(self.folder)).values_list(
+            "position", flat=True
+        )
+        self.writer = journal.Writer(self.folder, after=journal.split(filed.first() or 0)[0])
         self.run = journal.split(self.writer.written)[0]  # association keys start with it
         self._count = itertools.count(1)
         self._context = multiprocessing.get_context("spawn")

@@ -123,10 +123,12 @@ def encode(kind: int, meta: dict[str, Any], payload: bytes | memoryview = b"") -
 class Writer:
     """Appends records to the newest segment; ``append`` returns once the record is durable."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, after: int = 0) -> None:
+        """``after``: a segment number the new one must follow, besides those present (the indexer's cursor may
+        point past segments that are gone)."""
         self.folder = folder
         present = segments(folder)
-        self._segment = (present[-1] + 1) if present else 1
+        self._segment = max(present[-1] if present else 0, after) + 1
         self._fd = self._create(self._segment)
         self._offset = 0
         self._retired: list[int] = []

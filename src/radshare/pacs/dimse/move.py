@@ -6,7 +6,14 @@ from django.conf import settings
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
 
 from radshare.organisations.models import PacsNode
-from radshare.pacs.base import PacsError, ProgressCallback, RemoteInstance, RetrieveResult, stored_uids
+from radshare.pacs.base import (
+    PacsError,
+    ProgressCallback,
+    RemoteInstance,
+    RetrieveResult,
+    stored_uids,
+    wait_for_index,
+)
 from radshare.pacs.dimse.association import Association
 from radshare.pacs.dimse.retrieve import Tally, outcome, plan, run_retrieve
 
@@ -49,9 +56,12 @@ def move(
     except PacsError as exc:
         # Broken off part-way: count what arrived (a retry fetches only the rest).
         if missing is not None:
+            wait_for_index(node.organisation_id, [m.sop_instance_uid for m in missing])
             have = len(stored_uids(node.organisation_id, [m.sop_instance_uid for m in missing]))
             exc.result = RetrieveResult(expected, have, already_here, len(missing) - have)
         raise
+    if missing is not None:
+        wait_for_index(node.organisation_id, [m.sop_instance_uid for m in missing])
     return outcome(
         node,
         missing,

@@ -1,0 +1,251 @@
+"""The ingest journal (``studies/journal.py``) and its indexer (``studies/indexer.py``), in this process: the file
+format, torn tails, rotation, group commit, and filing exactly once. The SCP in journal mode, as a real process
+that is killed, is tested in ``tests/interop/test_journal_scp.py``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from radshare.audit.models import AuditEvent
+from radshare.organisations.services import add_pacs_node
+from radshare.studies import journal
+from radshare.studies.indexer import Indexer
+from radshare.studies.models import Instance, JournalCursor, Study, StudyConflict
+from radshare.studies.services import OutOfResourcesError, store_instance
+from radshare.studies.synthetic import FakePatient, ct_series, encode
+
+ALICE = FakePatient("J-ALICE", "Journal^Alice", dt.date(1980, 1, 2))
+BOB = FakePatient("J-BOB", "Journal^Bob", dt.date(1970, 3, 4))
+
+
+def images(patient: FakePatient, count: int, *, study_uid: str | None = None) -> list[bytes]:
+    return [encode(ds) for ds in ct_series(patient, count=count, size=16, study_uid=study_uid)]
+
+
+def records(folder: Path, *, live: bool = False) -> list[journal.Record]:
+    return list(journal.read(folder, 0, live=live))
+
+
+# --- the file format ------------------------------------------------------------------------------------------
+
+
+def test_records_come_back_in_order_with_their_positions(tmp_path: Path) -> None:
+    writer = journal.Writer(tmp_path)
+    ends = [writer.append(journal.INSTANCE, {"n": i}, os.urandom(100 + i)) for i in range(5)]
+    writer.close()
+    got = records(tmp_path)
+    assert [r.meta["n"] for r in got] == list(range(5))
+    assert [r.end for r in got] == ends
+    assert [r.start for r in got[1:]] == ends[:-1]  # each record starts where the last one ended
+    assert all(len(r.payload) == 100 + i for i, r in enumerate(got))
+
+
+def test_a_torn_tail_ends_an_old_segment_and_waits_in_the_newest(tmp_path: Path) -> None:
+    writer = journal.Writer(tmp_path)
+    for i in range(3):
+        writer.append(journal.INSTANCE, {"n": i}, b"x" * 1000)
+    writer.close()
+    path = journal.segment_path(tmp_path, 1)
+    os.truncate(path, path.stat().st_size - 500)  # a crash in the middle of the third record
+    # Being written (the newest segment, live): the reader stops before it and comes back later.
+    assert [r.meta["n"] for r in records(tmp_path, live=True)] == [0, 1]
+    # The next SCP starts a new segment: the torn record of the old one was never acknowledged, and is skipped.
+    writer = journal.Writer(tmp_path)
+    writer.append(journal.INSTANCE, {"n": 3}, b"y")
+    writer.close()
+    assert [r.meta["n"] for r in records(tmp_path, live=True)] == [0, 1, 3]
+    assert journal.segments(tmp_path) == [1, 2]
+
+
+def test_a_damaged_record_is_not_read(tmp_path: Path) -> None:
+    writer = journal.Writer(tmp_path)
+    writer.append(journal.INSTANCE, {"n": 0}, b"a" * 100)
+    writer.append(journal.INSTANCE, {"n": 1}, b"b" * 100)
+    writer.close()
+    path = journal.segment_path(tmp_path, 1)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF  # a flipped bit in the second record's payload
+    path.write_bytes(bytes(data))
+    assert [r.meta["n"] for r in records(tmp_path)] == [0]
+
+
+def test_segments_rotate_and_are_read_across(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal, "SEGMENT_BYTES", 3000)
+    writer = journal.Writer(tmp_path)
+    for i in range(7):
+        writer.append(journal.INSTANCE, {"n": i}, b"z" * 1000)
+    writer.close()
+    assert len(journal.segments(tmp_path)) >= 3
+    got = records(tmp_path, live=True)
+    assert [r.meta["n"] for r in got] == list(range(7))
+    # Reading on from a record's end gives the rest, also across a segment's end.
+    assert [r.meta["n"] for r in journal.read(tmp_path, got[2].end, live=True)] == [3, 4, 5, 6]
+
+
+def test_concurrent_appends_share_fdatasyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = []
+    real = os.fdatasync
+
+    def slow_sync(fd: int) -> None:
+        syncs.append(fd)
+        threading.Event().wait(0.002)  # a disk that takes its time: appends arrive meanwhile
+        real(fd)
+
+    monkeypatch.setattr(journal.os, "fdatasync", slow_sync)
+    writer = journal.Writer(tmp_path)
+
+    def send(thread: int) -> None:
+        for i in range(25):
+            writer.append(journal.INSTANCE, {"t": thread, "i": i}, os.urandom(2000))
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    got = records(tmp_path)
+    assert len(got) == 200
+    for thread in range(8):  # each association's records in its own order
+        assert [r.meta["i"] for r in got if r.meta["t"] == thread] == list(range(25))
+    assert len(syncs) < 200  # group commit: one fdatasync covered several appends
+
+
+def test_a_failed_write_leaves_no_broken_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = journal.Writer(tmp_path)
+    writer.append(journal.INSTANCE, {"n": 0}, b"a" * 100)
+    real = os.writev
+
+    def short(fd: int, parts: Any) -> int:
+        os.write(fd, b"RSJ1 half a header")  # the disk fills part-way through
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal.os, "writev", short)
+    with pytest.raises(OSError, match="No space"):
+        writer.append(journal.INSTANCE, {"n": 1}, b"b" * 100)
+    monkeypatch.setattr(journal.os, "writev", real)
+    writer.append(journal.INSTANCE, {"n": 2}, b"c" * 100)
+    writer.close()
+    assert [r.meta["n"] for r in records(tmp_path, live=True)] == [0, 2]
+
+
+def test_each_scp_claims_a_journal_folder_of_its_own(tmp_path: Path) -> None:
+    first, first_fd = journal.claim_slot(tmp_path)
+    second, second_fd = journal.claim_slot(tmp_path)
+    assert first != second
+    os.close(first_fd)  # that SCP ended: the next one takes its folder (and files what it left)
+    again, again_fd = journal.claim_slot(tmp_path)
+    assert again == first
+    os.close(second_fd)
+    os.close(again_fd)
+    assert journal.journal_id(first) == journal.journal_id(first) != journal.journal_id(second)
+
+
+# --- the indexer ----------------------------------------------------------------------------------------------
+
+
+def append_association(
+    writer: journal.Writer, organisation: Any, node: Any, key: str, files: list[bytes], *, end: bool = True
+) -> None:
+    meta = {"a": key, "o": organisation.pk, "n": node.pk, "ae": "JOURNALSCU", "ip": "127.0.0.1"}
+    for data in files:
+        writer.append(journal.INSTANCE, meta, data)
+    if end:
+        tally = {"stored": 0, "duplicate": 0, "refused": 1, "studies": [], "patients": []}
+        writer.append(journal.ASSOCIATION_END, {**meta, **tally})
+
+
+@pytest.mark.django_db
+def test_the_indexer_files_each_record_once(organisation: Any, tmp_path: Path) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    writer = journal.Writer(tmp_path)
+    append_association(writer, organisation, node, "1-1", images(ALICE, 4))
+    writer.close()
+    indexer = Indexer(tmp_path, first_live_segment=1)
+    assert indexer.pass_once(live=False)
+    study = Study.objects.get()
+    assert study.number_of_instances == Instance.objects.count() == 4
+    cursor = JournalCursor.objects.get(journal=journal.journal_id(tmp_path))
+    assert cursor.position == records(tmp_path)[-1].end
+    assert cursor.associations == {}  # the association ended: its entry is written
+    entry = AuditEvent.objects.get(action="dicom.store")
+    # The refusal the SCP counted before answering, and the instances the indexer filed, in one entry.
+    assert entry.detail == {"stored": 4, "duplicate": 0, "refused": 1, "patients": 1}
+    assert entry.actor_label == "JOURNALSCU"
+    assert entry.outcome == "failure"
+    assert not indexer.pass_once(live=False)  # nothing new
+
+    # Were the cursor lost, filing again finds duplicates: nothing is indexed or counted twice.
+    JournalCursor.objects.update(position=0)
+    again = Indexer(tmp_path, first_live_segment=1)
+    again.pass_once(live=False)
+    study.refresh_from_db()
+    assert study.number_of_instances == Instance.objects.count() == 4
+    second = AuditEvent.objects.filter(action="dicom.store").latest("pk")
+    assert second.detail == {"stored": 0, "duplicate": 4, "refused": 1, "patients": 1}
+
+
+@pytest.mark.django_db
+def test_an_association_a_crash_cut_off_is_audited_as_interrupted(organisation: Any, tmp_path: Path) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    writer = journal.Writer(tmp_path)
+    append_association(writer, organisation, node, "1-1", images(ALICE, 3), end=False)
+    writer.close()
+    # The SCP died with the association open; the next one starts segment 2.
+    second = journal.Writer(tmp_path)
+    stop = threading.Event()
+    stop.set()
+    Indexer(tmp_path, first_live_segment=2).run(None, stop, alive=lambda: True)
+    second.close()
+    assert Instance.objects.count() == 3
+    entry = AuditEvent.objects.get(action="dicom.store")
+    assert entry.detail == {"stored": 3, "duplicate": 0, "refused": 0, "patients": 1, "interrupted": True}
+    assert entry.outcome == "failure"
+    assert JournalCursor.objects.get().associations == {}
+    assert journal.segments(tmp_path) == [2]  # the filed segment is gone
+
+
+@pytest.mark.django_db
+def test_an_instance_in_conflict_is_held_not_filed(organisation: Any, tmp_path: Path) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    alice = images(ALICE, 1)
+    store_instance(organisation, alice[0], source="scp", node=node)
+    study_uid = Study.objects.get().study_instance_uid
+    # Acknowledged from the journal under another patient (a correction a moment earlier): kept for the admin.
+    folder = tmp_path / "00"
+    folder.mkdir()
+    writer = journal.Writer(folder)
+    bob = images(BOB, 2, study_uid=study_uid)
+    append_association(writer, organisation, node, "1-1", bob)
+    writer.close()
+    Indexer(folder, first_live_segment=1).pass_once(live=False)
+    assert Instance.objects.count() == 1
+    conflict = StudyConflict.objects.get()
+    assert conflict.refused == 2
+    assert {p.read_bytes() for p in (tmp_path / "held").iterdir()} == set(bob)
+    entry = AuditEvent.objects.filter(action="dicom.store").latest("pk")
+    assert entry.detail["held"] == 2
+
+
+@pytest.mark.django_db
+def test_an_instance_of_a_study_being_destroyed_waits(organisation: Any, tmp_path: Path) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    first = images(ALICE, 2)
+    store_instance(organisation, first[0], source="scp", node=node)
+    Study.objects.update(destroy_started_at=timezone.now())
+    writer = journal.Writer(tmp_path)
+    append_association(writer, organisation, node, "1-1", first[1:], end=False)
+    writer.close()
+    indexer = Indexer(tmp_path, first_live_segment=1)
+    item = records(tmp_path)[0]
+    with pytest.raises(OutOfResourcesError):
+        indexer._file_once(item)
+    assert JournalCursor.objects.get().position == 0  # not filed: tried again until the destruction is over
+    assert Instance.objects.count() == 1
