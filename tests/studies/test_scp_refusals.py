@@ -77,11 +77,19 @@ def store(assoc: Any, data: Dataset | Path) -> int:
 
 
 def release(scp: Any, assoc: Any) -> None:
-    """Release, then wait until the SCP's association threads have ended (each audits as it closes)."""
+    """Release, then wait until the SCP's association threads have ended (each audits as it closes); in journal
+    mode, also until the indexer has filed everything, the association's end (and audit entry) included."""
     assoc.release()
     for thread in list(scp.server.active_associations):
         thread.join(timeout=30)
         assert not thread.is_alive()
+    if scp.journal is not None:
+        assert scp.journal.drain()
+
+
+# The refusals and acceptances the SCP decides before it answers are the same in journal mode
+# (docs/architecture.md "Journal mode"): those tests run in both.
+BOTH_MODES = pytest.mark.parametrize("scp", ["", "journal"], indirect=True)
 
 
 def stored_files() -> list[Path]:
@@ -126,6 +134,7 @@ GARBAGE = bytes(range(256)) * 4 + b"\xff\xfe\x00\xe0 not DICOM"
     ],
     ids=["explicit-little", "deflated"],
 )
+@BOTH_MODES
 def test_unparseable_data_set_is_refused_and_association_goes_on(
     scp: Any,
     associate: Any,
@@ -163,6 +172,7 @@ def test_unparseable_data_set_is_refused_and_association_goes_on(
     }
 
 
+@BOTH_MODES
 def test_data_set_without_study_and_series_uids_is_refused(
     scp: Any, associate: Any, organisation: Any
 ) -> None:
@@ -190,6 +200,7 @@ def test_data_set_without_study_and_series_uids_is_refused(
     }
 
 
+@BOTH_MODES
 def test_study_uid_under_another_patient_is_refused(scp: Any, associate: Any, organisation: Any) -> None:
     add_pacs_node(organisation, CALLING)
     study_uid = generate_uid()
@@ -500,6 +511,7 @@ def two_frames() -> Dataset:
     [one_ct, odd_length_pixels_with_pad_byte, implicit_vr_with_undefined_length_sequence, two_frames, rle_ct],
     ids=lambda build: build.__name__,
 )
+@BOTH_MODES
 def test_well_formed_variants_are_accepted(
     scp: Any, associate: Any, organisation: Any, caplog: Any, build: Callable[[], Dataset]
 ) -> None:
