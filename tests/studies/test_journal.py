@@ -5,18 +5,22 @@ that is killed, is tested in ``tests/interop/test_journal_scp.py``."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
 from radshare.organisations.services import add_pacs_node
 from radshare.studies import journal
-from radshare.studies.indexer import Indexer
+from radshare.studies.indexer import Indexer, backlogs
 from radshare.studies.models import Instance, JournalCursor, Study, StudyConflict
 from radshare.studies.services import OutOfResourcesError, store_instance
 from radshare.studies.synthetic import FakePatient, ct_series, encode
@@ -98,7 +102,7 @@ def test_concurrent_appends_share_fdatasyncs(tmp_path: Path, monkeypatch: pytest
         threading.Event().wait(0.002)  # a disk that takes its time: appends arrive meanwhile
         real(fd)
 
-    monkeypatch.setattr(journal.os, "fdatasync", slow_sync)
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
     writer = journal.Writer(tmp_path)
 
     def send(thread: int) -> None:
@@ -127,10 +131,10 @@ def test_a_failed_write_leaves_no_broken_record(tmp_path: Path, monkeypatch: pyt
         os.write(fd, b"RSJ1 half a header")  # the disk fills part-way through
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(journal.os, "writev", short)
+    monkeypatch.setattr(os, "writev", short)
     with pytest.raises(OSError, match="No space"):
         writer.append(journal.INSTANCE, {"n": 1}, b"b" * 100)
-    monkeypatch.setattr(journal.os, "writev", real)
+    monkeypatch.setattr(os, "writev", real)
     writer.append(journal.INSTANCE, {"n": 2}, b"c" * 100)
     writer.close()
     assert [r.meta["n"] for r in records(tmp_path, live=True)] == [0, 2]
@@ -249,3 +253,34 @@ def test_an_instance_of_a_study_being_destroyed_waits(organisation: Any, tmp_pat
         indexer._file_once(item)
     assert JournalCursor.objects.get().position == 0  # not filed: tried again until the destruction is over
     assert Instance.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)  # status reads through connections of its own
+def test_status_shows_what_a_journal_has_still_to_file(
+    organisation: Any, radshare_config: Any, tmp_path: Path
+) -> None:
+    radshare_config(data_dir=str(tmp_path), dicom_port=1)  # status checks an SCP that is not there: not ready
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    folder, lock = journal.claim_slot(tmp_path / "journal")
+    writer = journal.Writer(folder)
+    files = images(ALICE, 3)
+    append_association(writer, organisation, node, "1-1", files)
+    writer.close()
+
+    def journal_line() -> str:
+        out = io.StringIO()
+        with pytest.raises(CommandError):
+            call_command("status", stdout=out)
+        return next(line for line in out.getvalue().splitlines() if line.startswith("journal "))
+
+    (backlog,) = backlogs(tmp_path / "journal")
+    assert backlog.waiting_bytes > sum(map(len, files))
+    assert backlog.stuck(timezone.now())  # waiting, and no indexer has ever filed it
+    assert re.fullmatch(r"journal 00  \d+\.\d MB waiting", journal_line())
+
+    Indexer(folder, first_live_segment=1).pass_once(live=False)
+    (backlog,) = backlogs(tmp_path / "journal")
+    assert backlog.waiting_bytes == 0
+    assert not backlog.stuck(timezone.now() + dt.timedelta(hours=1))
+    assert re.fullmatch(r"journal 00  nothing waiting, last filed \d+ s ago", journal_line())
+    os.close(lock)

@@ -15,6 +15,7 @@ What the SCP could not check before acknowledging:
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 import multiprocessing
@@ -151,7 +152,12 @@ class Indexer:
 
     # --- the loop ---------------------------------------------------------------------------------------------
 
-    def run(self, applied: Synchronized[int] | None, stop: Event | None, alive: Callable[[], bool]) -> None:
+    def run(
+        self,
+        applied: Synchronized[int] | None,
+        stop: Event | threading.Event | None,
+        alive: Callable[[], bool],
+    ) -> None:
         """File records until ``stop`` is set and nothing is left, or the SCP is gone."""
         if applied is not None:
             applied.value = self.position
@@ -321,6 +327,48 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, IngestError):
         return exc.reason
     return type(exc).__name__
+
+
+STUCK_AFTER = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What one journal folder on this machine holds that is not filed yet (``radshare status``)."""
+
+    folder: str
+    waiting_bytes: int
+    last_filed: dt.datetime | None  # when its cursor last moved
+    held: int  # images kept in ``held/`` (for all folders; on the first one only)
+
+    def stuck(self, now: dt.datetime) -> bool:
+        """Records wait and the indexer has filed nothing for ``STUCK_AFTER``: an operator must look."""
+        return self.waiting_bytes > 0 and (self.last_filed is None or now - self.last_filed > STUCK_AFTER)
+
+
+def backlogs(root: Path) -> list[Backlog]:
+    """The journal folders under ``root`` (``<DATA_DIR>/journal``) that hold anything, or that an SCP uses."""
+    if not root.is_dir():
+        return []
+    held = len(list((root / "held").glob("*.dcm"))) if (root / "held").is_dir() else 0
+    found: list[Backlog] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "lock").exists()):
+        name = (folder / "id").read_text(encoding="ascii").strip() if (folder / "id").exists() else ""
+        cursor = JournalCursor.objects.filter(journal=name).first() if name else None
+        segment, offset = journal.split(cursor.position if cursor else 0)
+        waiting = 0
+        for number in journal.segments(folder):
+            size = journal.segment_path(folder, number).stat().st_size
+            if number > segment:
+                waiting += size
+            elif number == segment:
+                waiting += max(size - offset, 0)
+        # An end-of-segment record alone is not waiting work.
+        waiting = 0 if waiting <= journal.HEADER.size + 2 else waiting
+        found.append(
+            Backlog(folder.name, waiting, cursor.updated_at if cursor else None, held if not found else 0)
+        )
+    return found
 
 
 class JournalMode:

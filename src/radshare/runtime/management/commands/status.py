@@ -6,8 +6,10 @@ Exit code 0 when every part works, 1 when one fails (for cron or a monitoring ag
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.db.models import Count, Min
@@ -17,6 +19,7 @@ from radshare.core.health import DATABASE, Readiness, check_readiness, format_ag
 from radshare.delivery.models import Notification
 from radshare.shares.destruction import next_retention_end
 from radshare.shares.models import Share
+from radshare.studies.indexer import backlogs
 
 
 class Command(BaseCommand):
@@ -39,8 +42,29 @@ class Command(BaseCommand):
         width = max(len(label) for label, _ in rows)
         for label, value in rows:
             self.stdout.write(f"{label.ljust(width)}  {value}")
+        stuck = self._journals() if readiness.check(DATABASE).ok else []
         if not readiness.ok:
             raise CommandError(f"not ready: {', '.join(readiness.failing)}", returncode=1)
+        if stuck:
+            raise CommandError(f"journal not filed: {', '.join(stuck)}", returncode=1)
+
+    def _journals(self) -> list[str]:
+        """Journal mode: what each journal folder on this machine still has to file; the stuck ones' names."""
+        now = timezone.now()
+        stuck = []
+        for backlog in backlogs(Path(settings.RADSHARE.data_dir) / "journal"):
+            state = "nothing waiting"
+            if backlog.waiting_bytes:
+                state = f"{backlog.waiting_bytes / 1e6:.1f} MB waiting"
+            if backlog.last_filed is not None:
+                state += f", last filed {format_age(now - backlog.last_filed)} ago"
+            if backlog.held:
+                state += f"; {backlog.held} held images in journal/held (docs/operations.md)"
+            if backlog.stuck(now):
+                stuck.append(backlog.folder)
+                state = self.style.ERROR(state)
+            self.stdout.write(f"journal {backlog.folder}  {state}")
+        return stuck
 
     def _parts(self, readiness: Readiness) -> None:
         rows = [("part", "state", "detail")] + [
