@@ -4,13 +4,19 @@ its target by importing the target's module first, so this module imports nothin
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 
 def main(folder: str, applied: Synchronized[int], stop: Event, first_live_segment: int) -> None:
-    """Set Django up, then file the journal until told to stop or orphaned."""
+    """Set Django up, then file the journal until told to stop or orphaned.
+
+    Ctrl-C and SIGTERM reach the whole process group (a terminal, systemd): the indexer leaves them to the SCP,
+    which stops taking images and then sets ``stop``, so that what was acknowledged is filed before both exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import django  # late import: this process sets Django up itself
 
     django.setup()
