@@ -62,9 +62,11 @@ BENCHES := $(filter-out bench/results.py bench/processes.py,$(wildcard bench/*.p
 
 bench: install ## benchmarks, each beside a reference measured in the same run (bench/README.md; about 10 minutes)
 	@for b in $(BENCHES); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@echo "== bench/ready.py --journal"; $(BIN)/python bench/ready.py --journal
 
 bench-quick: install ## every benchmark, tiny: checks that they run (CI), measures nothing
 	@for b in $(BENCHES); do echo "== $$b --quick"; $(BIN)/python $$b --quick || exit 1; done
+	@echo "== bench/ready.py --journal --quick"; $(BIN)/python bench/ready.py --journal --quick
 
 lock: ## re-pin requirements.lock from pyproject.toml (needs the network to the package registry)
 	$(BIN)/python -m pip install --quiet pip-tools

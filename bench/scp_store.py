@@ -135,7 +135,9 @@ def run_server(
 class Radshare:
     """Fresh installations of radshare for one database kind: migrated once, copied for every run."""
 
-    def __init__(self, tmp: Path, base_env: dict[str, str], postgres: str = "", *, journal: bool = False) -> None:
+    def __init__(
+        self, tmp: Path, base_env: dict[str, str], postgres: str = "", *, journal: bool = False
+    ) -> None:
         self.tmp = tmp
         self.postgres = postgres
         self.journal = journal
@@ -193,7 +195,9 @@ class Radshare:
         database = env["RADSHARE_DATABASE_URL"]
 
         def count_postgres() -> int:
-            out = subprocess.run(["psql", database, "-tAc", query], check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                ["psql", database, "-tAc", query], check=True, capture_output=True, text=True
+            )
             return int(out.stdout.strip())
 
         return count_postgres
@@ -256,7 +260,9 @@ def main() -> None:
         }
         if args.postgres:
             ours["PostgreSQL"] = Radshare(tmp / "postgres", base, args.postgres)
-            ours["PostgreSQL, journal"] = Radshare(tmp / "postgres-journal", base, args.postgres, journal=True)
+            ours["PostgreSQL, journal"] = Radshare(
+                tmp / "postgres-journal", base, args.postgres, journal=True
+            )
         with_fsync, without_fsync, storescp = bare(tmp, True), bare(tmp, False), dcmtk(tmp)
         per_image: dict[str, list[float]] = {kind: [] for kind in ours}
         try:
