@@ -234,6 +234,10 @@ def test_an_instance_in_conflict_is_held_not_filed(organisation: Any, tmp_path: 
     conflict = StudyConflict.objects.get()
     assert conflict.refused == 2
     assert {p.read_bytes() for p in (tmp_path / "held").iterdir()} == set(bob)
+    # Filed again (a crash before the cursor's transaction committed): each record overwrites its own held file.
+    JournalCursor.objects.update(position=0)
+    Indexer(folder, first_live_segment=1).pass_once(live=False)
+    assert {p.read_bytes() for p in (tmp_path / "held").iterdir()} == set(bob)
     entry = AuditEvent.objects.filter(action="dicom.store").latest("pk")
     assert entry.detail["held"] == 2
 
@@ -284,3 +288,35 @@ def test_status_shows_what_a_journal_has_still_to_file(
     assert not backlog.stuck(timezone.now() + dt.timedelta(hours=1))
     assert re.fullmatch(r"journal 00  nothing waiting, last filed \d+ s ago", journal_line())
     os.close(lock)
+
+
+@pytest.mark.django_db
+def test_a_journal_no_running_scp_holds_is_filed_by_another_scp_s_indexer(
+    organisation: Any, tmp_path: Path
+) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    # Two SCPs ran on this machine; both crashed; only one is started again. It claims the first folder.
+    own, own_lock = journal.claim_slot(tmp_path)
+    other, other_lock = journal.claim_slot(tmp_path)
+    writer = journal.Writer(other)
+    append_association(writer, organisation, node, "1-1", images(ALICE, 3), end=False)
+    writer.close()
+    os.close(other_lock)  # its SCP is gone
+    stop = threading.Event()
+    stop.set()
+    Indexer(own, first_live_segment=1).run(None, stop, alive=lambda: True)
+    assert Instance.objects.count() == 3
+    assert journal.segments(other) == []  # filed, so gone
+    entry = AuditEvent.objects.get(action="dicom.store")
+    assert entry.detail["interrupted"] is True
+    assert entry.detail["stored"] == 3
+    # A folder an SCP holds is left alone.
+    busy, busy_lock = journal.claim_slot(tmp_path)
+    assert busy == other
+    writer = journal.Writer(busy)
+    append_association(writer, organisation, node, "2-1", images(BOB, 1))
+    writer.close()
+    Indexer(own, first_live_segment=1).run(None, stop, alive=lambda: True)
+    assert Instance.objects.count() == 3
+    os.close(busy_lock)
+    os.close(own_lock)

@@ -23,7 +23,6 @@ import multiprocessing.process
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
@@ -149,6 +148,7 @@ class Indexer:
         self._nodes: dict[int, PacsNode] = {}
         self._unannounced = 0
         self._past_closed = False
+        self._orphans_checked = False
 
     # --- the loop ---------------------------------------------------------------------------------------------
 
@@ -166,6 +166,7 @@ class Indexer:
             if progressed:
                 continue
             self._close_past_associations()
+            self._adopt_orphans()
             if self._unannounced:
                 self._unannounced = 0
                 announce_arrivals()
@@ -240,7 +241,7 @@ class Indexer:
         except PatientConflictError:
             # Counted on the study's conflict by store_instance; the bytes wait for the admin.
             tally.held += 1
-            name = self._hold(item.payload)
+            name = self._hold(item)
             logger.warning("journal: an instance in conflict with its study's patient is held as %s", name)
             return
         except OutOfResourcesError:
@@ -267,13 +268,15 @@ class Indexer:
         self._unannounced = 0
         announce_arrivals()
 
-    def _hold(self, data: bytes) -> str:
+    def _hold(self, item: journal.Record) -> str:
+        """Keep the bytes in ``held/``, under a name made of the journal and the record's position: filed again
+        after a crash (before this transaction committed), the same record overwrites its own file."""
         folder = self.folder.parent / "held"
         folder.mkdir(mode=0o700, exist_ok=True)
-        name = f"{uuid.uuid4().hex}.dcm"
-        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        name = f"{self.journal}-{item.start:x}.dcm"
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
+            os.write(fd, item.payload)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -306,6 +309,25 @@ class Indexer:
                 self._save(self.position, associations, metas)
             self.associations, self._meta = associations, metas
         self._past_closed = True
+
+    def _adopt_orphans(self) -> None:
+        """Once idle, file the other journal folders that no running SCP holds: an SCP that crashed and was not
+        started again (of two on one machine, say) would otherwise leave what it acknowledged unfiled."""
+        if self._orphans_checked:
+            return
+        self._orphans_checked = True
+        for folder, lock in journal.unclaimed(self.folder.parent):
+            try:
+                if journal.segments(folder):
+                    logger.info("journal: filing what the SCP of journal folder %s left", folder.name)
+                    orphan = Indexer(folder, first_live_segment=1 << 23)  # every segment is a past run's
+                    orphan.pass_once(live=False)
+                    orphan._close_past_associations()
+                    # Everything readable is filed; what is left is a crash's cut-off tail, never acknowledged.
+                    for number in journal.segments(folder):
+                        journal.segment_path(folder, number).unlink(missing_ok=True)
+            finally:
+                os.close(lock)
 
     def _organisation(self, pk: int) -> Organisation:
         if pk not in self._organisations:

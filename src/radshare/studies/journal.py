@@ -114,6 +114,19 @@ def claim_slot(root: Path) -> tuple[Path, int]:
     raise OSError(f"all {SLOTS} journal folders under {root} are in use")
 
 
+def unclaimed(root: Path) -> Iterator[tuple[Path, int]]:
+    """The journal folders under ``root`` that no running SCP holds, each with its lock held while the caller
+    works on it (the caller closes the descriptor)."""
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "lock").exists()):
+        fd = os.open(folder / "lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        yield folder, fd
+
+
 def encode(kind: int, meta: dict[str, Any], payload: bytes | memoryview = b"") -> list[bytes | memoryview]:
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
     crc = zlib.crc32(payload, zlib.crc32(meta_bytes))
