@@ -146,7 +146,7 @@ class Radshare:
         self.template.mkdir(parents=True)
         self.env = {**base_env, "RADSHARE_DATA_DIR": str(self.template), "RADSHARE_LOG_LEVEL": "WARNING"}
         if postgres:
-            self.template_db = f"radshare_ingest_bench_{os.getpid()}"
+            self.template_db = f"radshare_ingest_bench_{os.getpid()}{'_journal' if journal else ''}"
             self._pg("createdb", self.template_db)
             self.env["RADSHARE_DATABASE_URL"] = f"{postgres.rstrip('/')}/{self.template_db}"
             self.env["RADSHARE_STORAGE_URL"] = f"file://{self.template / 'storage'}?shared=1"

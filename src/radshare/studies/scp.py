@@ -63,6 +63,17 @@ class Admission:
     def tally(self) -> Tally:
         return Tally(self.stored, self.duplicate, self.refused, 0, set(self.study_uids), set(self.patients))
 
+    def journal_meta(self) -> dict[str, Any]:
+        """What each of its journal records says of the association (``indexer.py`` reads it)."""
+        node = self.node.pk if self.node is not None else None
+        return {
+            "a": self.key,
+            "o": self.organisation.pk,
+            "n": node,
+            "ae": self.calling_ae_title,
+            "ip": self.address,
+        }
+
 
 def admit(calling_ae_title: str, address: str) -> Admission | None:
     """The organisation an association files into, or None to reject it.
@@ -238,13 +249,7 @@ class StorageSCP:
                 pass
             elif admission.journaled and self.journal is not None:
                 # The indexer writes the entry once it has filed the association's instances (indexer.py).
-                tally = admission.tally()
-                end = {
-                    "a": admission.key,
-                    "o": admission.organisation.pk,
-                    "n": getattr(admission.node, "pk", None),
-                }
-                end |= {"ae": admission.calling_ae_title, "ip": admission.address, **tally.as_json()}
+                end = admission.journal_meta() | admission.tally().as_json()
                 self.journal.writer.append(journal.ASSOCIATION_END, end)
             else:
                 # One entry per association, not per image (docs/architecture.md "Audit granularity").
@@ -303,13 +308,7 @@ class StorageSCP:
                     logger.warning("C-STORE refused (0xA700): the journal is not filed yet")
                     return OUT_OF_RESOURCES
                 return self._store_now(admission, data)
-            meta = {
-                "a": admission.key,
-                "o": admission.organisation.pk,
-                "n": getattr(admission.node, "pk", None),
-            }
-            meta |= {"ae": admission.calling_ae_title, "ip": admission.address}
-            mode.writer.append(journal.INSTANCE, meta, data)
+            mode.writer.append(journal.INSTANCE, admission.journal_meta(), data)
         except IngestError as exc:
             return self._refused(admission, exc)
         except DatabaseError:
