@@ -96,6 +96,17 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _lock(folder: Path, flags: int = 0) -> int | None:
+    """The folder's lock, held (an open descriptor with ``flock``), or None when a running SCP holds it."""
+    fd = os.open(folder / "lock", os.O_RDWR | flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def claim_slot(root: Path) -> tuple[Path, int]:
     """The first journal folder under ``root`` no running SCP holds, with its lock held (an open descriptor
     with ``flock``; the kernel lets it go when the process ends, however it ends). A folder a crashed SCP left is
@@ -104,13 +115,8 @@ def claim_slot(root: Path) -> tuple[Path, int]:
     for slot in range(SLOTS):
         folder = root / f"{slot:02d}"
         folder.mkdir(exist_ok=True, mode=0o700)
-        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        return folder, fd
+        if (fd := _lock(folder, os.O_CREAT)) is not None:
+            return folder, fd
     raise OSError(f"all {SLOTS} journal folders under {root} are in use")
 
 
@@ -118,13 +124,8 @@ def unclaimed(root: Path) -> Iterator[tuple[Path, int]]:
     """The journal folders under ``root`` that no running SCP holds, each with its lock held while the caller
     works on it (the caller closes the descriptor)."""
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "lock").exists()):
-        fd = os.open(folder / "lock", os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        yield folder, fd
+        if (fd := _lock(folder)) is not None:
+            yield folder, fd
 
 
 def encode(kind: int, meta: dict[str, Any], payload: bytes | memoryview = b"") -> list[bytes | memoryview]:
