@@ -36,6 +36,7 @@ from django.core.mail.backends.console import EmailBackend as ConsoleEmailBacken
 from django.core.mail.backends.smtp import EmailBackend as SmtpEmailBackend
 
 from radshare.core.config import fill_sms_body, url_flag
+from radshare.core.files import fsync_folder
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def _write_eml(directory: Path, message_id: str, email: EmailMultiAlternatives) 
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(directory)
+        fsync_folder(directory)
     except OSError as exc:
         raise DeliveryError(f"could not write the e-mail file ({_errno_name(exc)})", temporary=True) from None
 
@@ -399,11 +400,3 @@ def _network_error(exc: BaseException, peer: str) -> DeliveryError:
 
 def _errno_name(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, "error")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from radshare.core.files import fsync_folder
+
 MAGIC = b"RSJ1"
 HEADER = struct.Struct("<4sB3xIQI")
 INSTANCE = 1
@@ -71,29 +73,23 @@ def segments(folder: Path) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def journal_id(folder: Path) -> str:
-    """The journal's own name, made with the folder: the indexer's cursor row is keyed by it."""
+def journal_id(folder: Path, *, create: bool = True) -> str:
+    """The journal's own name, made with the folder: the indexer's cursor row is keyed by it. With
+    ``create=False`` (a reader such as ``radshare status``), a folder that has none yet gives ``""``."""
     path = folder / "id"
     try:
         return path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        pass
+        if not create:
+            return ""
     value = uuid.uuid4().hex
     tmp = folder / "id.tmp"
     tmp.write_text(value, encoding="ascii")
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
     tmp.rename(path)
-    _fsync_folder(folder)
+    fsync_folder(folder)
     return value
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _lock(folder: Path, flags: int = 0) -> int | None:
@@ -155,7 +151,7 @@ class Writer:
         fd = os.open(
             segment_path(self.folder, segment), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600
         )
-        _fsync_folder(self.folder)
+        fsync_folder(self.folder)
         return fd
 
     @property

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from radshare.core.files import fsync_folder
 from radshare.core.storage.base import Data, ObjectStat, Storage, StoredObject, check_key
 
 TEMPORARY = "incoming"
@@ -71,7 +72,7 @@ class FileSystemStorage(Storage):
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
             raise
-        _fsync_folder(final.parent)
+        fsync_folder(final.parent)
         return size
 
     def put(self, key: str, data: Data) -> int:
@@ -104,7 +105,7 @@ class FileSystemStorage(Storage):
                 folder.mkdir()
             parents.add(folder.parent)
         for parent in parents:  # one fsync for all the new entries of a folder
-            _fsync_folder(parent)
+            fsync_folder(parent)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -253,7 +254,7 @@ def _make_folders(folder: Path, *, durable: bool) -> None:
                 raise
             continue  # made by a concurrent put
         if durable:
-            _fsync_folder(path.parent)
+            fsync_folder(path.parent)
 
 
 def _write_all(fd: int, data: Data) -> int:
@@ -276,14 +277,6 @@ def _write_buffer(fd: int, data: Buffer) -> int:
         written = os.write(fd, view)
         view = view[written:]
     return size
-
-
-def _fsync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Range(io.RawIOBase):
