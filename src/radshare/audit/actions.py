@@ -77,6 +77,9 @@ class Action(models.TextChoices):
     PACS_QUERY = "pacs.query", _("PACS searched")
     PACS_RETRIEVE = "pacs.retrieve", _("Retrieved from the PACS")
     STUDY_DESTROY = "study.destroy", _("Study destroyed: images, renders and index removed")
+    # Journal mode's held images (docs/operations.md "Journal mode"), by the operator's `radshare held`.
+    HELD_FILE = "held.file", _("Held images filed after the correction")
+    HELD_DELETE = "held.delete", _("Held images deleted")
 
     # A share's life.
     SHARE_CREATE = "share.create", _("Share made")

@@ -35,7 +35,7 @@ from django.db import DatabaseError, close_old_connections, transaction
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
-from radshare.studies import indexer_process, journal
+from radshare.studies import held, indexer_process, journal
 from radshare.studies.models import JournalCursor
 from radshare.studies.services import (
     IngestError,
@@ -269,18 +269,16 @@ class Indexer:
         announce_arrivals()
 
     def _hold(self, item: journal.Record) -> str:
-        """Keep the bytes in ``held/``, under a name made of the journal and the record's position: filed again
-        after a crash (before this transaction committed), the same record overwrites its own file."""
-        folder = self.folder.parent / "held"
-        folder.mkdir(mode=0o700, exist_ok=True)
-        name = f"{self.journal}-{item.start:x}.dcm"
-        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, item.payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return name
+        """Keep the bytes in ``held/`` for the admin (``studies/held.py``), named after the record."""
+        node = item.meta.get("n")
+        return held.keep(
+            self.folder.parent / "held",
+            self.journal,
+            item.start,
+            int(item.meta["o"]),
+            node and int(node),
+            item.payload,
+        )
 
     def _save(self, end: int, associations: dict[str, Tally], metas: dict[str, dict[str, Any]]) -> None:
         saved = {k: {**v.as_json(), "meta": metas.get(k, {})} for k, v in associations.items()}
@@ -372,10 +370,10 @@ def backlogs(root: Path) -> list[Backlog]:
     """The journal folders under ``root`` (``<DATA_DIR>/journal``) that hold anything, or that an SCP uses."""
     if not root.is_dir():
         return []
-    held = len(list((root / "held").glob("*.dcm"))) if (root / "held").is_dir() else 0
+    waiting_held = len(held.listed(root / "held"))
     found: list[Backlog] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and (p / "lock").exists()):
-        name = (folder / "id").read_text(encoding="ascii").strip() if (folder / "id").exists() else ""
+        name = journal.journal_id(folder, create=False)
         cursor = JournalCursor.objects.filter(journal=name).first() if name else None
         segment, offset = journal.split(cursor.position if cursor else 0)
         waiting = 0
@@ -388,7 +386,9 @@ def backlogs(root: Path) -> list[Backlog]:
         # An end-of-segment record alone is not waiting work.
         waiting = 0 if waiting <= journal.HEADER.size + 2 else waiting
         found.append(
-            Backlog(folder.name, waiting, cursor.updated_at if cursor else None, held if not found else 0)
+            Backlog(
+                folder.name, waiting, cursor.updated_at if cursor else None, waiting_held if not found else 0
+            )
         )
     return found
 

@@ -59,7 +59,7 @@ class Command(BaseCommand):
             if backlog.last_filed is not None:
                 state += f", last filed {format_age(now - backlog.last_filed)} ago"
             if backlog.held:
-                state += f"; {backlog.held} held images in journal/held (docs/operations.md)"
+                state += f"; {backlog.held} held images (`radshare held`)"
             if backlog.stuck(now):
                 stuck.append(backlog.folder)
                 state = self.style.ERROR(state)
