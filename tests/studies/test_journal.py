@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import DatabaseError
 from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
 from radshare.organisations.services import add_pacs_node
+from radshare.studies import indexer as indexer_module
 from radshare.studies import journal
 from radshare.studies.indexer import Indexer, backlogs
 from radshare.studies.models import Instance, JournalCursor, Study, StudyConflict
@@ -194,6 +196,37 @@ def test_the_indexer_files_each_record_once(organisation: Any, tmp_path: Path) -
     assert study.number_of_instances == Instance.objects.count() == 4
     second = AuditEvent.objects.filter(action="dicom.store").latest("pk")
     assert second.detail == {"stored": 0, "duplicate": 4, "refused": 1, "patients": 1}
+
+
+@pytest.mark.django_db
+def test_a_batch_that_fails_is_rolled_back_and_its_records_filed_one_by_one(
+    organisation: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    writer = journal.Writer(tmp_path)
+    append_association(writer, organisation, node, "1-1", images(ALICE, 5))
+    writer.close()
+    calls = {"n": 0}
+
+    def fails_once_at_the_fourth(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise DatabaseError("the database went away a moment")
+        return store_instance(*args, **kwargs)
+
+    monkeypatch.setattr(indexer_module, "store_instance", fails_once_at_the_fourth)
+    monkeypatch.setattr(indexer_module, "RETRY_FIRST", 0.01)
+    # The test runs in a transaction of its own, whose connection must stay open (the indexer's process has none).
+    monkeypatch.setattr(indexer_module, "close_old_connections", lambda: None)
+    indexer = Indexer(tmp_path, first_live_segment=1)
+    assert indexer.pass_once(live=False)
+    # The batch's first three were rolled back with it, then all five filed one by one: 3 + 1 + 5 calls.
+    assert calls["n"] == 9
+    study = Study.objects.get()
+    assert study.number_of_instances == Instance.objects.count() == 5
+    assert JournalCursor.objects.get().position == records(tmp_path)[-1].end
+    entry = AuditEvent.objects.get(action="dicom.store")
+    assert entry.detail == {"stored": 5, "duplicate": 0, "refused": 1, "patients": 1}  # counted once each
 
 
 @pytest.mark.django_db

@@ -2,9 +2,9 @@
 
 The SCP acknowledges an instance once it is in the journal (``journal.py``); this module's indexer, a process of the
 SCP's own on the other core, files the journal's records through ``store_instance`` as every other ingest path
-does, in order. Each record is filed in one transaction with the move of the journal's cursor
-(``JournalCursor``), so a crash of either process loses nothing and files nothing twice: a restart goes on from the
-cursor; were a record filed again all the same, the unique SOP Instance UID makes it a duplicate.
+does, in order. The records found at each look (up to ``BATCH``) are filed in one transaction with the move of the
+journal's cursor (``JournalCursor``), so a crash of either process loses nothing and files nothing twice: a restart
+goes on from the cursor; were a record filed again all the same, the unique SOP Instance UID makes it a duplicate.
 
 What the SCP could not check before acknowledging:
 * a study being destroyed: the indexer waits until the destruction is over, then files it as a new study;
@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 IDLE = 0.005  # seconds between looks at the journal when it has nothing new
 RETRY_FIRST, RETRY_LAST = 0.5, 30.0  # seconds before filing a record again after a passing failure
+BATCH = 64  # records filed in one transaction at most (the cursor moves once per batch)
 ANNOUNCE_EVERY = 50  # stored instances between two calls for rendering while a study still arrives
 
 
@@ -175,14 +176,18 @@ class Indexer:
             time.sleep(IDLE)
 
     def pass_once(self, applied: Synchronized[int] | None = None, *, live: bool = True) -> bool:
-        """File whatever the journal holds beyond the cursor; True when there was anything."""
+        """File whatever the journal holds beyond the cursor, in batches; True when there was anything."""
         progressed = False
         present = journal.segments(self.folder)
+        batch: list[journal.Record] = []
         for item in journal.read(self.folder, self.position, live=live):
-            self._file(item)
+            batch.append(item)
             progressed = True
-            if applied is not None:
-                applied.value = item.end
+            if len(batch) >= BATCH:
+                self._file_batch(batch, applied)
+                batch = []
+        if batch:
+            self._file_batch(batch, applied)
         if present and journal.split(self.position)[0] < present[-1]:
             # Every segment before the one that was newest when this pass began is read to its end.
             self._save(journal.position(present[-1], 0), self.associations, self._meta)
@@ -198,6 +203,28 @@ class Indexer:
                 journal.segment_path(self.folder, number).unlink(missing_ok=True)
 
     # --- one record -------------------------------------------------------------------------------------------
+
+    def _file_batch(self, batch: list[journal.Record], applied: Synchronized[int] | None) -> None:
+        """File the records that are there in one transaction with the cursor's move (one commit, one cursor
+        update for up to ``BATCH`` records). Should any of them fail, the batch is rolled back and its records are
+        filed one by one, each retried until it is filed."""
+        try:
+            with transaction.atomic():
+                state = (self.associations, self._meta)
+                for item in batch:
+                    state = self._apply(item, *state)
+                self._save(batch[-1].end, *state)
+        except Exception as exc:  # noqa: BLE001 - each record is then filed, retried and logged by _file
+            logger.info("journal: a batch of %d records is filed one by one: %s", len(batch), _why(exc))
+            close_old_connections()
+            for item in batch:
+                self._file(item)
+                if applied is not None:
+                    applied.value = item.end
+            return
+        self.position, (self.associations, self._meta) = batch[-1].end, state
+        if applied is not None:
+            applied.value = self.position
 
     def _file(self, item: journal.Record) -> None:
         """Retry until the record is filed: it was acknowledged, so it may wait but never be dropped."""
@@ -216,22 +243,32 @@ class Indexer:
             delay = min(delay * 2, RETRY_LAST)
 
     def _file_once(self, item: journal.Record) -> None:
-        meta = item.meta
-        key = str(meta.get("a", ""))
-        tally = Tally.from_json(self.associations.get(key, Tally()).as_json())
         with transaction.atomic():
-            if item.kind == journal.INSTANCE:
-                self._file_instance(item, tally)
-                associations = {**self.associations, key: tally}
-                metas = {**self._meta, key: {k: meta.get(k) for k in ("o", "n", "ae", "ip")}}
-            else:  # journal.ASSOCIATION_END
-                tally.add(Tally.from_json(meta))
-                node = self._node(meta.get("n"))
-                record_association(int(meta["o"]), node, meta.get("ae", ""), meta.get("ip", ""), tally)
-                associations = {k: v for k, v in self.associations.items() if k != key}
-                metas = {k: v for k, v in self._meta.items() if k != key}
+            associations, metas = self._apply(item, self.associations, self._meta)
             self._save(item.end, associations, metas)
         self.position, self.associations, self._meta = item.end, associations, metas
+
+    def _apply(
+        self, item: journal.Record, associations: dict[str, Tally], metas: dict[str, dict[str, Any]]
+    ) -> tuple[dict[str, Tally], dict[str, dict[str, Any]]]:
+        """File one record inside the caller's transaction; returns the open associations' tallies after it, new
+        objects (those given are left as they were, should the transaction roll back)."""
+        meta = item.meta
+        key = str(meta.get("a", ""))
+        tally = Tally.from_json(associations.get(key, Tally()).as_json())
+        if item.kind == journal.INSTANCE:
+            self._file_instance(item, tally)
+            return {**associations, key: tally}, {
+                **metas,
+                key: {k: meta.get(k) for k in ("o", "n", "ae", "ip")},
+            }
+        # journal.ASSOCIATION_END
+        tally.add(Tally.from_json(meta))
+        node = self._node(meta.get("n"))
+        record_association(int(meta["o"]), node, meta.get("ae", ""), meta.get("ip", ""), tally)
+        return {k: v for k, v in associations.items() if k != key}, {
+            k: v for k, v in metas.items() if k != key
+        }
 
     def _file_instance(self, item: journal.Record, tally: Tally) -> None:
         organisation = self._organisation(int(item.meta["o"]))
