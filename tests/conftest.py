@@ -52,13 +52,15 @@ def config_with(**overrides: Any) -> Config:
 @pytest.fixture(autouse=True)
 def _storage_root(settings: Any, tmp_path: Path) -> Iterator[Path]:
     """Each test stores its files in its own folder (its own ``RADSHARE_STORAGE_URL``), and starts with an empty
-    ingest id cache."""
+    ingest id cache and the synchronous ingest path."""
     from radshare.studies import services
 
     root = tmp_path / "storage"
     # ?shared=1: the processes some tests start share this folder, and on PostgreSQL a shared database asks
-    # for it (docs/operations.md)
-    settings.RADSHARE = config_with(storage_url=f"file://{root}?shared=1")
+    # for it (docs/operations.md). An SCP started in this process takes the synchronous path unless the test asks
+    # for journal mode (the ``scp`` fixture's "journal"): journal mode spawns an indexer that reads its database
+    # from the environment, not from this test's settings.
+    settings.RADSHARE = config_with(storage_url=f"file://{root}?shared=1", ingest_journal=False)
     services._ids.clear()
     yield root
     services._ids.clear()

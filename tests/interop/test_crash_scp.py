@@ -53,7 +53,10 @@ IN_FLIGHT = 0.02  # seconds: longer than one instance takes from request to resp
 
 
 def start_scp(tmp_path: Path, port: int, run: str) -> subprocess.Popen[bytes]:
-    env = process_env(tmp_path / f"scp-{run}", dicom_port=str(port), dicom_bind="127.0.0.1")
+    # The synchronous path: what it acknowledged is in the index at once (journal mode: test_journal_scp.py).
+    env = process_env(
+        tmp_path / f"scp-{run}", dicom_port=str(port), dicom_bind="127.0.0.1", ingest_journal="0"
+    )
     proc = start("scp", env=env, log=tmp_path / f"scp-{run}.log")
     wait_for("the SCP to answer C-ECHO", lambda: _answers(port), START_TIMEOUT, proc)
     return proc

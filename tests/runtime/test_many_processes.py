@@ -194,8 +194,14 @@ def test_web_scp_and_worker_twice_over_on_one_database_and_one_bucket(
             thread.start()
         for thread in senders:
             thread.join()
+
+        # Acknowledged from each SCP's journal; their indexers file them within a second or so.
+        def filed() -> list[int]:
+            studies = Study.objects.filter(organisation=organisation).order_by("patient__patient_id")
+            return [s.number_of_instances for s in studies]
+
+        wait_for("both studies filed", lambda: filed() == [IMAGES, IMAGES], 30, *procs)
         studies = list(Study.objects.filter(organisation=organisation).order_by("patient__patient_id"))
-        assert [s.number_of_instances for s in studies] == [IMAGES, IMAGES]
         assert len([k for k in bucket.iterate() if k.startswith("instances/")]) == 2 * IMAGES
 
         # Twenty shares, prepared by whichever worker claims them, e-mailed once each.

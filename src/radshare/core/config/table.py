@@ -143,11 +143,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "INGEST_JOURNAL",
-        "false",
+        "true",
         boolean,
         "Journal mode of the SCP: a C-STORE is answered once it is in a journal on the SCP's machine "
-        "(`<DATA_DIR>/journal`), and a process of the SCP's own files it within a second; ingest then runs at the "
-        "pace of a bare SCP. Off: each instance is indexed before it is answered.",
+        "(`<DATA_DIR>/journal`, fsynced), and a process of the SCP's own files it within a second; ingest runs at "
+        "the pace of a bare SCP. Off: each instance is indexed before it is answered (slower; nothing to keep "
+        "on the SCP's machine).",
     ),
     Setting(
         "EMAIL_URL",
