@@ -287,7 +287,7 @@ def test_an_instance_of_a_study_being_destroyed_waits(organisation: Any, tmp_pat
     indexer = Indexer(tmp_path, first_live_segment=1)
     item = records(tmp_path)[0]
     with pytest.raises(OutOfResourcesError):
-        indexer._file_once(item)
+        indexer._commit([item])
     assert JournalCursor.objects.get().position == 0  # not filed: tried again until the destruction is over
     assert Instance.objects.count() == 1
 

@@ -107,10 +107,10 @@ class _Header:
     patient_id: str
 
 
-def _header(item: Held) -> _Header | None:
+def _header(data: bytes) -> _Header | None:
     try:
-        ds, _ = read_header(item.path.read_bytes())
-    except (IngestError, OSError):
+        ds, _ = read_header(data)
+    except IngestError:
         return None
     return _Header(
         dicom.text(ds, "StudyInstanceUID", 64),
@@ -119,21 +119,34 @@ def _header(item: Held) -> _Header | None:
     )
 
 
+def _read(item: Held) -> tuple[bytes, _Header | None]:
+    try:
+        data = item.path.read_bytes()
+    except OSError:
+        return b"", None
+    return data, _header(data)
+
+
 def study_uid(item: Held) -> str:
     """The Study Instance UID in the file's header, or "" for a file that cannot be read."""
-    header = _header(item)
+    _, header = _read(item)
     return header.study_uid if header else ""
 
 
-def file_one(item: Held) -> Outcome:
+def file_one(item: Held) -> tuple[Outcome, str]:
     """File a held image as the SCP would have (``store_instance``) once the admin accepted the correction that
     holds it. While it is open, or once dismissed, filing it would only count it on a conflict again. Filed or
-    already there: the file is deleted."""
+    already there: the file is deleted. Returns the outcome and the file's Study Instance UID ("" if unreadable)."""
     organisation = Organisation.objects.filter(pk=item.organisation_pk or 0).first()
-    header = _header(item)
+    data, header = _read(item)
     if organisation is None or header is None:
         logger.error("held image %s: no organisation of its own, or not readable", item.path.name)
-        return Outcome.UNREADABLE
+        return Outcome.UNREADABLE, header.study_uid if header else ""
+    outcome = _file(item, organisation, data, header)
+    return outcome, header.study_uid
+
+
+def _file(item: Held, organisation: Organisation, data: bytes, header: _Header) -> Outcome:
     decision = (
         StudyConflict.objects.filter(
             organisation=organisation,
@@ -153,7 +166,7 @@ def file_one(item: Held) -> Outcome:
         PacsNode.objects.filter(pk=item.node_pk, organisation=organisation).first() if item.node_pk else None
     )
     try:
-        result = store_instance(organisation, item.path.read_bytes(), source="scp", node=node)
+        result = store_instance(organisation, data, source="scp", node=node)
     except PatientConflictError:  # filed under yet another patient since: a new conflict, for the admin
         return Outcome.UNDECIDED
     except IngestError as exc:
@@ -189,8 +202,7 @@ def file_all(items: list[Held]) -> dict[Outcome, int]:
     outcomes = dict.fromkeys(Outcome, 0)
     filed = []
     for item in items:
-        uid = study_uid(item)
-        outcome = file_one(item)
+        outcome, uid = file_one(item)
         outcomes[outcome] += 1
         if outcome in (Outcome.FILED, Outcome.DUPLICATE):
             filed.append((item, uid))

@@ -209,11 +209,7 @@ class Indexer:
         update for up to ``BATCH`` records). Should any of them fail, the batch is rolled back and its records are
         filed one by one, each retried until it is filed."""
         try:
-            with transaction.atomic():
-                state = (self.associations, self._meta)
-                for item in batch:
-                    state = self._apply(item, *state)
-                self._save(batch[-1].end, *state)
+            self._commit(batch)
         except Exception as exc:  # noqa: BLE001 - each record is then filed, retried and logged by _file
             logger.info("journal: a batch of %d records is filed one by one: %s", len(batch), _why(exc))
             close_old_connections()
@@ -222,7 +218,6 @@ class Indexer:
                 if applied is not None:
                     applied.value = item.end
             return
-        self.position, (self.associations, self._meta) = batch[-1].end, state
         if applied is not None:
             applied.value = self.position
 
@@ -231,7 +226,7 @@ class Indexer:
         delay = RETRY_FIRST
         while True:
             try:
-                self._file_once(item)
+                self._commit([item])
                 return
             except (OutOfResourcesError, DatabaseError, OSError) as exc:
                 # A study being destroyed, storage full, the database away: all pass.
@@ -242,11 +237,14 @@ class Indexer:
             time.sleep(delay)
             delay = min(delay * 2, RETRY_LAST)
 
-    def _file_once(self, item: journal.Record) -> None:
+    def _commit(self, items: list[journal.Record]) -> None:
+        """File ``items`` and move the cursor past the last, in one transaction; then take the new state."""
         with transaction.atomic():
-            associations, metas = self._apply(item, self.associations, self._meta)
-            self._save(item.end, associations, metas)
-        self.position, self.associations, self._meta = item.end, associations, metas
+            state = (self.associations, self._meta)
+            for item in items:
+                state = self._apply(item, *state)
+            self._save(items[-1].end, *state)
+        self.position, (self.associations, self._meta) = items[-1].end, state
 
     def _apply(
         self, item: journal.Record, associations: dict[str, Tally], metas: dict[str, dict[str, Any]]
