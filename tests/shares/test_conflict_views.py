@@ -21,8 +21,9 @@ from radshare.delivery.models import Notification
 from radshare.organisations.services import create_sender
 from radshare.shares.destruction import destroy_due
 from radshare.shares.models import Share
+from radshare.studies.errors import ConflictError
 from radshare.studies.models import Patient, Study, StudyConflict
-from radshare.studies.services import ConflictError, store_instance
+from radshare.studies.services import store_instance
 from radshare.studies.synthetic import ct_series, encode
 from tests.shares.helpers import ANNA, PIET, make_share, make_study
 

@@ -30,8 +30,9 @@ from radshare.shares.models import Share
 from radshare.shares.services import SYSTEM, ShareError, prepare, revoke
 from radshare.shares.tasks import destroy_studies, expire_shares
 from radshare.studies import destruction
+from radshare.studies.errors import StudyBeingDestroyedError
 from radshare.studies.models import Instance, Patient, Series, Study
-from radshare.studies.services import StudyBeingDestroyedError, store_instance
+from radshare.studies.services import store_instance
 from radshare.studies.synthetic import ct_series, encode
 from tests.cli_runner import radshare_env
 from tests.core.test_workers import _database_url

@@ -20,8 +20,9 @@ from radshare.organisations.services import add_pacs_node, create_sender
 from radshare.shares.conflicts import accept
 from radshare.shares.services import Actor
 from radshare.studies import conflicts, services
+from radshare.studies.errors import ConflictError
 from radshare.studies.models import Instance, Patient, Study, StudyConflict
-from radshare.studies.services import ConflictError, StoreOutcome, bsn_hash, store_instance
+from radshare.studies.services import StoreOutcome, bsn_hash, store_instance
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 from tests.conftest import storage_dir
 

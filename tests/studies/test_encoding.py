@@ -21,7 +21,8 @@ from pydicom.uid import (
 )
 
 from radshare.studies.encoding import EncodingError, check_encoding
-from radshare.studies.services import IngestError, parse_header
+from radshare.studies.errors import IngestError
+from radshare.studies.header import read_header
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 
 PATIENT = FakePatient("ENC-1", "Codering^Test", dt.date(1970, 1, 1))
@@ -115,4 +116,4 @@ def test_damaged_copies_are_refused_with_an_ingest_error_and_nothing_else() -> N
             for _ in range(rng.randint(1, 4)):
                 data[rng.randrange(132, min(len(data), 3000))] = rng.randrange(256)
         with contextlib.suppress(IngestError):
-            parse_header(bytes(data))
+            read_header(bytes(data))

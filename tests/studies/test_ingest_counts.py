@@ -22,8 +22,9 @@ from radshare.audit.models import AuditEvent
 from radshare.core.storage import instance_folders
 from radshare.organisations.services import add_pacs_node
 from radshare.studies import services
+from radshare.studies.errors import NotDicomError
 from radshare.studies.models import Instance, Patient, Series, Study, StudyConflict
-from radshare.studies.services import NotDicomError, StoreOutcome, store_instance
+from radshare.studies.services import StoreOutcome, store_instance
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 from tests.conftest import storage_dir
 from tests.imaging.test_reports import sr_dataset

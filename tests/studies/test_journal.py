@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import re
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,12 @@ from radshare.audit.models import AuditEvent
 from radshare.organisations.services import add_pacs_node
 from radshare.studies import indexer as indexer_module
 from radshare.studies import journal
+from radshare.studies import services as services_module
+from radshare.studies.errors import OutOfResourcesError
+from radshare.studies.header import read_header
 from radshare.studies.indexer import Indexer, backlogs
 from radshare.studies.models import Instance, JournalCursor, Study, StudyConflict
-from radshare.studies.services import OutOfResourcesError, store_instance
+from radshare.studies.services import store_instance
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 
 ALICE = FakePatient("J-ALICE", "Journal^Alice", dt.date(1980, 1, 2))
@@ -80,6 +85,23 @@ def test_a_damaged_record_is_not_read(tmp_path: Path) -> None:
     data[-10] ^= 0xFF  # a flipped bit in the second record's payload
     path.write_bytes(bytes(data))
     assert [r.meta["n"] for r in records(tmp_path)] == [0]
+
+
+def test_a_record_gives_its_payload_crc_and_first_format_records_are_still_read(tmp_path: Path) -> None:
+    payload = os.urandom(300)
+    meta = json.dumps({"n": 0}).encode()
+    # A record as the first format wrote it (CRC-32 over meta, then payload), as an older SCP left it.
+    old = journal.HEADER.pack(
+        journal.MAGIC_V1, journal.INSTANCE, len(meta), len(payload), zlib.crc32(payload, zlib.crc32(meta))
+    )
+    journal.segment_path(tmp_path, 1).write_bytes(old + meta + payload)
+    writer = journal.Writer(tmp_path)
+    writer.append(journal.INSTANCE, {"n": 1}, payload)
+    writer.close()
+    got = records(tmp_path)
+    assert [(r.meta["n"], r.payload) for r in got] == [(0, payload), (1, payload)]
+    assert got[0].payload_crc is None  # the indexer computes it
+    assert got[1].payload_crc == zlib.crc32(payload)  # what a ZIP member of it records
 
 
 def test_segments_rotate_and_are_read_across(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,6 +218,41 @@ def test_the_indexer_files_each_record_once(organisation: Any, tmp_path: Path) -
     assert study.number_of_instances == Instance.objects.count() == 4
     second = AuditEvent.objects.filter(action="dicom.store").latest("pk")
     assert second.detail == {"stored": 0, "duplicate": 4, "refused": 1, "patients": 1}
+
+
+@pytest.mark.django_db
+def test_the_indexer_files_with_the_header_the_scp_read(
+    organisation: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    files = images(ALICE, 4)
+    meta = {"a": "1-1", "o": organisation.pk, "n": node.pk, "ae": "JOURNALSCU", "ip": "127.0.0.1"}
+    writer = journal.Writer(tmp_path)
+    # As the SCP writes them (the header it read), of another version (unknown fields), of an older SCP (none).
+    heads: list[Any] = [read_header(files[0]).as_json(), read_header(files[1]).as_json(), {"bogus": 1}, None]
+    for data, head in zip(files, heads, strict=True):
+        writer.append(journal.INSTANCE, meta if head is None else {**meta, "h": head}, data)
+    writer.close()
+    parsed = []
+
+    def counted(data: Any) -> Any:
+        parsed.append(data)
+        return read_header(data)
+
+    monkeypatch.setattr(services_module, "read_header", counted)
+    Indexer(tmp_path, first_live_segment=1).pass_once(live=False)
+    assert len(parsed) == 2  # only the two records without a usable header were parsed again
+    filed = {i.sop_instance_uid: i for i in Instance.objects.all()}
+    for data in files:
+        header = read_header(data)
+        instance = filed[header.sop_instance_uid]
+        assert (instance.rows, instance.transfer_syntax_uid) == (header.rows, header.transfer_syntax)
+        assert instance.crc32 == zlib.crc32(data)
+    study = Study.objects.get()
+    assert (study.patient.patient_name, study.patient.patient_birth_date) == (
+        "Journal^Alice",
+        ALICE.birth_date,
+    )
 
 
 @pytest.mark.django_db

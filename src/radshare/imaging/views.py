@@ -16,8 +16,8 @@ from radshare.imaging.forms import ReportAttachForm
 from radshare.organisations.auth import sender_required
 from radshare.organisations.models import Organisation
 from radshare.studies.browse import get_study
+from radshare.studies.errors import IngestError
 from radshare.studies.models import Instance, Study
-from radshare.studies.services import IngestError
 
 
 def _study(request: HttpRequest, organisation: Organisation, pk: int, action: Action) -> Study:

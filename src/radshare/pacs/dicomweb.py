@@ -37,7 +37,8 @@ from radshare.pacs.base import (
     stored_uids,
     study_from_dataset,
 )
-from radshare.studies.services import IngestError, OutOfResourcesError, StoreOutcome, store_instance
+from radshare.studies.errors import IngestError, OutOfResourcesError
+from radshare.studies.services import StoreOutcome, store_instance
 
 logger = logging.getLogger(__name__)
 

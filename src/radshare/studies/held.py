@@ -16,18 +16,13 @@ from pathlib import Path
 
 from django.conf import settings
 
-from radshare import dicom
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, record
 from radshare.organisations.models import Organisation, PacsNode
+from radshare.studies.errors import IngestError
+from radshare.studies.header import Header, read_header
 from radshare.studies.models import StudyConflict
-from radshare.studies.services import (
-    IngestError,
-    PatientConflictError,
-    StoreOutcome,
-    read_header,
-    store_instance,
-)
+from radshare.studies.services import PatientConflictError, StoreOutcome, store_instance
 
 logger = logging.getLogger(__name__)
 
@@ -100,26 +95,14 @@ class Outcome(StrEnum):
     UNREADABLE = "left: cannot be filed (see the log)"
 
 
-@dataclass(frozen=True)
-class _Header:
-    study_uid: str
-    issuer: str
-    patient_id: str
-
-
-def _header(data: bytes) -> _Header | None:
+def _header(data: bytes) -> Header | None:
     try:
-        ds, _ = read_header(data)
+        return read_header(data)
     except IngestError:
         return None
-    return _Header(
-        dicom.text(ds, "StudyInstanceUID", 64),
-        dicom.text(ds, "IssuerOfPatientID", 64),
-        dicom.text(ds, "PatientID", 64),
-    )
 
 
-def _read(item: Held) -> tuple[bytes, _Header | None]:
+def _read(item: Held) -> tuple[bytes, Header | None]:
     try:
         data = item.path.read_bytes()
     except OSError:
@@ -146,7 +129,7 @@ def file_one(item: Held) -> tuple[Outcome, str]:
     return outcome, header.study_uid
 
 
-def _file(item: Held, organisation: Organisation, data: bytes, header: _Header) -> Outcome:
+def _file(item: Held, organisation: Organisation, data: bytes, header: Header) -> Outcome:
     decision = (
         StudyConflict.objects.filter(
             organisation=organisation,
@@ -166,7 +149,7 @@ def _file(item: Held, organisation: Organisation, data: bytes, header: _Header) 
         PacsNode.objects.filter(pk=item.node_pk, organisation=organisation).first() if item.node_pk else None
     )
     try:
-        result = store_instance(organisation, data, source="scp", node=node)
+        result = store_instance(organisation, data, source="scp", node=node, header=header)
     except PatientConflictError:  # filed under yet another patient since: a new conflict, for the admin
         return Outcome.UNDECIDED
     except IngestError as exc:

@@ -36,14 +36,10 @@ from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies import held, indexer_process, journal
+from radshare.studies.errors import IngestError, OutOfResourcesError
+from radshare.studies.header import Header
 from radshare.studies.models import JournalCursor
-from radshare.studies.services import (
-    IngestError,
-    OutOfResourcesError,
-    PatientConflictError,
-    StoreOutcome,
-    store_instance,
-)
+from radshare.studies.services import PatientConflictError, StoreOutcome, store_instance
 from radshare.studies.signals import announce_arrivals
 
 logger = logging.getLogger(__name__)
@@ -272,7 +268,11 @@ class Indexer:
         organisation = self._organisation(int(item.meta["o"]))
         node = self._node(item.meta.get("n"))
         try:
-            result = store_instance(organisation, item.payload, source="scp", node=node)
+            # What the SCP read before it acknowledged, and the payload's CRC-32 the journal read gave.
+            header = Header.from_json(item.meta.get("h"))
+            result = store_instance(
+                organisation, item.payload, source="scp", node=node, header=header, crc32=item.payload_crc
+            )
         except PatientConflictError:
             # Counted on the study's conflict by store_instance; the bytes wait for the admin.
             tally.held += 1

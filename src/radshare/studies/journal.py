@@ -3,7 +3,11 @@
 
 A journal is a folder on the SCP's own machine holding numbered segment files. Each record is appended whole:
 
-    header (24 bytes: magic, kind, meta length, payload length, CRC-32 of meta + payload) | meta (JSON) | payload
+    header (24 bytes: magic, kind, meta length, payload length, CRC-32) | meta (JSON) | payload
+
+The CRC-32 runs over the payload, then the meta, so that reading a record gives the payload's own CRC-32 on the way:
+the one a ZIP member of the instance records, which the indexer stores instead of computing it again. (Records of
+the first format, magic ``RSJ1``, ran it over the meta first; they are still read.)
 
 An instance record's payload is the received Part 10 file; its meta names the association, organisation and node.
 An association's end record has no payload. A record is acknowledged only once an ``fdatasync`` covers it; all
@@ -35,7 +39,8 @@ from typing import Any
 
 from radshare.core.files import fsync_folder
 
-MAGIC = b"RSJ1"
+MAGIC = b"RSJ2"
+MAGIC_V1 = b"RSJ1"  # CRC-32 over meta, then payload: read, never written
 HEADER = struct.Struct("<4sB3xIQI")
 INSTANCE = 1
 ASSOCIATION_END = 2
@@ -61,6 +66,7 @@ class Record:
     payload: bytes
     start: int  # position of the record
     end: int  # position just after it: where the next one starts
+    payload_crc: int | None = None  # zlib.crc32 of the payload (None for a record of the first format)
 
 
 def segment_path(folder: Path, segment: int) -> Path:
@@ -126,7 +132,7 @@ def unclaimed(root: Path) -> Iterator[tuple[Path, int]]:
 
 def encode(kind: int, meta: dict[str, Any], payload: bytes | memoryview = b"") -> list[bytes | memoryview]:
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
-    crc = zlib.crc32(payload, zlib.crc32(meta_bytes))
+    crc = zlib.crc32(meta_bytes, zlib.crc32(payload))
     return [HEADER.pack(MAGIC, kind, len(meta_bytes), memoryview(payload).nbytes, crc), meta_bytes, payload]
 
 
@@ -235,13 +241,20 @@ def _next(f: Any, segment: int, offset: int) -> Record | None:
     if len(head) < HEADER.size:
         return None
     magic, kind, meta_len, payload_len, crc = HEADER.unpack(head)
-    if magic != MAGIC:
+    if magic not in (MAGIC, MAGIC_V1):
         return None
     meta_bytes = f.read(meta_len)
     payload = f.read(payload_len)
     if len(meta_bytes) < meta_len or len(payload) < payload_len:
         return None
-    if zlib.crc32(payload, zlib.crc32(meta_bytes)) != crc:
+    payload_crc: int | None = None
+    if magic == MAGIC:
+        payload_crc = zlib.crc32(payload)
+        if zlib.crc32(meta_bytes, payload_crc) != crc:
+            return None
+    elif zlib.crc32(payload, zlib.crc32(meta_bytes)) != crc:
         return None
     end = offset + HEADER.size + meta_len + payload_len
-    return Record(kind, json.loads(meta_bytes), payload, position(segment, offset), position(segment, end))
+    return Record(
+        kind, json.loads(meta_bytes), payload, position(segment, offset), position(segment, end), payload_crc
+    )

@@ -15,8 +15,9 @@ from radshare.core import crypto
 from radshare.core.crypto import Rotation
 from radshare.core.storage import Storage, get_storage, instance_key
 from radshare.dicom import DICOM_READ_ERRORS
+from radshare.studies.header import bsn as bsn_of
 from radshare.studies.models import Instance, Patient
-from radshare.studies.services import _bsn, bsn_hash, bsn_hashes
+from radshare.studies.services import bsn_hash, bsn_hashes
 
 FILES_PER_PATIENT = 3  # read at most this many of a patient's files
 _BSN_TAGS = ["PatientID", "IssuerOfPatientID", "OtherPatientIDsSequence"]
@@ -26,7 +27,7 @@ _READ_ERRORS: tuple[type[Exception], ...] = (OSError, *DICOM_READ_ERRORS)  # a f
 def _bsn_in(storage: Storage, storage_key: str) -> str:
     try:
         with storage.open(instance_key(storage_key)) as stored:
-            return _bsn(dcmread(stored, stop_before_pixels=True, specific_tags=_BSN_TAGS))
+            return bsn_of(dcmread(stored, stop_before_pixels=True, specific_tags=_BSN_TAGS))
     except _READ_ERRORS:
         return ""
 

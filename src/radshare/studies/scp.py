@@ -21,14 +21,15 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from radshare import dicom
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies import journal
+from radshare.studies.errors import IngestError
+from radshare.studies.header import Header, read_header
 from radshare.studies.indexer import JournalMode, Tally, record_association
 from radshare.studies.models import Study
-from radshare.studies.services import IngestError, StoreOutcome, read_header, store_instance
+from radshare.studies.services import StoreOutcome, store_instance
 from radshare.studies.signals import announce_arrivals
 
 logger = logging.getLogger(__name__)
@@ -115,9 +116,9 @@ class StudyGate:
         self._seen: dict[tuple[int, str], tuple[tuple[str, str], bool, float]] = {}
         self._lock = threading.Lock()
 
-    def admits(self, organisation: Organisation, ds: Any) -> bool:
-        key = (organisation.pk, dicom.text(ds, "StudyInstanceUID", 64))
-        patient = (dicom.text(ds, "IssuerOfPatientID", 64), dicom.text(ds, "PatientID", 64))
+    def admits(self, organisation: Organisation, header: Header) -> bool:
+        key = (organisation.pk, header.study_uid)
+        patient = (header.issuer, header.patient_id)
         now = time.monotonic()
         with self._lock:
             seen = self._seen.get(key)
@@ -137,9 +138,9 @@ class StudyGate:
                 self._seen[key] = seen
         return seen[0] == patient and not seen[1]
 
-    def forget(self, organisation: Organisation, ds: Any) -> None:
+    def forget(self, organisation: Organisation, header: Header) -> None:
         with self._lock:
-            self._seen.pop((organisation.pk, dicom.text(ds, "StudyInstanceUID", 64)), None)
+            self._seen.pop((organisation.pk, header.study_uid), None)
 
 
 def _reject(assoc: Any, result: int, source: int, diagnostic: int) -> None:
@@ -300,15 +301,16 @@ class StorageSCP:
         synchronous path."""
         mode.check_indexer()
         try:
-            ds, _ = read_header(data)
-            if not self.gate.admits(admission.organisation, ds):
-                self.gate.forget(admission.organisation, ds)
+            header = read_header(data)
+            if not self.gate.admits(admission.organisation, header):
+                self.gate.forget(admission.organisation, header)
                 if not mode.drain():
                     admission.refused += 1
                     logger.warning("C-STORE refused (0xA700): the journal is not filed yet")
                     return OUT_OF_RESOURCES
-                return self._store_now(admission, data)
-            mode.writer.append(journal.INSTANCE, admission.journal_meta(), data)
+                return self._store_now(admission, data, header)
+            # The header as read goes with the bytes: the indexer files the record without parsing it again.
+            mode.writer.append(journal.INSTANCE, {**admission.journal_meta(), "h": header.as_json()}, data)
         except IngestError as exc:
             return self._refused(admission, exc)
         except DatabaseError:
@@ -332,9 +334,11 @@ class StorageSCP:
         )
         return exc.status
 
-    def _store_now(self, admission: Admission, data: bytes) -> int:
+    def _store_now(self, admission: Admission, data: bytes, header: Header | None = None) -> int:
         try:
-            result = store_instance(admission.organisation, data, source="scp", node=admission.node)
+            result = store_instance(
+                admission.organisation, data, source="scp", node=admission.node, header=header
+            )
         except IngestError as exc:
             return self._refused(admission, exc)
         except DatabaseError:

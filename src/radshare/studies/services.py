@@ -8,14 +8,10 @@ import logging
 import zlib
 from dataclasses import dataclass
 from enum import StrEnum
-from io import BytesIO
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from pydicom import dcmread
-from pydicom.dataset import Dataset
 
 from radshare import dicom
 from radshare.audit.actions import Action
@@ -23,58 +19,22 @@ from radshare.audit.services import ActorType, Outcome, record
 from radshare.core import crypto
 from radshare.core.storage import get_storage
 from radshare.core.usage import Usage, count_each
-from radshare.dicom import DICOM_READ_ERRORS
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies import signals
 from radshare.studies.conflicts import Refused, record_conflict
-from radshare.studies.encoding import EncodingError, check_encoding
+from radshare.studies.errors import ConflictError, OutOfResourcesError, StudyBeingDestroyedError
 from radshare.studies.files import PendingFile, start_put
+from radshare.studies.header import Header, read_header
 from radshare.studies.models import Instance, Patient, Series, Study
 
 logger = logging.getLogger(__name__)
 
-# Header attributes the index needs; everything up to the pixel data is small, so read it all but pixels.
 PLACEHOLDER_BIRTH_DATES = frozenset({dt.date(1900, 1, 1), dt.date(1800, 1, 1), dt.date(1899, 12, 31)})
 
 
 class StoreOutcome(StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"
-
-
-class IngestError(Exception):
-    """The data cannot be stored. ``status`` is the DICOM C-STORE failure status (PS3.4 Annex B.2.3)."""
-
-    status = 0xC000
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class NotDicomError(IngestError):
-    status = 0xC000  # Error: cannot understand
-
-
-class TruncatedError(NotDicomError):
-    """The data ends before a value, a sequence or the pixel data does, or holds fewer pixel bytes than its
-    image attributes call for (PS3.5 sections 7.5 and 8.1.1, Annex A.4).
-
-    0xC000 "cannot understand" (PS3.4 Annex B.2.3), not 0xA900 "does not match SOP class", for pixel data too:
-    the usual cause is a transfer or copy cut off, which is 0xC000 wherever the cut falls (in the header it
-    leaves bytes no reader understands), and the defect lies in the encoding (PS3.5), not in the attributes
-    the IOD requires (PS3.3), which is what radshare answers 0xA900 for.
-    """
-
-    status = 0xC000
-
-
-class MissingAttributeError(IngestError):
-    status = 0xA900  # Error: data set does not match SOP class
-
-
-class ConflictError(IngestError):
-    status = 0xA900
 
 
 class PatientConflictError(ConflictError):
@@ -92,15 +52,6 @@ class _StaleIdsError(Exception):
 
 class _AlreadyHereError(Exception):
     """The SOP Instance UID is indexed already: ``_duplicate`` tells what that means for the received copy."""
-
-
-class OutOfResourcesError(IngestError):
-    status = 0xA700  # Refused: out of resources
-
-
-class StudyBeingDestroyedError(OutOfResourcesError):
-    """An instance of a study whose destruction has started: refused for now (0xA700), so the sender tries again
-    and the study is then simply new (docs/architecture.md "Destruction"). Acknowledging it would lose it."""
 
 
 BEING_DESTROYED = "the study is being removed; send it again later"
@@ -133,88 +84,12 @@ def bsn_hashes(bsn: str) -> list[str]:
     return crypto.keyed_hashes(f"bsn:{bsn}".encode())
 
 
-def _bsn(ds: Dataset) -> str:
-    """The BSN from Other Patient IDs Sequence (or the Patient ID itself) with issuer RADSHARE_BSN_ISSUER."""
-    issuer = settings.RADSHARE.bsn_issuer
-    candidates: list[tuple[str, str]] = [
-        (dicom.text(ds, "PatientID", 64), dicom.text(ds, "IssuerOfPatientID", 64))
-    ]
-    for item in ds.get("OtherPatientIDsSequence", None) or []:
-        candidates.append((dicom.text(item, "PatientID", 64), dicom.text(item, "IssuerOfPatientID", 64)))
-    for value, value_issuer in candidates:
-        digits = value.replace(" ", "")
-        if value_issuer == issuer and digits.isdigit() and 8 <= len(digits) <= 9:
-            return digits.zfill(9)
-    return ""
-
-
-# OSError: pydicom's "No tag to read" for a sequence it cannot finish (reading memory, no file is involved).
-_HEADER_READ_ERRORS: tuple[type[Exception], ...] = (*DICOM_READ_ERRORS, OSError)
-
-# Every attribute indexing reads: converted while parsing, so a value pydicom cannot convert is refused as
-# unreadable (0xC000) here and never fails the indexing half-way (an SCP answer of 0xC211 with a traceback).
-INDEXED_KEYWORDS = (
-    "SOPInstanceUID",
-    "SOPClassUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "PatientID",
-    "IssuerOfPatientID",
-    "OtherPatientIDsSequence",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyDescription",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "Modality",
-    "SeriesNumber",
-    "SeriesDescription",
-    "BodyPartExamined",
-    "InstanceNumber",
-    "NumberOfFrames",
-    "Rows",
-    "Columns",
-)
-
-
-def parse_header(data: bytes | memoryview) -> Dataset:
-    """Check the encoding of the whole file, then read everything up to the pixel data; never decode pixels
-    (docs/architecture.md "Ingest path"). Raises ``NotDicomError`` (``TruncatedError`` when the data ends too early)."""
-    try:
-        check_encoding(data)
-    except EncodingError as exc:
-        raise (TruncatedError if exc.incomplete else NotDicomError)(exc.reason) from exc
-    try:
-        ds = dcmread(BytesIO(data), stop_before_pixels=True)
-        for keyword in INDEXED_KEYWORDS:
-            ds.get(keyword)
-        _bsn(ds)  # the items of Other Patient IDs Sequence
-    except _HEADER_READ_ERRORS as exc:
-        raise NotDicomError(f"not a readable DICOM data set ({type(exc).__name__})") from exc
-    for keyword in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID"):
-        if not dicom.text(ds, keyword, 64):
-            raise MissingAttributeError(f"{keyword} is missing or empty")
-    return ds
-
-
-def read_header(data: bytes | memoryview) -> tuple[Dataset, str]:
-    """``parse_header``, and the file's transfer syntax: everything ingest checks before it acknowledges."""
-    ds = parse_header(data)
-    transfer_syntax = dicom.text(getattr(ds, "file_meta", Dataset()), "TransferSyntaxUID", 64)
-    if not transfer_syntax:
-        raise MissingAttributeError("the file meta information has no Transfer Syntax UID")
-    return ds, transfer_syntax
-
-
-def _patient_fields(ds: Dataset) -> dict[str, Any]:
-    bsn = _bsn(ds)
+def _patient_fields(header: Header) -> dict[str, Any]:
+    bsn = header.bsn
     return {
-        "patient_name": dicom.text(ds, "PatientName", 324),
-        "patient_birth_date": dicom.date(ds, "PatientBirthDate"),
-        "patient_sex": dicom.text(ds, "PatientSex", 16),
+        "patient_name": header.patient_name,
+        "patient_birth_date": header.patient_birth_date,
+        "patient_sex": header.patient_sex,
         "bsn_last3": bsn[-3:] if bsn else "",
         "bsn_hash": bsn_hash(bsn) if bsn else "",
     }
@@ -267,24 +142,24 @@ def forget_cached_ids() -> None:
     _ids.clear()
 
 
-def _patient_pk(organisation: Organisation, ds: Dataset) -> int:
-    key = (organisation.pk, dicom.text(ds, "IssuerOfPatientID", 64), dicom.text(ds, "PatientID", 64))
+def _patient_pk(organisation: Organisation, h: Header) -> int:
+    key = (organisation.pk, h.issuer, h.patient_id)
     if (pk := _ids.patients.get(key)) is not None:
         return pk
     patient, created = Patient.objects.get_or_create(
         organisation=organisation,
         issuer_of_patient_id=key[1],
         patient_id=key[2],
-        defaults=_patient_fields(ds),
+        defaults=_patient_fields(h),
     )
     if not created:
-        _fill_blanks(patient, _patient_fields(ds))
+        _fill_blanks(patient, _patient_fields(h))
     return patient.pk
 
 
-def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tuple[int, int, bool]:
+def _study_pks(organisation: Organisation, h: Header, patient_pk: int) -> tuple[int, int, bool]:
     """(study pk, pk of the patient the study is filed under, whether the study was created now)."""
-    key = (organisation.pk, dicom.text(ds, "StudyInstanceUID", 64))
+    key = (organisation.pk, h.study_uid)
     if (pks := _ids.studies.get(key)) is not None:
         return (*pks, False)
     study, created = Study.objects.get_or_create(
@@ -292,29 +167,29 @@ def _study_pks(organisation: Organisation, ds: Dataset, patient_pk: int) -> tupl
         study_instance_uid=key[1],
         defaults={
             "patient_id": patient_pk,
-            "study_date": dicom.date(ds, "StudyDate"),
-            "study_time": dicom.text(ds, "StudyTime", 16),
-            "study_description": dicom.text(ds, "StudyDescription", 200),
-            "accession_number": dicom.text(ds, "AccessionNumber", 64),
-            "referring_physician_name": dicom.text(ds, "ReferringPhysicianName", 324),
+            "study_date": h.study_date,
+            "study_time": h.study_time,
+            "study_description": h.study_description,
+            "accession_number": h.accession_number,
+            "referring_physician_name": h.referring_physician_name,
         },
     )
     return study.pk, study.patient_id, created
 
 
-def _series_pk(study_pk: int, ds: Dataset) -> tuple[int, bool, str]:
+def _series_pk(study_pk: int, h: Header) -> tuple[int, bool, str]:
     """(series pk, whether it was created now, its modality)."""
-    key = (study_pk, dicom.text(ds, "SeriesInstanceUID", 64))
+    key = (study_pk, h.series_uid)
     if (pk := _ids.series.get(key)) is not None:
         return pk, False, ""
     series, created = Series.objects.get_or_create(
         study_id=study_pk,
         series_instance_uid=key[1],
         defaults={
-            "modality": dicom.text(ds, "Modality", 16),
-            "series_number": dicom.integer(ds, "SeriesNumber"),
-            "series_description": dicom.text(ds, "SeriesDescription", 200),
-            "body_part_examined": dicom.text(ds, "BodyPartExamined", 64),
+            "modality": h.modality,
+            "series_number": h.series_number,
+            "series_description": h.series_description,
+            "body_part_examined": h.body_part_examined,
         },
     )
     return series.pk, created, series.modality
@@ -369,28 +244,27 @@ def _add_to_counts(
 
 def _index(
     organisation: Organisation,
-    ds: Dataset,
+    h: Header,
     stored: StoredFile,
-    transfer_syntax: str,
     source: str,
     node: PacsNode | None,
 ) -> StoreResult:
     """Index one stored file; call inside a transaction."""
-    patient_pk = _patient_pk(organisation, ds)
-    study_pk, filed_under, study_created = _study_pks(organisation, ds, patient_pk)
+    patient_pk = _patient_pk(organisation, h)
+    study_pk, filed_under, study_created = _study_pks(organisation, h, patient_pk)
     if filed_under != patient_pk:
-        _refuse_other_patient(organisation, ds, study_pk, patient_pk)
-    series_pk, series_created, modality = _series_pk(study_pk, ds)
+        _refuse_other_patient(organisation, h, study_pk, patient_pk)
+    series_pk, series_created, modality = _series_pk(study_pk, h)
     instance = Instance.objects.create(
         organisation=organisation,
         series_id=series_pk,
-        sop_class_uid=dicom.text(ds, "SOPClassUID", 64),
-        sop_instance_uid=dicom.text(ds, "SOPInstanceUID", 64),
-        instance_number=dicom.integer(ds, "InstanceNumber"),
-        transfer_syntax_uid=transfer_syntax,
-        number_of_frames=max(dicom.integer(ds, "NumberOfFrames") or 1, 1),
-        rows=dicom.integer(ds, "Rows"),
-        columns=dicom.integer(ds, "Columns"),
+        sop_class_uid=h.sop_class_uid,
+        sop_instance_uid=h.sop_instance_uid,
+        instance_number=h.instance_number,
+        transfer_syntax_uid=h.transfer_syntax,
+        number_of_frames=h.number_of_frames,
+        rows=h.rows,
+        columns=h.columns,
         size=stored.size,
         sha256=stored.sha256,
         crc32=stored.crc32,
@@ -406,21 +280,21 @@ def _index(
     # Usage (per organisation and day), in this transaction: counted once whatever the ingest path.
     received = {Usage.INSTANCES_RECEIVED: 1, Usage.BYTES_RECEIVED: stored.size}
     count_each({**received, Usage.STUDIES_RECEIVED: int(study_created)}, organisation=organisation.pk)
-    study_uid = dicom.text(ds, "StudyInstanceUID", 64)
+    study_uid = h.study_uid
     transaction.on_commit(
         lambda: _ids.remember(
             (
-                (organisation.pk, dicom.text(ds, "IssuerOfPatientID", 64), dicom.text(ds, "PatientID", 64)),
+                (organisation.pk, h.issuer, h.patient_id),
                 patient_pk,
             ),
             ((organisation.pk, study_uid), (study_pk, patient_pk)),
-            ((study_pk, dicom.text(ds, "SeriesInstanceUID", 64)), series_pk),
+            ((study_pk, h.series_uid), series_pk),
         )
     )
     return StoreResult(StoreOutcome.STORED, instance.pk, study_uid, patient_pk)
 
 
-def _refuse_other_patient(organisation: Organisation, ds: Dataset, study_pk: int, patient_pk: int) -> None:
+def _refuse_other_patient(organisation: Organisation, h: Header, study_pk: int, patient_pk: int) -> None:
     """One Study Instance UID under two patients is a mix-up upstream, or a correction: filing it would show one
     patient's images to another. Refused, and recorded for an admin (``_index_or_record``); unless the cached id
     is stale because an admin moved the study to this patient meanwhile."""
@@ -433,21 +307,20 @@ def _refuse_other_patient(organisation: Organisation, ds: Dataset, study_pk: int
     if filed_under != patient_pk:
         refused = Refused(
             study_pk=study_pk,
-            study_uid=dicom.text(ds, "StudyInstanceUID", 64),
+            study_uid=h.study_uid,
             filed_under=filed_under,
-            issuer=dicom.text(ds, "IssuerOfPatientID", 64),
-            patient_id=dicom.text(ds, "PatientID", 64),
-            new_patient=_patient_fields(ds),
+            issuer=h.issuer,
+            patient_id=h.patient_id,
+            new_patient=_patient_fields(h),
         )
         raise PatientConflictError(refused)
 
 
 def _index_or_record(
     organisation: Organisation,
-    ds: Dataset,
+    h: Header,
     stored: StoredFile,
     file: PendingFile,
-    transfer_syntax: str,
     source: str,
     node: PacsNode | None,
 ) -> StoreResult:
@@ -457,14 +330,14 @@ def _index_or_record(
     the PACS")."""
     try:
         with transaction.atomic():
-            result = _index(organisation, ds, stored, transfer_syntax, source, node)
+            result = _index(organisation, h, stored, source, node)
             try:
                 file.wait()
             except OSError as exc:  # the rows roll back
                 raise OutOfResourcesError(WRITE_FAILED) from exc
             return result
     except PatientConflictError as exc:
-        sop_uid = dicom.text(ds, "SOPInstanceUID", 64)
+        sop_uid = h.sop_instance_uid
         if Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid).exists():
             # Sent before, when the study still was this patient's: a duplicate, not a new conflict.
             raise _AlreadyHereError from None
@@ -516,6 +389,8 @@ def store_instance(
     *,
     source: str,
     node: PacsNode | None = None,
+    header: Header | None = None,
+    crc32: int | None = None,
 ) -> StoreResult:
     """Store one DICOM Part 10 file (file meta + data set) durably and index it (docs/security.md R1).
 
@@ -523,13 +398,17 @@ def store_instance(
     it is durable, and only then does this return (docs/architecture.md "C-STORE ingest"). The same SOP Instance
     UID again (per organisation) is acknowledged and not stored twice. Raises an ``IngestError`` subclass (with a
     DICOM status) when the data cannot be stored.
+
+    ``header`` and ``crc32``: what the caller has read of ``data`` already (``read_header``, ``zlib.crc32``), so
+    that it is not done twice: the journal's indexer files what the SCP read before it acknowledged.
     """
     file = start_put(get_storage(), data)
     try:
-        ds, transfer_syntax = read_header(data)
-        sop_uid = dicom.text(ds, "SOPInstanceUID", 64)
+        h = header or read_header(data)
+        sop_uid = h.sop_instance_uid
         sha256 = hashlib.sha256(data).hexdigest()
-        crc32 = zlib.crc32(data)  # as a ZIP member records it: the downloads never compute it
+        if crc32 is None:
+            crc32 = zlib.crc32(data)  # as a ZIP member records it: the downloads never compute it
     except BaseException:
         file.discard()
         raise
@@ -538,7 +417,7 @@ def store_instance(
     for attempt in (1, 2):
         stored = StoredFile(key=file.name, size=size, sha256=sha256, crc32=crc32)
         try:
-            return _index_or_record(organisation, ds, stored, file, transfer_syntax, source, node)
+            return _index_or_record(organisation, h, stored, file, source, node)
         except (IntegrityError, _StaleIdsError, _AlreadyHereError) as exc:
             file.discard()
             # Sent before, or by a concurrent association just now: the first copy stays, ours goes.

@@ -40,16 +40,15 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 from radshare.core.storage import get_storage
 from radshare.dicom import DICOM_READ_ERRORS, IMPLEMENTATION_UID
 from radshare.organisations.models import Organisation
-from radshare.studies.models import Instance, Study
-from radshare.studies.services import (
+from radshare.studies.errors import (
     ConflictError,
     IngestError,
     MissingAttributeError,
     OutOfResourcesError,
-    StoreOutcome,
     TruncatedError,
-    store_instance,
 )
+from radshare.studies.models import Instance, Study
+from radshare.studies.services import StoreOutcome, store_instance
 from radshare.studies.signals import announce_arrivals
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from radshare.organisations.models import PacsNode
 from radshare.pacs.dimse.association import OUT_OF_RESOURCES, SUCCESS
-from radshare.studies.services import IngestError, OutOfResourcesError, StoreOutcome, store_instance
+from radshare.studies.errors import IngestError, OutOfResourcesError
+from radshare.studies.services import StoreOutcome, store_instance
 
 # The package's logger: every DIMSE log line keeps the one name, radshare.pacs.dimse.
 logger = logging.getLogger("radshare.pacs.dimse")
