@@ -256,6 +256,27 @@ def test_the_indexer_files_with_the_header_the_scp_read(
 
 
 @pytest.mark.django_db
+def test_rendering_is_called_for_once_per_batch_while_a_long_association_is_filed(
+    organisation: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    writer = journal.Writer(tmp_path)
+    append_association(writer, organisation, node, "1-1", images(ALICE, 120))
+    writer.close()
+    calls = []
+    monkeypatch.setattr(indexer_module, "announce_arrivals", lambda: calls.append(1))
+    with django_capture_on_commit_callbacks(execute=True):
+        Indexer(tmp_path, first_live_segment=1).pass_once(live=False)
+    # Two batches (64 records, then 56 and the end): each passes 50 stored instances, so each asks once, after its
+    # commit (here the test's transaction holds both commits, so the calls come at its end).
+    assert len(calls) == 2
+    assert Instance.objects.count() == 120
+
+
+@pytest.mark.django_db
 def test_a_batch_that_fails_is_rolled_back_and_its_records_filed_one_by_one(
     organisation: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

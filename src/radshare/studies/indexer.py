@@ -144,6 +144,7 @@ class Indexer:
         self._organisations: dict[int, Organisation] = {}
         self._nodes: dict[int, PacsNode] = {}
         self._unannounced = 0
+        self._announcing = False  # a call for rendering waits for this transaction's commit
         self._past_closed = False
         self._orphans_checked = False
 
@@ -235,6 +236,7 @@ class Indexer:
 
     def _commit(self, items: list[journal.Record]) -> None:
         """File ``items`` and move the cursor past the last, in one transaction; then take the new state."""
+        self._announcing = False  # a call registered in a transaction that rolled back never ran
         with transaction.atomic():
             state = (self.associations, self._meta)
             for item in items:
@@ -294,7 +296,8 @@ class Indexer:
         if result.outcome == StoreOutcome.STORED:
             tally.stored += 1
             self._unannounced += 1
-            if self._unannounced >= ANNOUNCE_EVERY:
+            if self._unannounced >= ANNOUNCE_EVERY and not self._announcing:
+                self._announcing = True  # once per transaction, however many instances follow in it
                 transaction.on_commit(self._announce)
         else:
             tally.duplicate += 1
