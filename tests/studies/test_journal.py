@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 import os
 import re
 import threading
@@ -14,6 +15,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -21,6 +23,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
+from radshare.core.models import UsageCount
 from radshare.organisations.services import add_pacs_node
 from radshare.studies import indexer as indexer_module
 from radshare.studies import journal
@@ -28,9 +31,9 @@ from radshare.studies import services as services_module
 from radshare.studies.errors import OutOfResourcesError
 from radshare.studies.header import read_header
 from radshare.studies.indexer import Indexer, backlogs
-from radshare.studies.models import Instance, JournalCursor, Study, StudyConflict
+from radshare.studies.models import Instance, JournalCursor, Patient, Study, StudyConflict
 from radshare.studies.services import store_instance
-from radshare.studies.synthetic import FakePatient, ct_series, encode
+from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode
 
 ALICE = FakePatient("J-ALICE", "Journal^Alice", dt.date(1980, 1, 2))
 BOB = FakePatient("J-BOB", "Journal^Bob", dt.date(1970, 3, 4))
@@ -274,6 +277,74 @@ def test_rendering_is_called_for_once_per_batch_while_a_long_association_is_file
     # commit (here the test's transaction holds both commits, so the calls come at its end).
     assert len(calls) == 2
     assert Instance.objects.count() == 120
+
+
+@pytest.mark.django_db
+def test_a_batch_counts_its_instances_once_as_filing_them_one_by_one_would(
+    organisation: Any, tmp_path: Path
+) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    first = [encode(ds) for ds in ct_series(ALICE, count=3, size=16)]
+    study_uid = pydicom.dcmread(io.BytesIO(first[0])).StudyInstanceUID
+    files = [
+        *first,
+        *[encode(ds) for ds in ct_series(ALICE, count=2, size=16, study_uid=study_uid)],  # a second series
+        encode(cr_image(ALICE, study_uid=study_uid)),  # of another modality
+        *images(BOB, 4),  # another study
+    ]
+    writer = journal.Writer(tmp_path)
+    append_association(writer, organisation, node, "1-1", files)
+    writer.close()
+    Indexer(tmp_path, first_live_segment=1).pass_once(live=False)  # one batch
+    assert Instance.objects.count() == len(files)
+    for study in Study.objects.all():
+        instances = Instance.objects.filter(series__study=study)
+        assert study.number_of_instances == instances.count()
+        assert study.size == sum(i.size for i in instances)
+        assert study.number_of_series == study.series.count()
+        assert study.last_instance_at is not None
+        for series in study.series.all():
+            assert series.number_of_instances == series.instances.count()
+            assert series.size == sum(i.size for i in series.instances.all())
+    assert Study.objects.get(study_instance_uid=study_uid).modalities_in_study == "CR\\CT"
+    usage = dict(UsageCount.objects.filter(organisation_id=organisation.pk).values_list("name", "value"))
+    assert usage["instances_received"] == len(files)
+    assert usage["bytes_received"] == sum(len(f) for f in files)
+    assert usage["studies_received"] == 2
+
+
+@pytest.mark.django_db
+def test_a_batch_whose_study_moved_meanwhile_is_filed_one_by_one_and_held(
+    organisation: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    alice = images(ALICE, 4)
+    with django_capture_on_commit_callbacks(execute=True):  # this process now caches the study's ids
+        store_instance(organisation, alice[0], source="scp", node=node)
+    study = Study.objects.get()
+    # An admin accepts a correction in a web process: the study is Bob's now; this process's cache still says Alice.
+    bob = Patient.objects.create(organisation=organisation, patient_id="J-BOB", patient_name="Journal^Bob")
+    Study.objects.filter(pk=study.pk).update(patient=bob)
+    folder = tmp_path / "00"
+    folder.mkdir()
+    writer = journal.Writer(folder)
+    append_association(writer, organisation, node, "1-1", alice[1:])
+    writer.close()
+    monkeypatch.setattr(indexer_module, "close_old_connections", lambda: None)
+    caplog.set_level(logging.INFO, logger="radshare.studies.indexer")
+    Indexer(folder, first_live_segment=1).pass_once(live=False)
+    # The batch's write of the counts found the study moved: rolled back, then each record filed alone, which
+    # looks the study up afresh and holds the images for the admin instead of filing them under Bob.
+    assert "a batch of 4 records is filed one by one: StaleIdsError" in caplog.text
+    study.refresh_from_db()
+    assert (study.patient_id, study.number_of_instances) == (bob.pk, 1)
+    assert Instance.objects.count() == 1
+    assert StudyConflict.objects.get().refused == 3
+    assert len(list((tmp_path / "held").iterdir())) == 3
 
 
 @pytest.mark.django_db

@@ -4,6 +4,8 @@ B.2.3). Raised by ``header.py`` (reading) and ``services.py`` (storing and index
 
 from __future__ import annotations
 
+BEING_DESTROYED = "the study is being removed; send it again later"
+
 
 class IngestError(Exception):
     """The data cannot be stored. ``status`` is the DICOM C-STORE failure status (PS3.4 Annex B.2.3)."""
@@ -47,3 +49,8 @@ class OutOfResourcesError(IngestError):
 class StudyBeingDestroyedError(OutOfResourcesError):
     """An instance of a study whose destruction has started: refused for now (0xA700), so the sender tries again
     and the study is then simply new (docs/architecture.md "Destruction"). Acknowledging it would lose it."""
+
+
+class StaleIdsError(Exception):
+    """A cached id no longer holds (the study moved to another patient): forget the cache and index afresh. Never
+    leaves ingest (``services.store_instance`` retries)."""

@@ -15,6 +15,7 @@ What the SCP could not check before acknowledging:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -35,7 +36,7 @@ from django.db import DatabaseError, close_old_connections, transaction
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
-from radshare.studies import held, indexer_process, journal
+from radshare.studies import counts, held, indexer_process, journal
 from radshare.studies.errors import IngestError, OutOfResourcesError
 from radshare.studies.header import Header
 from radshare.studies.models import JournalCursor
@@ -223,7 +224,7 @@ class Indexer:
         delay = RETRY_FIRST
         while True:
             try:
-                self._commit([item])
+                self._commit([item], summed=False)
                 return
             except (OutOfResourcesError, DatabaseError, OSError) as exc:
                 # A study being destroyed, storage full, the database away: all pass.
@@ -234,10 +235,15 @@ class Indexer:
             time.sleep(delay)
             delay = min(delay * 2, RETRY_LAST)
 
-    def _commit(self, items: list[journal.Record]) -> None:
-        """File ``items`` and move the cursor past the last, in one transaction; then take the new state."""
+    def _commit(self, items: list[journal.Record], *, summed: bool = True) -> None:
+        """File ``items`` and move the cursor past the last, in one transaction; then take the new state.
+
+        ``summed``: the counts the instances add to their studies and series are summed and written once, at the
+        end (``counts.added_once``: two statements per study and series instead of three per instance). A record
+        filed alone after its batch failed is counted as it is stored, as on every other ingest path, where a
+        study moved meanwhile is told apart from one being destroyed."""
         self._announcing = False  # a call registered in a transaction that rolled back never ran
-        with transaction.atomic():
+        with transaction.atomic(), counts.added_once() if summed else contextlib.nullcontext():
             state = (self.associations, self._meta)
             for item in items:
                 state = self._apply(item, *state)

@@ -10,19 +10,24 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
+from django.db import IntegrityError, transaction
 
 from radshare import dicom
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.core import crypto
 from radshare.core.storage import get_storage
-from radshare.core.usage import Usage, count_each
 from radshare.organisations.models import Organisation, PacsNode
-from radshare.studies import signals
+from radshare.studies import counts, signals
 from radshare.studies.conflicts import Refused, record_conflict
-from radshare.studies.errors import ConflictError, OutOfResourcesError, StudyBeingDestroyedError
+from radshare.studies.counts import Counts
+from radshare.studies.errors import (
+    BEING_DESTROYED,
+    ConflictError,
+    OutOfResourcesError,
+    StaleIdsError,
+    StudyBeingDestroyedError,
+)
 from radshare.studies.files import PendingFile, start_put
 from radshare.studies.header import Header, read_header
 from radshare.studies.models import Instance, Patient, Series, Study
@@ -46,15 +51,10 @@ class PatientConflictError(ConflictError):
         self.refused = refused
 
 
-class _StaleIdsError(Exception):
-    """A cached id no longer holds (the study moved to another patient): forget the cache and index afresh."""
-
-
 class _AlreadyHereError(Exception):
     """The SOP Instance UID is indexed already: ``_duplicate`` tells what that means for the received copy."""
 
 
-BEING_DESTROYED = "the study is being removed; send it again later"
 WRITE_FAILED = "the file could not be written (storage full or unavailable)"
 
 
@@ -195,61 +195,15 @@ def _series_pk(study_pk: int, h: Header) -> tuple[int, bool, str]:
     return series.pk, created, series.modality
 
 
-# The count updates of every new instance, as plain SQL (SQLite and PostgreSQL): built through the ORM they cost more
-# CPU than the file's fsync (docs/architecture.md "C-STORE ingest").
-_SERIES_COUNTS = (
-    "UPDATE studies_series SET number_of_instances = number_of_instances + 1,"
-    " number_of_reports = number_of_reports + %s, size = size + %s WHERE id = %s"
-)
-_STUDY_COUNTS = (
-    "UPDATE studies_study SET number_of_instances = number_of_instances + 1,"
-    " number_of_reports = number_of_reports + %s, size = size + %s, number_of_series = number_of_series + %s,"
-    " last_instance_at = %s WHERE id = %s AND patient_id = %s AND destroy_started_at IS NULL"
-)
-
-
-def _add_to_counts(
-    study_pk: int,
-    patient_pk: int,
-    series_pk: int,
-    size: int,
-    series_created: bool,
-    modality: str,
-    sop_class_uid: str,
-) -> None:
-    """One more instance of ``size`` bytes in its series and study (a report counted apart from the images,
-    ``dicom.REPORT_SOP_CLASSES``); a new series also counts in the study's series and modalities. The study must
-    still be filed under ``patient_pk``: an admin may have moved it since this process cached its ids
-    (docs/architecture.md "Corrections from the PACS"), and not be being destroyed. In the instance's transaction:
-    the counts are right whenever it commits, however the association ends."""
-    reports = 1 if sop_class_uid in dicom.REPORT_SOP_CLASSES else 0
-    # The retention of an unshared study counts from its last instance.
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        # The study first: its row lock (PostgreSQL) orders concurrent associations adding series to one study.
-        cursor.execute(_STUDY_COUNTS, [reports, size, int(series_created), now, study_pk, patient_pk])
-        if cursor.rowcount == 0:
-            if Study.objects.filter(pk=study_pk, destroy_started_at__isnull=True).exists():
-                raise _StaleIdsError  # moved to another patient
-            raise StudyBeingDestroyedError(BEING_DESTROYED)
-        cursor.execute(_SERIES_COUNTS, [reports, size, series_pk])
-    if series_created and modality:
-        # Under the study's row lock (SQLite: the write transaction), read every series: concurrent associations
-        # adding series of other modalities to the same study each see the others' committed rows.
-        modalities = (
-            Series.objects.filter(study_id=study_pk).exclude(modality="").values_list("modality", flat=True)
-        )
-        Study.objects.filter(pk=study_pk).update(modalities_in_study="\\".join(sorted(set(modalities)))[:100])
-
-
 def _index(
     organisation: Organisation,
     h: Header,
     stored: StoredFile,
     source: str,
     node: PacsNode | None,
-) -> StoreResult:
-    """Index one stored file; call inside a transaction."""
+) -> tuple[StoreResult, Counts]:
+    """Index one stored file; call inside a transaction. Returns what it adds to the counts, written already
+    unless an enclosing ``counts.added_once`` sums them."""
     patient_pk = _patient_pk(organisation, h)
     study_pk, filed_under, study_created = _study_pks(organisation, h, patient_pk)
     if filed_under != patient_pk:
@@ -274,12 +228,20 @@ def _index(
     )
     # Listeners add their rows in this transaction (imaging: the render, "pending" until a worker makes it).
     signals.instance_stored.send(sender=Instance, instance=instance)
-    _add_to_counts(
-        study_pk, patient_pk, series_pk, stored.size, series_created, modality, instance.sop_class_uid
+    added = Counts()
+    added.add_instance(
+        organisation=organisation.pk,
+        study=study_pk,
+        patient=patient_pk,
+        series=series_pk,
+        size=stored.size,
+        report=instance.sop_class_uid in dicom.REPORT_SOP_CLASSES,
+        study_created=study_created,
+        series_created=series_created,
+        modality=modality,
     )
-    # Usage (per organisation and day), in this transaction: counted once whatever the ingest path.
-    received = {Usage.INSTANCES_RECEIVED: 1, Usage.BYTES_RECEIVED: stored.size}
-    count_each({**received, Usage.STUDIES_RECEIVED: int(study_created)}, organisation=organisation.pk)
+    if counts.pending() is None:
+        added.write()  # else the caller adds them once the instance's rows are in (_index_or_record)
     study_uid = h.study_uid
     transaction.on_commit(
         lambda: _ids.remember(
@@ -291,7 +253,7 @@ def _index(
             ((study_pk, h.series_uid), series_pk),
         )
     )
-    return StoreResult(StoreOutcome.STORED, instance.pk, study_uid, patient_pk)
+    return StoreResult(StoreOutcome.STORED, instance.pk, study_uid, patient_pk), added
 
 
 def _refuse_other_patient(organisation: Organisation, h: Header, study_pk: int, patient_pk: int) -> None:
@@ -300,7 +262,7 @@ def _refuse_other_patient(organisation: Organisation, h: Header, study_pk: int, 
     is stale because an admin moved the study to this patient meanwhile."""
     now = Study.objects.filter(pk=study_pk).values_list("patient_id", "destroy_started_at").first()
     if now is None:
-        raise _StaleIdsError
+        raise StaleIdsError
     filed_under, destroying = now
     if destroying is not None:
         raise StudyBeingDestroyedError(BEING_DESTROYED)
@@ -330,12 +292,14 @@ def _index_or_record(
     the PACS")."""
     try:
         with transaction.atomic():
-            result = _index(organisation, h, stored, source, node)
+            result, added = _index(organisation, h, stored, source, node)
             try:
                 file.wait()
             except OSError as exc:  # the rows roll back
                 raise OutOfResourcesError(WRITE_FAILED) from exc
-            return result
+        if (summing := counts.pending()) is not None:
+            summing.add(added)  # the instance's rows are in: its counts go with the enclosing transaction's
+        return result
     except PatientConflictError as exc:
         sop_uid = h.sop_instance_uid
         if Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid).exists():
@@ -418,7 +382,7 @@ def store_instance(
         stored = StoredFile(key=file.name, size=size, sha256=sha256, crc32=crc32)
         try:
             return _index_or_record(organisation, h, stored, file, source, node)
-        except (IntegrityError, _StaleIdsError, _AlreadyHereError) as exc:
+        except (IntegrityError, StaleIdsError, _AlreadyHereError) as exc:
             file.discard()
             # Sent before, or by a concurrent association just now: the first copy stays, ours goes.
             if (dup := _duplicate(organisation, sop_uid, sha256, node)) is not None:
