@@ -14,6 +14,7 @@ from django.core.management.base import CommandError
 from radshare.audit.models import AuditEvent
 from radshare.organisations.services import add_pacs_node
 from radshare.studies import conflicts, journal
+from radshare.studies import held as held_module
 from radshare.studies.indexer import Indexer
 from radshare.studies.models import Instance, Study, StudyConflict
 from radshare.studies.services import store_instance
@@ -125,3 +126,22 @@ def test_a_dismissed_correction_s_images_stay_until_deleted(
     assert all(e.study_uids == [Study.objects.get().study_instance_uid] for e in entries)
     assert all("Bob" not in str(e.detail) for e in entries)
     assert Instance.objects.count() == 1
+
+
+def test_a_held_image_is_written_whole_and_durable_with_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once the indexer moves past its record, the journal segment may be deleted: the held file is then the only
+    # copy of an acknowledged image, so it must survive a power cut with its folder entry, however the kernel
+    # splits the write.
+    real_write = held_module.os.write
+    monkeypatch.setattr(held_module.os, "write", lambda fd, data: real_write(fd, bytes(data)[:1000]))
+    synced: list[Path] = []
+    real_fsync_folder = held_module.fsync_folder
+    monkeypatch.setattr(
+        held_module, "fsync_folder", lambda folder: (synced.append(folder), real_fsync_folder(folder))
+    )
+    payload = images(ALICE, 1)[0]
+    name = held_module.keep(tmp_path / "held", "j", 0x10, 1, None, payload)
+    assert (tmp_path / "held" / name).read_bytes() == payload
+    assert synced == [tmp_path, tmp_path / "held"]  # the new folder's entry, then the file's

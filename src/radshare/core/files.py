@@ -4,6 +4,7 @@ outbox (docs/architecture.md "Ingest path"). No Django imports: the journal's in
 from __future__ import annotations
 
 import os
+from collections.abc import Buffer
 from pathlib import Path
 
 
@@ -14,3 +15,13 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: Buffer) -> int:
+    """Write all of ``data`` (``os.write`` may write less than it is given); the number of bytes."""
+    view = memoryview(data).cast("B")
+    size = len(view)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    return size

@@ -18,6 +18,7 @@ from django.conf import settings
 
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, record
+from radshare.core.files import fsync_folder, write_all
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies.errors import IngestError
 from radshare.studies.header import Header, read_header
@@ -45,15 +46,19 @@ def keep(
     node_pk: int | None,
     payload: bytes | memoryview,
 ) -> str:
-    """Write ``payload`` durably to ``held`` (readable by radshare's user only); returns the file's name."""
-    held.mkdir(mode=0o700, exist_ok=True)
+    """Write ``payload`` durably to ``held`` (readable by radshare's user only); returns the file's name. Durable
+    with its name: once the indexer moves past its record, the journal that held it too may be deleted."""
+    if not held.is_dir():
+        held.mkdir(mode=0o700, exist_ok=True)
+        fsync_folder(held.parent)
     name = f"{journal}-{position:x}.o{organisation_pk}" + (f".n{node_pk}" if node_pk else "") + ".dcm"
     fd = os.open(held / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, payload)
+        write_all(fd, payload)
         os.fsync(fd)
     finally:
         os.close(fd)
+    fsync_folder(held)
     return name
 
 

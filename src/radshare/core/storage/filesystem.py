@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from radshare.core.files import fsync_folder
+from radshare.core.files import fsync_folder, write_all
 from radshare.core.storage.base import Data, ObjectStat, Storage, StoredObject, check_key
 
 TEMPORARY = "incoming"
@@ -259,23 +259,14 @@ def _make_folders(folder: Path, *, durable: bool) -> None:
 
 def _write_all(fd: int, data: Data) -> int:
     if isinstance(data, bytes | bytearray | memoryview):
-        return _write_buffer(fd, data)
+        return write_all(fd, data)
     size = 0
     if hasattr(data, "read"):
         while chunk := data.read(READ_SIZE):
-            size += _write_buffer(fd, chunk)
+            size += write_all(fd, chunk)
         return size
     for chunk in data:
-        size += _write_buffer(fd, chunk)
-    return size
-
-
-def _write_buffer(fd: int, data: Buffer) -> int:
-    view = memoryview(data).cast("B")
-    size = len(view)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+        size += write_all(fd, chunk)
     return size
 
 
