@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from radshare.organisations.services import create_sender
 from radshare.shares.models import Share
@@ -37,7 +38,9 @@ def test_a_new_api_key_is_copied_with_its_button(browser: Any, live_server: Any,
     copy = page.locator("button[data-copy=new-api-key]")
     assert copy.is_visible()  # hidden until the script is there to make it work
     copy.click()
-    page.wait_for_function("document.getElementById('api-key-copy-status').textContent === 'Copied'")
+    expect(page.locator("#api-key-copy-status")).to_have_text(
+        "Copied"
+    )  # (wait_for_function needs eval: CSP says no)
     assert page.evaluate("navigator.clipboard.readText()") == key
     assert problems == []
     context.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from radshare.organisations.models import Sender
 from radshare.shares import codes
@@ -61,7 +62,7 @@ def test_select_share_and_copy_the_link(
     assert codes.code_hash(code) == share.code_hash
     assert page.locator("svg.qr").is_visible()
     page.click("button[data-copy=share-link]")
-    page.wait_for_function("document.getElementById('copy-status').textContent === 'Copied'")
+    expect(page.locator("#copy-status")).to_have_text("Copied")  # (wait_for_function needs eval: CSP says no)
     assert page.evaluate("navigator.clipboard.readText()") == link
     assert problems == []
     context.close()
