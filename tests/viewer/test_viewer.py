@@ -19,10 +19,10 @@ from radshare.downloads.models import DownloadDay
 from radshare.imaging import reports as reports_module
 from radshare.imaging import services as imaging
 from radshare.imaging.models import InstanceRender
+from radshare.imaging.reports import study as report_study
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import ct_series, encode
-from radshare.viewer import views as viewer_views
 from tests.imaging.test_reports import make_pdf, pdf_dataset, sr_dataset
 from tests.recipients.conftest import Recipient, logged_in_client, ready_share
 from tests.shares.helpers import ANNA, PIET, make_study
@@ -247,14 +247,14 @@ def test_sr_report_is_shown_beside_the_images(recipient: Recipient) -> None:
     assert "cannot be shown in the browser" not in html
 
 
-def test_a_report_is_read_from_storage_once_while_the_page_is_opened_again(
+def test_a_report_is_read_from_storage_once_while_the_pages_are_opened_again(
     recipient: Recipient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ct = recipient.studies[0]
     sr = sr_dataset(ANNA, ct.study_instance_uid, finding="Kept nodule", conclusion="No fracture")
     add_instance(ct, sr)
     reads = []
-    real_read = reports_module.read_instance
+    real_read = report_study.read_instance
     fails = {"now": True}
 
     def read(instance: Any, **kwargs: Any) -> Any:
@@ -263,20 +263,23 @@ def test_a_report_is_read_from_storage_once_while_the_page_is_opened_again(
             raise reports_module.ReportError("the storage is away a moment")
         return real_read(instance, **kwargs)
 
-    monkeypatch.setattr(reports_module, "read_instance", read)
+    monkeypatch.setattr(report_study, "read_instance", read)
     html, _ = open_viewer(recipient.client, ct)
     assert "Kept nodule" not in html  # unreadable now: not kept, so tried again
     fails["now"] = False
     for _ in range(3):
         html, _ = open_viewer(recipient.client, ct)
         assert "Kept nodule" in html
-    assert len(reads) == 2  # the failed read, then one read for three pages
+        assert reports_module.study_reports(Study.objects.get(pk=ct.pk))[
+            0
+        ].readable  # the sender's study page's report list too
+    assert len(reads) == 2  # the failed read, then one read for three pages and three lists
     # Kept per language: the status line is in the page's language.
     recipient.client.cookies["django_language"] = "nl"
     open_viewer(recipient.client, ct)
     assert len(reads) == 3
-    # And for a few minutes only: no report outlives its study's destruction for long in a web process.
-    monkeypatch.setattr(viewer_views, "KEEP_SECONDS", 0.0)
+    # And for a few minutes only: no report outlives its study's destruction for long in a process.
+    monkeypatch.setattr(report_study, "KEEP_SECONDS", -1.0)
     open_viewer(recipient.client, ct)
     assert len(reads) == 4
 

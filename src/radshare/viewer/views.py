@@ -10,9 +10,6 @@ audit entry; images are neither audited nor counted as downloads (docs/architect
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +18,6 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
 
@@ -33,7 +29,6 @@ from radshare.imaging import reports
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.previews import KINDS
 from radshare.imaging.render import CT_PRESETS
-from radshare.imaging.reports.study import REPORT_READ_ERRORS, SUMMARY_TAGS
 from radshare.recipients.services import refused_on_device
 from radshare.recipients.session import recipient_required, record_recipient
 from radshare.shares.models import Share
@@ -144,49 +139,12 @@ def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
     return stacks, not_shown
 
 
-# A report's stored file never changes, so what the page shows of it is read once per process and language and kept
-# for a few minutes (the newest REPORTS_KEPT): a study page with a report no longer reads and parses it from storage
-# for every request (about a fifth of the page's time). The page's own query lists the study's report instances first,
-# so a kept report is shown only to a share that holds its study; and none outlives its study's destruction by more
-# than KEEP_SECONDS in a web process's memory.
-REPORTS_KEPT = 256
-KEEP_SECONDS = 300.0
-_kept: OrderedDict[tuple[int, str, str], tuple[ViewerReport, float]] = OrderedDict()
-_kept_lock = threading.Lock()
-
-
 def viewer_reports(study: Study) -> list[ViewerReport]:
-    """The study's reports, oldest first: an SR rendered for the page, a PDF by its header only."""
-    out = []
-    for instance in reports.study_report_instances(study):
-        key = (instance.pk, instance.storage_key, get_language() or "")
-        now = time.monotonic()
-        with _kept_lock:
-            kept = _kept.get(key)
-            if kept is not None and now - kept[1] > KEEP_SECONDS:
-                del _kept[key]
-                kept = None
-        if kept is None:
-            report = _read_report(instance)
-            if report.summary.readable:  # an unreadable file (storage away a moment) is tried again next time
-                with _kept_lock:
-                    _kept[key] = (report, now)
-                    while len(_kept) > REPORTS_KEPT:
-                        _kept.popitem(last=False)
-        else:
-            report = kept[0]
-        out.append(report)
-    return out
-
-
-def _read_report(instance: Instance) -> ViewerReport:
-    pdf = reports.is_pdf(instance.sop_class_uid)
-    try:
-        ds = reports.read_instance(instance, specific_tags=SUMMARY_TAGS if pdf else None)
-        return ViewerReport(reports.summarise(ds, instance.pk), None if pdf else reports.render_sr(ds))
-    except REPORT_READ_ERRORS:
-        summary = reports.ReportSummary(instance_pk=instance.pk, kind="pdf" if pdf else "sr", readable=False)
-        return ViewerReport(summary, None)
+    """The study's reports, oldest first: an SR rendered for the page, a PDF by its header only (each read once and
+    kept a few minutes: ``reports.read_report``)."""
+    return [
+        ViewerReport(*reports.read_report(instance)) for instance in reports.study_report_instances(study)
+    ]
 
 
 def _refuse(request: HttpRequest, share: Share, action: Action, requested_id: int, reason: str) -> Http404:

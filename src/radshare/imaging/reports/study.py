@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.utils.translation import get_language
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -116,15 +120,43 @@ def study_report_instances(study: Study) -> list[Instance]:
 
 def study_reports(study: Study) -> list[ReportSummary]:
     """One summary per report of ``study``; a file that cannot be read gets a placeholder line."""
-    summaries = []
-    for instance in study_report_instances(study):
-        kind = "pdf" if is_pdf(instance.sop_class_uid) else "sr"
-        try:
-            ds = read_instance(instance, specific_tags=SUMMARY_TAGS)
-            summaries.append(summarise(ds, instance.pk))
-        except REPORT_READ_ERRORS:
-            summaries.append(ReportSummary(instance_pk=instance.pk, kind=kind, readable=False))
-    return summaries
+    return [read_report(instance)[0] for instance in study_report_instances(study)]
+
+
+# A report's stored file never changes, so what the pages show of it is read once per process and language and kept
+# for a few minutes (the newest REPORTS_KEPT): a study list or study page with a report no longer reads and parses
+# it from storage on every request (about a fifth of the viewer page's time). Callers list a study's report instances
+# first (``study_report_instances``), so a kept report is shown only where its study is; and none outlives its
+# study's destruction by more than KEEP_SECONDS in a process's memory.
+REPORTS_KEPT = 256
+KEEP_SECONDS = 300.0
+_kept: OrderedDict[tuple[int, str, str], tuple[tuple[ReportSummary, SrDocument | None], float]] = (
+    OrderedDict()
+)
+_kept_lock = threading.Lock()
+
+
+def read_report(instance: Instance) -> tuple[ReportSummary, SrDocument | None]:
+    """A report's summary and, for an SR, its document rendered for a page (a PDF is read by its header only). A
+    file that cannot be read gets a placeholder summary, and is not kept: it is tried again next time."""
+    key = (instance.pk, instance.storage_key, get_language() or "")
+    now = time.monotonic()
+    with _kept_lock:
+        kept = _kept.get(key)
+        if kept is not None and now - kept[1] <= KEEP_SECONDS:
+            return kept[0]
+    pdf = is_pdf(instance.sop_class_uid)
+    try:
+        ds = read_instance(instance, specific_tags=SUMMARY_TAGS if pdf else None)
+        report = (summarise(ds, instance.pk), None if pdf else render_sr(ds))
+    except REPORT_READ_ERRORS:
+        return ReportSummary(instance_pk=instance.pk, kind="pdf" if pdf else "sr", readable=False), None
+    with _kept_lock:
+        _kept[key] = (report, now)
+        _kept.move_to_end(key)
+        while len(_kept) > REPORTS_KEPT:
+            _kept.popitem(last=False)
+    return report
 
 
 @dataclass(frozen=True)
