@@ -349,8 +349,18 @@ def test_orthanc_refuses_an_unknown_calling_ae_title(orthanc: Orthanc, radshare_
 
 def test_orthanc_refuses_a_wrong_called_ae_title(orthanc: Orthanc) -> None:
     node = PacsNode(ae_title="NOT-ORTHANC", host="127.0.0.1", port=orthanc.dicom_port)
-    with pytest.raises(PacsError, match=r"called AE title not known to it"):
-        echo(node)
+    # Orthanc closes the connection right after its A-ASSOCIATE-RJ; on a loaded machine the close sometimes arrives
+    # first and the reason is lost ("broke off", 2 of 5 full runs in December 2026). Our reading of the reason is
+    # what is tested: it must come through at least once in three tries, and nothing else may come.
+    seen = []
+    for _ in range(3):
+        with pytest.raises(PacsError) as info:
+            echo(node)
+        seen.append(info.value.reason)
+        if "called AE title not known to it" in info.value.reason:
+            break
+    assert "called AE title not known to it" in seen[-1], seen
+    assert set(seen[:-1]) <= {"the PACS broke off the association"}, seen
 
 
 @pytest.mark.django_db(transaction=True)
