@@ -4,7 +4,9 @@ A fresh installation runs ``radshare scp`` and ``radshare worker`` (default sett
 DCMTK ``storescu`` (TCP_NODELAY=1) sends a generated 512x512 CT study in one association; the moment it returns
 (the last C-STORE acknowledged) a waiting process creates a share of the study and times it until the share is
 ready. Two kinds of study: uncompressed, and JPEG 2000 lossless (decode-bound). The reference for the latter is
-decoding the same files alone on every core (a process pool, pydicom), measured in the same run.
+decoding the same files alone on every core (a process pool, pydicom), measured in the same run. A small study is
+sent and shared first, not timed: the processes have just started, and a running installation has long finished
+starting them when a study comes in. The next study is sent once the CT window presets of the one before are made.
 docs/architecture.md "Performance budget": JPEG 2000 at most 4 s for 400 images; uncompressed below 1 s.
 
 With ``--journal`` the SCP runs in journal mode (``RADSHARE_INGEST_JOURNAL``): the last answer comes before the index
@@ -33,13 +35,16 @@ from processes import free_port, wait_port
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 from results import Row, report
 
+WARM_UP = 20  # images of a study sent and shared first, not timed
 PY = sys.executable
 CLI = [PY, "-m", "radshare"]
 
 # Runs inside `radshare shell`: Django is loaded before the images are sent, so its start-up is not timed. Each
-# line on stdin is a Study Instance UID that has just arrived; the answer is the seconds until its share is ready.
+# line on stdin is a Study Instance UID that has just arrived; the answer is the seconds until its share is ready,
+# of which waiting for the index, and until the CT window presets (the renders' second pass) are made.
 WATCH = """
 import sys, time
+from radshare.imaging.models import InstanceRender
 from radshare.organisations.models import Organisation
 from radshare.shares.models import Share
 from radshare.shares.services import create_share
@@ -51,11 +56,17 @@ for line in sys.stdin:
     uid, count = line.split()
     while Study.objects.filter(study_instance_uid=uid, number_of_instances=int(count)).count() == 0:
         time.sleep(0.01)  # journal mode: the index follows the answers
+    indexed = time.perf_counter() - started
     study = Study.objects.get(study_instance_uid=uid)
     share = create_share(org, [study.pk], recipient_type="patient", phone="0612345678", delivery="url").share
     while (status := Share.objects.values_list("status", flat=True).get(pk=share.pk)) == Share.Status.PREPARING:
         time.sleep(0.02)
-    print(f"{time.perf_counter() - started:.4f} {status}", flush=True)
+    ready = time.perf_counter() - started
+    # CT window presets come in a second pass after the share is ready; the next study is sent once they are made,
+    # so that no run measures the one before it.
+    while InstanceRender.objects.filter(instance__series__study=study, presets_due=True).exists():
+        time.sleep(0.02)
+    print(f"{ready:.4f} {indexed:.4f} {time.perf_counter() - started:.4f} {status}", flush=True)
 """
 
 
@@ -128,6 +139,7 @@ def main() -> None:
             for run in range(args.runs)
             for kind in ("uncompressed", "jpeg2000")
         }
+        warm_up = make_study(tmp / "warm-up", WARM_UP, False)
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         scp = subprocess.Popen([*CLI, "scp"], env=env, **quiet)  # type: ignore[call-overload]
         worker = subprocess.Popen([*CLI, "worker"], env=env, **quiet)  # type: ignore[call-overload]
@@ -141,18 +153,28 @@ def main() -> None:
         assert watch.stdin is not None
         assert watch.stdout is not None
         times: dict[str, list[float]] = {"uncompressed": [], "jpeg2000": [], "decode": []}
+        indexed: dict[str, list[float]] = {"uncompressed": [], "jpeg2000": []}
+        presets: dict[str, list[float]] = {"uncompressed": [], "jpeg2000": []}
         try:
             wait_port(int(env["RADSHARE_DICOM_PORT"]))
             assert watch.stdout.readline().strip() == "ready to watch"
+            # Not timed: the processes have just started (the worker's render processes import while the first
+            # images arrive); a running installation has done so long before a study comes in.
+            send(tmp / "warm-up", int(env["RADSHARE_DICOM_PORT"]), False)
+            watch.stdin.write(f"{warm_up} {WARM_UP}\n")
+            watch.stdin.flush()
+            watch.stdout.readline()
             for run in range(args.runs):
                 for kind in ("uncompressed", "jpeg2000"):
                     send(tmp / f"{kind}-{run}", int(env["RADSHARE_DICOM_PORT"]), kind == "jpeg2000")
                     watch.stdin.write(f"{studies[kind, run]} {args.count}\n")
                     watch.stdin.flush()
-                    seconds, status = watch.stdout.readline().split()
+                    seconds, index_seconds, presets_seconds, status = watch.stdout.readline().split()
                     if status != "ready":
                         raise SystemExit(f"the share ended {status}, not ready")
                     times[kind].append(float(seconds))
+                    indexed[kind].append(float(index_seconds))
+                    presets[kind].append(float(presets_seconds))
                 times["decode"].append(decode_alone(tmp / f"jpeg2000-{run}"))
         finally:
             watch.stdin.close()
@@ -175,7 +197,12 @@ def main() -> None:
             Row(
                 "uncompressed: seconds to ready",
                 median(times["uncompressed"]),
-                extra={"budget_seconds": 1.0, "runs": str(times["uncompressed"])},
+                extra={
+                    "budget_seconds": 1.0,
+                    "runs": str(times["uncompressed"]),
+                    "of_which_indexing": str(indexed["uncompressed"]),
+                    "presets_made": str(presets["uncompressed"]),
+                },
                 higher_is_better=False,
                 unit="s",
             ),
@@ -185,7 +212,12 @@ def main() -> None:
                 reference=median(times["decode"]),
                 higher_is_better=False,
                 unit="s",
-                extra={"budget_seconds": 4.0, "runs": str(times["jpeg2000"])},
+                extra={
+                    "budget_seconds": 4.0,
+                    "runs": str(times["jpeg2000"]),
+                    "of_which_indexing": str(indexed["jpeg2000"]),
+                    "presets_made": str(presets["jpeg2000"]),
+                },
             ),
         ],
         count=args.count,

@@ -18,12 +18,14 @@ import pydicom
 import pydicom.data
 import pytest
 from django.core.management import call_command
+from django.db import DatabaseError
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from PIL import Image
 from pydicom.pixels import iter_pixels
+from pydicom.uid import RLELossless
 
-from radshare.core.storage import FileSystemStorage, Storage, get_storage, render_key
+from radshare.core.storage import FileSystemStorage, Storage, get_storage, instance_key, render_key
 from radshare.imaging import render, services
 from radshare.imaging.models import InstanceRender
 from radshare.imaging.render import PREVIEW_MAX, THUMB_MAX, RenderJob, render_file
@@ -35,6 +37,7 @@ from radshare.studies.synthetic import FakePatient, cr_image, ct_series, encode
 SAMPLES = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent  # type: ignore[arg-type]
 SAMPLE_FILES = sorted(p for p in SAMPLES.rglob("*.dcm"))
 PATIENT = FakePatient("R1", "Render^Test", dt.date(1975, 6, 1))
+OTHER = FakePatient("R2", "Render^Other", dt.date(1980, 2, 3))
 SOURCE = "instances/source.dcm"
 
 
@@ -126,7 +129,12 @@ def test_ct_window_40_400_shows_soft_tissue_mid_grey(tmp_path: Path) -> None:
     assert (ds.WindowCenter, ds.WindowWidth) == (40, 400)
     job = _job(tmp_path, encode(ds))
     outcome = render_file(job)
-    assert outcome.presets == ["soft", "lung", "bone"]
+    # The first pass makes what a share needs; the presets are the second pass's.
+    assert (outcome.status, outcome.presets_due, outcome.presets) == ("done", True, [])
+    assert not job.storage.exists(render_key(1, 0, "lung"))
+    second = render_file(RenderJob(1, SOURCE, job.storage, presets=True))
+    assert (second.status, second.presets_pass, second.presets) == ("done", True, ["soft", "lung", "bone"])
+    assert (second.frames, second.jpeg_sizes, second.checksums) == (0, [], {})  # it records nothing else
     grey = np.asarray(_image(job.storage, 1, 0, "full"), dtype=np.int16)
     # The phantom's body is 40 HU between radius ~15% and ~55% of the body radius: sample a ring at 35%.
     centre = 64
@@ -140,6 +148,17 @@ def test_ct_window_40_400_shows_soft_tissue_mid_grey(tmp_path: Path) -> None:
     # In the lung window (-600/1500) soft tissue is bright and the -700 HU hole is darker grey, not black.
     assert lung[centre, centre + 17] > 180
     assert 60 < lung[centre, centre] < 140
+
+
+def test_a_compressed_ct_gets_its_presets_in_the_first_pass(tmp_path: Path) -> None:
+    """Decoding encapsulated pixel data again would cost more than the presets: no second pass for it."""
+    ds = ct_series(PATIENT, count=1, size=64)[0]
+    ds.compress(RLELossless)
+    job = _job(tmp_path, encode(ds))
+    outcome = render_file(job)
+    assert (outcome.status, outcome.presets_due, outcome.presets) == ("done", False, ["soft", "lung", "bone"])
+    assert job.storage.exists(render_key(1, 0, "bone"))
+    assert job.storage.exists(render_key(1, 0, "thumb"))
 
 
 def test_multiframe_renders_every_frame(tmp_path: Path) -> None:
@@ -338,3 +357,182 @@ def test_a_full_disk_postpones_renders_and_they_are_made_once_space_returns(
     assert services.renders_done(study)
     for r in renders:
         assert get_storage().size(render_key(r.instance_id, 0, "full")) == r.jpeg_size > 0
+
+
+# --- CT window presets: a second pass, once the study's first passes are done (docs/architecture.md "Renders") -----
+
+
+def _study_renders(study: Study) -> Any:
+    return InstanceRender.objects.filter(instance__series__study=study).order_by("instance_id")
+
+
+def _make(jobs: list[RenderJob]) -> None:
+    for job in jobs:
+        services.record_outcome(render_file(job), job.attempt)
+
+
+@pytest.mark.django_db
+def test_ct_presets_are_made_after_the_study_is_ready_and_destruction_waits_for_them(
+    organisation: Any,
+) -> None:
+    for ds in ct_series(PATIENT, count=3, size=64):
+        store_instance(organisation, encode(ds), source="upload")
+    store_instance(organisation, encode(cr_image(OTHER)), source="upload")
+    ct = Study.objects.get(patient__patient_id="R1")
+    _make(services.claim_pending(limit=2))
+    assert services.claim_pending(presets=True) == []  # a first pass of the study is still open
+    _make(services.claim_pending())
+    assert services.renders_done(ct)  # ready: a share of it need not wait for the presets
+    assert (
+        list(_study_renders(ct).values_list("status", "presets_due", "presets")) == [("done", True, [])] * 3
+    )
+    cr = InstanceRender.objects.get(instance__series__study__patient__patient_id="R2")
+    assert (cr.status, cr.presets_due) == ("done", False)  # not a CT: no second pass
+    storage = get_storage()
+    assert not any(storage.exists(render_key(r.instance_id, 0, "lung")) for r in _study_renders(ct))
+    assert not services.rendering(ct.pk)
+
+    jobs = services.claim_pending(presets=True)
+    assert [(job.presets, job.instance_pk) for job in jobs] == [
+        (True, r.instance_id) for r in _study_renders(ct)
+    ]
+    assert services.claim_pending(presets=True) == []  # claimed once
+    assert services.rendering(ct.pk)  # its files may still appear: the study is not destroyed under it
+    assert services.renders_done(ct)
+    _make(jobs)
+    assert (
+        list(_study_renders(ct).values_list("presets_due", "presets", "claimed_at"))
+        == [(False, ["soft", "lung", "bone"], None)] * 3
+    )
+    assert all(storage.exists(render_key(r.instance_id, 0, "lung")) for r in _study_renders(ct))
+    assert not services.rendering(ct.pk)
+    assert not services.work_waiting()
+
+
+@pytest.mark.django_db
+def test_a_first_pass_of_any_study_comes_before_presets_that_wait(
+    organisation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for ds in ct_series(PATIENT, count=2, size=64):
+        store_instance(organisation, encode(ds), source="upload")
+    _make(services.claim_pending())  # the first study is ready; its presets wait
+    for ds in ct_series(OTHER, count=2, size=64):
+        store_instance(organisation, encode(ds), source="upload")
+    made: list[tuple[bool, str]] = []
+    patients = dict(
+        InstanceRender.objects.values_list("instance_id", "instance__series__study__patient__patient_id")
+    )
+
+    def spy(job: RenderJob) -> render.RenderOutcome:
+        made.append((job.presets, patients[job.instance_pk]))
+        return render_file(job)
+
+    monkeypatch.setattr(services, "render_file", spy)
+    assert services.render_pending_now(parallel=False) == 6
+    assert made == [(False, "R2"), (False, "R2"), (True, "R1"), (True, "R1"), (True, "R2"), (True, "R2")]
+    assert not InstanceRender.objects.filter(presets_due=True).exists()
+
+
+@pytest.mark.django_db
+def test_preset_claims_of_a_dead_worker_or_left_too_long_are_given_back(organisation: Any) -> None:
+    for ds in ct_series(PATIENT, count=2, size=32):
+        store_instance(organisation, encode(ds), source="upload")
+    _make(services.claim_pending())
+    assert len(services.claim_pending(presets=True)) == 2
+    InstanceRender.objects.update(claimed_by="worker-1")
+    DBTaskResult.objects.all().delete()
+    assert services.release_claims_of(None, ["worker-1"]) == 2
+    assert set(InstanceRender.objects.values_list("status", "presets_due", "claimed_at", "claimed_by")) == {
+        ("done", True, None, "")
+    }
+    assert DBTaskResult.objects.filter(task_path=render_pending.module_path).exists()  # made by another
+    assert len(services.claim_pending(presets=True)) == 2  # outside a worker: no id, a time limit
+    assert services.release_stale_claims() == 0
+    InstanceRender.objects.update(claimed_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    assert services.release_stale_claims() == 2
+    assert len(services.claim_pending(presets=True)) == 2
+
+
+@pytest.mark.django_db
+def test_a_full_disk_postpones_the_presets_and_the_study_stays_ready(
+    organisation: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for ds in ct_series(PATIENT, count=2, size=32):
+        store_instance(organisation, encode(ds), source="upload")
+    study = Study.objects.get(patient__patient_id="R1")
+    _make(services.claim_pending())
+    write = render._write
+
+    def disk_full(storage: Storage, key: str, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
+
+    monkeypatch.setattr(render, "_write", disk_full)
+    with caplog.at_level(logging.WARNING, logger="radshare.imaging.services"):
+        assert services.render_pending_now(parallel=False) == 2
+    assert (
+        list(_study_renders(study).values_list("status", "presets_due", "presets", "attempts", "claimed_at"))
+        == [("done", True, [], 1, None)] * 2
+    )
+    assert all(r.retry_after and r.retry_after > timezone.now() for r in _study_renders(study))
+    assert services.renders_done(study)
+    assert not services.renders_postponed(study)
+    assert "2 of 2 renders postponed by a fault of the machine (ENOSPC)" in caplog.text
+    assert services.render_pending_now(parallel=False) == 0  # nothing spins until the delay has passed
+    assert not services.work_waiting()
+
+    monkeypatch.setattr(render, "_write", write)
+    _study_renders(study).update(retry_after=timezone.now() - dt.timedelta(seconds=1))
+    assert services.work_waiting()
+    assert services.render_pending_now(parallel=False) == 2
+    assert (
+        list(_study_renders(study).values_list("presets_due", "presets", "attempts", "retry_after"))
+        == [(False, ["soft", "lung", "bone"], 0, None)] * 2
+    )
+
+
+@pytest.mark.django_db
+def test_a_second_pass_that_cannot_read_the_image_leaves_no_presets_and_is_not_retried(
+    organisation: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store_instance(organisation, encode(ct_series(PATIENT, count=1, size=32)[0]), source="upload")
+    _make(services.claim_pending())
+    render_row = InstanceRender.objects.get()
+    get_storage().delete(instance_key(render_row.instance.storage_key))
+    with caplog.at_level(logging.WARNING, logger="radshare.imaging.services"):
+        assert services.render_pending_now(parallel=False) == 1
+    render_row.refresh_from_db()
+    assert (render_row.status, render_row.presets_due, render_row.presets) == ("done", False, [])
+    assert f"the CT window presets of instance {render_row.instance_id} could not be made: file_missing" in (
+        caplog.text
+    )
+    assert services.render_pending_now(parallel=False) == 0
+
+
+@pytest.mark.django_db
+def test_when_recording_fails_the_batch_started_behind_is_finished_and_given_back(
+    organisation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next batch is handed to the render processes before one is recorded. Should recording fail (the database
+    away), that batch is let finish before the task gives up, so no render writes a file after its claim is given
+    back (its study could be destroyed meanwhile), and both batches are pending again."""
+    for ds in ct_series(PATIENT, count=services.BATCH + 8, size=32):
+        store_instance(organisation, encode(ds), source="upload")
+
+    def database_away(outcome: render.RenderOutcome, attempt: int = 0) -> None:
+        raise DatabaseError("the database is away")
+
+    monkeypatch.setattr(services, "record_outcome", database_away)
+    try:
+        with pytest.raises(DatabaseError):
+            services.render_pending_now(parallel=True)
+        storage = get_storage()
+        behind = InstanceRender.objects.order_by("instance_id")[services.BATCH :]
+        assert len(behind) == 8
+        assert all(
+            storage.exists(render_key(r.instance_id, 0, "thumb")) for r in behind
+        )  # finished, not running
+    finally:
+        services.shutdown_pool()
+    assert set(InstanceRender.objects.values_list("status", "claimed_at", "attempts")) == {
+        ("pending", None, 1)
+    }

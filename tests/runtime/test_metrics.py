@@ -13,6 +13,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from radshare.delivery import outbox
+from radshare.imaging.models import InstanceRender
 from radshare.shares.services import mark_opened
 from tests.downloads.test_downloads import get
 from tests.recipients.conftest import logged_in_client, ready_share
@@ -75,6 +76,11 @@ def test_the_counters_move_with_the_flow(radshare_config: Any, organisation: Any
         sum(v for (name, _labels), v in after.items() if name == "radshare_shares") == 1
     )  # one share, any status
     assert value(after, "radshare_render_queue", state="pending") == 0  # all rendered
+    assert value(after, "radshare_render_queue", state="presets") == 0  # the second pass too
+    InstanceRender.objects.filter(instance__series__study=study).update(presets_due=True)
+    assert (
+        value(scrape(), "radshare_render_queue", state="presets") == 2
+    )  # the CT's two images wait for theirs
     started = "recipients:start"
     assert (
         value(after, "radshare_http_requests_total", route=started, method="GET", status="302")

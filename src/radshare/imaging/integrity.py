@@ -10,7 +10,8 @@ A done render has, for each of its ``frames``, ``NNNN-full.jpg``, ``NNNN-preview
    looked up ``CHUNK`` at a time. A file outside any instance's folder, in the folder of an instance that is gone,
    beside a render that has no files (failed, not an image), or that a done render does not name is an *orphan*.
    A done render lacking a file is *missing*; a full-size JPEG of another size than recorded is *changed*.
-   Pending and rendering rows are in flux and not judged.
+   Pending and rendering rows are in flux and not judged, nor the preset files of a render whose second pass is
+   due (``presets_due``: being made).
 2. The done rows are read in id order; one whose folder the walk did not meet at all is *missing*.
 
 ``--repair`` deletes orphans older than ``RECENT`` and puts a damaged render back to pending, so that a worker
@@ -30,6 +31,7 @@ from django.db.models import Q
 from radshare.core.storage import Storage, StoredObject
 from radshare.core.storage.layout import RENDERS, render_folder, render_key, video_key
 from radshare.imaging.models import InstanceRender
+from radshare.imaging.render import CT_PRESETS
 from radshare.imaging.services import request_render
 from radshare.studies.integrity import (
     CHUNK,
@@ -50,7 +52,7 @@ VIDEO = "video"  # the kind of the MP4 (0000-video.mp4)
 _KEY = re.compile(rf"{RENDERS}/(\d{{3}})/([1-9]\d*)/(\d{{4}})-([a-z]+)\.(jpg|mp4)")
 
 Found = list[tuple[int, str, StoredObject]]  # one folder's files: (frame, kind, the file)
-Row = tuple[str, int, list[str], list[int], int, datetime | None, datetime | None]
+Row = tuple[str, int, list[str], bool, list[int], int, datetime | None, datetime | None]
 
 
 def expected(frames: int, presets: list[str], video: bool = False) -> list[tuple[int, str]]:
@@ -115,6 +117,7 @@ class RenderCheck(AreaCheck):
                 "status",
                 "frames",
                 "presets",
+                "presets_due",
                 "jpeg_sizes",
                 "video_size",
                 "instance__broken_at",
@@ -131,7 +134,7 @@ class RenderCheck(AreaCheck):
             self._folder(pk, found, row)
 
     def _folder(self, pk: int, found: Found, row: Row) -> None:
-        status, frames, presets, jpeg_sizes, video_size, _, destroying = row
+        status, frames, presets, presets_due, jpeg_sizes, video_size, _, destroying = row
         if destroying is not None:
             self.report.tally(Kind.SKIPPED).add(f"instance {pk}: {render_folder(pk)}/")
             return
@@ -142,6 +145,8 @@ class RenderCheck(AreaCheck):
         for frame, kind, obj in found:
             if (frame, kind) in wanted:
                 present[frame, kind] = obj
+            elif presets_due and kind in CT_PRESETS:
+                continue  # the second pass is making them
             else:
                 self.unknown(obj)  # a render without files, or one that names no such file
         if status != Status.DONE:

@@ -40,6 +40,9 @@ class InstanceRender(models.Model):
     preview_rows = models.PositiveIntegerField(default=0)
     preview_columns = models.PositiveIntegerField(default=0)
     presets = models.JSONField(default=list, blank=True)  # CT window presets rendered, e.g. ["soft", "lung"]
+    # A CT image whose window presets the second pass has yet to make (after the share is ready: docs/architecture.md
+    # "Renders"); its claim uses claimed_at/claimed_by while the status stays "done".
+    presets_due = models.BooleanField(default=False)
     jpeg_sizes = models.JSONField(default=list, blank=True)  # bytes of each frame's full-size JPEG
     jpeg_size = models.BigIntegerField(default=0)  # their sum and the video's: what the JPEG download holds
     # {"full": [[size, crc32], ...], "preview": [...]}, per frame, as the ZIP downloads record them
@@ -58,7 +61,10 @@ class InstanceRender(models.Model):
     rendered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["status", "id"], name="render_status")]
+        indexes = [
+            models.Index(fields=["status", "id"], name="render_status"),
+            models.Index(fields=["id"], condition=models.Q(presets_due=True), name="render_presets_due"),
+        ]
 
     def __str__(self) -> str:
         return f"render of instance {self.instance_id}: {self.status}"

@@ -7,11 +7,13 @@ tables (PS3.3 C.7.6.3.1.5), deeper than 8 bits scaled down. Compressed transfer 
 plugins (pylibjpeg: JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000; pydicom itself: RLE).
 
 Everything here is pure (a stored file in, render files out through the storage, a summary back), so it runs in
-worker processes without the database. Per frame it writes ``NNNN-full.jpg`` (full size, for the JPEG download),
-``NNNN-preview.jpg`` (at most 1024 px), ``NNNN-thumb.jpg`` (at most 160 px) and, for CT, ``NNNN-<preset>.jpg``
-window presets at preview size, under the keys ``radshare.core.storage.layout.render_key`` makes. A run of frames
-with a frame time (ultrasound, XA, a cine) also gets an H.264 MP4 of the previews (``video``), from the same decoded
-frames, under ``video_key``.
+worker processes without the database. Per frame the first pass writes ``NNNN-full.jpg`` (full size, for the JPEG
+download), ``NNNN-preview.jpg`` (at most 1024 px) and ``NNNN-thumb.jpg`` (at most 160 px), under the keys
+``radshare.core.storage.layout.render_key`` makes: what a share needs to be ready. A run of frames with a frame time
+(ultrasound, XA, a cine) also gets an H.264 MP4 of the previews (``video``), from the same decoded frames, under
+``video_key``. For CT, ``NNNN-<preset>.jpg``, the window presets at preview size: made by a second pass
+(``RenderJob.presets``) once the first passes that are due are done, or with the first when decoding the pixel data
+costs more than they do (docs/architecture.md "Renders").
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class RenderJob:
     source: str  # the key of the stored instance
     storage: Storage  # read from and written to by the render process (picklable)
     attempt: int = 0  # renders postponed by a fault of the machine so far
+    presets: bool = False  # the second pass: only the CT window presets
 
 
 @dataclass
@@ -77,7 +80,9 @@ class RenderOutcome:
     columns: int = 0
     preview_rows: int = 0
     preview_columns: int = 0
-    presets: list[str] = field(default_factory=list)
+    presets: list[str] = field(default_factory=list)  # the CT window presets written
+    presets_due: bool = False  # first pass: an uncompressed CT image, whose presets the second pass makes
+    presets_pass: bool = False  # the outcome of a second pass (RenderJob.presets)
     jpeg_sizes: list[int] = field(default_factory=list)
     # Per kind ("full", "preview"): each frame's [size, CRC-32], for the ZIP downloads (InstanceRender.checksums).
     checksums: dict[str, list[list[int]]] = field(default_factory=dict)
@@ -156,6 +161,13 @@ def _frame_dataset(ds: Dataset, index: int) -> Dataset:
     return merged
 
 
+def _modality(ds: Dataset, arr: np.ndarray, frame_ds: Dataset) -> np.ndarray:
+    """A monochrome frame's modality values (PS3.3 C.11.1): rescaled from the frame's functional groups when it has
+    them, else from the data set (or its Modality LUT)."""
+    source = frame_ds if ("RescaleSlope" in frame_ds or "RescaleIntercept" in frame_ds) else ds
+    return apply_modality_lut(arr, source).astype(np.float32, copy=False)
+
+
 def to_display(ds: Dataset, arr: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray | None]:
     """One frame as 8-bit grey (H, W) or RGB (H, W, 3), plus the modality values (for CT presets) or None."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -169,9 +181,7 @@ def to_display(ds: Dataset, arr: np.ndarray, index: int) -> tuple[np.ndarray, np
             return (arr >> max(bits - 8, 0)).clip(0, 255).astype(np.uint8), None
         return arr.astype(np.uint8, copy=False), None
     frame_ds = _frame_dataset(ds, index)
-    # Rescale from the frame's functional groups when it has them, else from the data set (or its Modality LUT).
-    source = frame_ds if ("RescaleSlope" in frame_ds or "RescaleIntercept" in frame_ds) else ds
-    values = apply_modality_lut(arr, source).astype(np.float32, copy=False)
+    values = _modality(ds, arr, frame_ds)
     voi = _voi(ds, frame_ds)
     if voi is not None:
         grey = window(values, *voi)
@@ -184,13 +194,13 @@ def to_display(ds: Dataset, arr: np.ndarray, index: int) -> tuple[np.ndarray, np
     return grey, values
 
 
-def _fit(image: Image.Image, limit: int) -> Image.Image:
+def _fit(image: Image.Image, limit: int, reducing_gap: float = 2.0) -> Image.Image:
     w, h = image.size
     scale = limit / max(w, h)
     if scale >= 1:
         return image
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=reducing_gap)
 
 
 def _encode(image: Image.Image, quality: int) -> bytes:
@@ -219,10 +229,12 @@ def _render_frame(
     arr: np.ndarray,
     index: int,
     job: RenderJob,
-    is_ct: bool,
     outcome: RenderOutcome,
     video: VideoWriter | None = None,
-) -> None:
+) -> np.ndarray | None:
+    """The first pass of one frame: full size, preview and thumbnail (and the frame added to the video). Returns the
+    frame's modality values (None for colour)."""
+
     def write(kind: str, data: bytes) -> None:
         _write(job.storage, render_key(job.instance_pk, index, kind), data)
         if kind in ZIPPED:
@@ -235,18 +247,36 @@ def _render_frame(
     outcome.jpeg_sizes.append(len(full))
     preview = _fit(image, PREVIEW_MAX)
     write("preview", full if preview is image else _encode(preview, PREVIEW_QUALITY))
-    write("thumb", _encode(_fit(preview, THUMB_MAX), THUMB_QUALITY))
+    # A thumbnail is reduced by the whole factor first (a box filter: 512 to 171 px, then bilinear to 160): half the
+    # CPU of the bilinear filter over the whole image, and at 160 px the same picture.
+    write("thumb", _encode(_fit(preview, THUMB_MAX, reducing_gap=1.0), THUMB_QUALITY))
     if video is not None:
         video.add(preview)
     if index == 0:
         outcome.rows, outcome.columns = image.height, image.width
         outcome.preview_rows, outcome.preview_columns = preview.height, preview.width
-    if is_ct and values is not None and grey.ndim == 2:
-        for name, (center, width) in CT_PRESETS.items():
-            preset = _fit(Image.fromarray(window(values, center, width)), PREVIEW_MAX)
-            write(name, _encode(preset, PREVIEW_QUALITY))
-            if index == 0:
-                outcome.presets.append(name)
+    return values
+
+
+def _render_presets(
+    ds: Dataset,
+    arr: np.ndarray,
+    index: int,
+    job: RenderJob,
+    outcome: RenderOutcome,
+    values: np.ndarray | None,
+) -> None:
+    """Each window preset of one monochrome CT frame at preview size, from its Hounsfield values (``values``, when
+    the first pass of the frame has just computed them)."""
+    if values is None:
+        if arr.ndim != 2 or str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+            return  # colour: no Hounsfield values to window
+        values = _modality(ds, arr, _frame_dataset(ds, index))
+    for name, (center, width) in CT_PRESETS.items():
+        preset = _fit(Image.fromarray(window(values, center, width)), PREVIEW_MAX)
+        _write(job.storage, render_key(job.instance_pk, index, name), _encode(preset, PREVIEW_QUALITY))
+        if index == 0:
+            outcome.presets.append(name)
 
 
 def _write_video(job: RenderJob, video: VideoWriter, outcome: RenderOutcome) -> None:
@@ -260,9 +290,20 @@ def _write_video(job: RenderJob, video: VideoWriter, outcome: RenderOutcome) -> 
     outcome.video_frame_rate = float(video.rate)
 
 
+def _encapsulated(ds: Dataset) -> bool:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return bool(syntax is not None and syntax.is_encapsulated)
+
+
 def render_file(job: RenderJob) -> RenderOutcome:
-    """Render every frame of one stored DICOM file; never raises (a failure is an outcome with a reason, a fault
-    of the machine a "pending" outcome with its errno name)."""
+    """Render every frame of one stored DICOM file, the first pass or (``job.presets``) the second; never raises
+    (a failure is an outcome with a reason, a fault of the machine a "pending" outcome with its errno name)."""
+    outcome = _render(job)
+    outcome.presets_pass = job.presets
+    return outcome
+
+
+def _render(job: RenderJob) -> RenderOutcome:
     outcome = RenderOutcome(job.instance_pk, "done")
     try:
         with job.storage.open(job.source) as stored:
@@ -274,11 +315,20 @@ def render_file(job: RenderJob) -> RenderOutcome:
     if not any(k in ds for k in PIXEL_KEYWORDS):
         return RenderOutcome(job.instance_pk, "unrenderable", "no_pixel_data")
     is_ct = str(ds.get("Modality", "")).upper() == "CT"
-    seconds = frame_seconds(ds)
+    if job.presets and not is_ct:
+        return outcome
+    # Encapsulated pixel data (JPEG, JPEG-LS, JPEG 2000, RLE) costs more to decode than the presets cost to make: a
+    # second pass would decode it again, so its presets are made with the first (docs/architecture.md "Renders").
+    presets_now = job.presets or (is_ct and _encapsulated(ds))
+    seconds = None if job.presets else frame_seconds(ds)
     video = VideoWriter(seconds) if seconds is not None else None
+    frames = 0
     try:
         for index, arr in enumerate(iter_pixels(ds)):
-            _render_frame(ds, arr, index, job, is_ct, outcome, video)
+            values = None if job.presets else _render_frame(ds, arr, index, job, outcome, video)
+            if presets_now and (job.presets or values is not None):
+                _render_presets(ds, arr, index, job, outcome, values)
+            frames += 1
         if video is not None:
             _write_video(job, video, outcome)
     except NotImplementedError:
@@ -293,9 +343,11 @@ def render_file(job: RenderJob) -> RenderOutcome:
     finally:
         if video is not None:
             video.close()
-    outcome.frames = len(outcome.jpeg_sizes)
-    if outcome.frames == 0:
+    if frames == 0:
         return RenderOutcome(job.instance_pk, "failed", "broken")
+    if not job.presets:
+        outcome.frames = frames
+        outcome.presets_due = is_ct and not presets_now
     return outcome
 
 

@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -17,7 +17,7 @@ from threading import Lock
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.dispatch import Signal
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
@@ -62,6 +62,16 @@ def pool() -> ProcessPoolExecutor:
         return _pool
 
 
+def start_render_processes() -> None:
+    """Start the render processes now rather than at the first render (the worker does, as it starts). They run at
+    a low priority: started while a study is arriving, they would get the CPU only once the images stop coming, and
+    the first share after a restart would wait for their start-up (docs/architecture.md "Renders")."""
+    with _sigint_blocked():  # submit() spawns the processes
+        executor = pool()
+        for _ in range(render_processes()):
+            executor.submit(int)  # a task each while none is idle: one process each
+
+
 @contextmanager
 def _sigint_blocked() -> Iterator[None]:
     """Spawned processes inherit this thread's signal mask: a Ctrl-C to the process group while a render
@@ -97,14 +107,41 @@ def shutdown_pool() -> None:
             _pool = None
 
 
-def due() -> Q:
-    """Pending renders that may be tried now (one postponed by a fault of the machine waits for its turn); never
-    those of a study being destroyed."""
-    return (
-        Q(status=Status.PENDING)
-        & (Q(retry_after__isnull=True) | Q(retry_after__lte=timezone.now()))
-        & Q(instance__series__study__destroy_started_at__isnull=True)
+def _may_try_now() -> Q:
+    """One postponed by a fault of the machine waits for its turn; never one of a study being destroyed."""
+    return (Q(retry_after__isnull=True) | Q(retry_after__lte=timezone.now())) & Q(
+        instance__series__study__destroy_started_at__isnull=True
     )
+
+
+def due() -> Q:
+    """Pending renders (first passes) that may be tried now."""
+    return Q(status=Status.PENDING) & _may_try_now()
+
+
+def presets_waiting() -> Q:
+    """CT renders whose window presets the second pass has yet to make, unclaimed, that may be tried now: only once
+    every first pass of their study is done, so a share is ready before any of them takes a core (docs/architecture.md
+    "Renders")."""
+    first_pass_open = InstanceRender.objects.filter(
+        instance__series__study_id=OuterRef("instance__series__study_id"),
+        status__in=(Status.PENDING, Status.RENDERING),
+    )
+    return (
+        Q(status=Status.DONE, presets_due=True, claimed_at__isnull=True)
+        & _may_try_now()
+        & Q(~Exists(first_pass_open))
+    )
+
+
+def presets_claimed() -> Q:
+    """Second passes claimed by a worker (their files may still appear)."""
+    return Q(status=Status.DONE, presets_due=True, claimed_at__isnull=False)
+
+
+def work_waiting() -> bool:
+    """Whether a render of either pass may be made now."""
+    return InstanceRender.objects.filter(due() | presets_waiting()).exists()
 
 
 def delete_render_files(sender: object, study_pk: int, instance_pks: list[int], **kwargs: object) -> None:
@@ -119,44 +156,50 @@ def delete_render_files(sender: object, study_pk: int, instance_pks: list[int], 
 def rendering(study_pk: int) -> bool:
     """Whether a worker is rendering an instance of the study now (its files may still appear)."""
     return InstanceRender.objects.filter(
-        instance__series__study_id=study_pk, status=Status.RENDERING
+        Q(status=Status.RENDERING) | presets_claimed(), instance__series__study_id=study_pk
     ).exists()
 
 
-def claim_pending(limit: int = BATCH) -> list[RenderJob]:
-    """Mark up to ``limit`` due renders as being rendered by this worker; any number of workers may call this."""
+def claim_pending(limit: int = BATCH, *, presets: bool = False) -> list[RenderJob]:
+    """Mark up to ``limit`` due renders as being rendered by this worker, or (``presets``) CT renders waiting for
+    their second pass as claimed by it; any number of workers may call this."""
     now = timezone.now()
+    waiting, mark = (presets_waiting(), {}) if presets else (due(), {"status": Status.RENDERING})
     with transaction.atomic():
         rows = list(
-            InstanceRender.objects.select_for_update(skip_locked=True)
-            .filter(due())
+            InstanceRender.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(waiting)
             .order_by("id")
             .values_list("id", "instance_id", "instance__storage_key", "attempts")[:limit]
         )
         if not rows:
             return []
-        InstanceRender.objects.filter(id__in=[r[0] for r in rows], status=Status.PENDING).update(
-            status=Status.RENDERING, claimed_at=now, claimed_by=current_worker_id()
+        InstanceRender.objects.filter(waiting, id__in=[r[0] for r in rows]).update(
+            claimed_at=now, claimed_by=current_worker_id(), **mark
         )
     storage = get_storage()
-    return [RenderJob(pk, instance_key(key), storage, attempts) for _, pk, key, attempts in rows]
+    return [RenderJob(pk, instance_key(key), storage, attempts, presets) for _, pk, key, attempts in rows]
 
 
-def postpone(instance_pks: list[int], attempt: int) -> None:
-    """Back to pending, tried again after a growing delay (10 s, 20 s, ... an hour), so a full disk does not
-    keep the CPU busy; the image is not called broken for it (docs/security.md R8)."""
-    InstanceRender.objects.filter(instance_id__in=instance_pks, status=Status.RENDERING).update(
-        status=Status.PENDING,
+def postpone(instance_pks: list[int], attempt: int, *, presets: bool = False) -> None:
+    """Unclaimed again (a first pass back to pending), tried again after a growing delay (10 s, 20 s, ... an hour),
+    so a full disk does not keep the CPU busy; the image is not called broken for it (docs/security.md R8)."""
+    claimed = presets_claimed() if presets else Q(status=Status.RENDERING)
+    InstanceRender.objects.filter(claimed, instance_id__in=instance_pks).update(
         claimed_at=None,
         claimed_by="",
         attempts=attempt + 1,
         retry_after=timezone.now() + backoff(attempt),
+        **({} if presets else {"status": Status.PENDING}),
     )
 
 
 def record_outcome(outcome: RenderOutcome, attempt: int = 0) -> None:
     if outcome.status == Status.PENDING:
-        postpone([outcome.instance_pk], attempt)
+        postpone([outcome.instance_pk], attempt, presets=outcome.presets_pass)
+        return
+    if outcome.presets_pass:
+        _record_presets(outcome)
         return
     InstanceRender.objects.filter(instance_id=outcome.instance_pk).update(
         status=outcome.status,
@@ -167,6 +210,7 @@ def record_outcome(outcome: RenderOutcome, attempt: int = 0) -> None:
         preview_rows=outcome.preview_rows,
         preview_columns=outcome.preview_columns,
         presets=outcome.presets,
+        presets_due=outcome.presets_due,
         jpeg_sizes=outcome.jpeg_sizes,
         jpeg_size=sum(outcome.jpeg_sizes) + outcome.video_size,  # what the JPEG download holds of it
         checksums=outcome.checksums,
@@ -174,6 +218,7 @@ def record_outcome(outcome: RenderOutcome, attempt: int = 0) -> None:
         video_crc32=outcome.video_crc32,
         video_frame_rate=outcome.video_frame_rate,
         rendered_at=timezone.now(),
+        claimed_at=None,
         claimed_by="",
         attempts=0,
         retry_after=None,
@@ -182,36 +227,62 @@ def record_outcome(outcome: RenderOutcome, attempt: int = 0) -> None:
         logger.warning("instance %s could not be rendered: %s", outcome.instance_pk, outcome.reason)
 
 
-def _render_batch(jobs: list[RenderJob], parallel: bool) -> int:
-    """Render one claimed batch and record each outcome. Whatever is left unrecorded (a render process that died,
-    the database away) is postponed, never left claimed; faults are logged once per batch."""
+def _record_presets(outcome: RenderOutcome) -> None:
+    """A second pass is made once: the presets it wrote (none if the frames could not be read this time: the viewer
+    then offers none for that series)."""
+    InstanceRender.objects.filter(presets_claimed(), instance_id=outcome.instance_pk).update(
+        presets=outcome.presets if outcome.status == Status.DONE else [],
+        presets_due=False,
+        claimed_at=None,
+        claimed_by="",
+        attempts=0,
+        retry_after=None,
+    )
+    if outcome.status != Status.DONE:
+        logger.warning(
+            "the CT window presets of instance %s could not be made: %s", outcome.instance_pk, outcome.reason
+        )
+
+
+def _start(jobs: list[RenderJob], parallel: bool) -> Iterator[RenderOutcome]:
+    """Hand a claimed batch to the render processes (at once: they render it while the batch before is recorded)."""
+    if not parallel:
+        return map(render_file, jobs)
+    with _sigint_blocked():  # map() submits now, which may spawn the pool's processes
+        return pool().map(render_file, jobs)
+
+
+def _render_batch(jobs: list[RenderJob], outcomes: Iterator[RenderOutcome]) -> int:
+    """Wait for one started batch and record its outcomes in one transaction. Whatever is left unrecorded (a render
+    process that died, the database away) is postponed, never left claimed; faults are logged once per batch."""
+    collected: list[RenderOutcome] = []
     recorded: set[int] = set()
     rendered: set[int] = set()  # recorded and not postponed
     faults: Counter[str] = Counter()
     attempts = {job.instance_pk: job.attempt for job in jobs}
+    presets = jobs[0].presets  # a batch is of one pass
     left: list[RenderJob] = []
     try:
-        if parallel:
-            with _sigint_blocked():  # map() submits now, which may spawn the pool's processes
-                outcomes: Iterable[RenderOutcome] = pool().map(render_file, jobs)
-        else:
-            outcomes = map(render_file, jobs)
-        for outcome in outcomes:
-            record_outcome(outcome, attempts[outcome.instance_pk])
+        try:
+            collected.extend(outcomes)  # kept up to a render process that died
+        except BrokenProcessPool:
+            shutdown_pool()  # a render process was killed (out of memory, a crashing decoder): start afresh
+            faults["render process died"] += 1
+        with transaction.atomic():  # one commit for the batch, not one per image
+            for outcome in collected:
+                record_outcome(outcome, attempts[outcome.instance_pk])
+        for outcome in collected:
             recorded.add(outcome.instance_pk)
             if outcome.fault:
                 faults[outcome.fault] += 1
             else:
                 rendered.add(outcome.instance_pk)
-    except BrokenProcessPool:
-        shutdown_pool()  # a render process was killed (out of memory, a crashing decoder): start afresh
-        faults["render process died"] += 1
     finally:
         left = [job for job in jobs if job.instance_pk not in recorded]
         if left:
             with contextlib.suppress(DatabaseError):  # then this worker gives them back on its next run
-                postpone([job.instance_pk for job in left], max(job.attempt for job in left))
-    if rendered:
+                postpone([job.instance_pk for job in left], max(job.attempt for job in left), presets=presets)
+    if rendered and not presets:
         _announce(rendered)
     if faults:
         postponed = len(left) + sum(n for fault, n in faults.items() if fault != "render process died")
@@ -239,12 +310,52 @@ def _announce(instance_pks: set[int]) -> None:
 
 
 def render_pending_now(*, parallel: bool = True) -> int:
-    """Render everything due, batch by batch; returns how many instances were handled."""
+    """Render everything due, batch by batch, a first pass before any second pass; returns how many renders were
+    made (or postponed)."""
     give_back_own_claims()
     handled = 0
-    while jobs := claim_pending():
-        handled += _render_batch(jobs, parallel)
+    jobs = _claim_next()
+    outcomes = _start(jobs, parallel) if jobs else iter(())
+    while jobs:
+        # The next batch is claimed and started before this one is recorded, so the render processes never wait
+        # for the database (claimed now, it cannot hold presets of the study whose first passes are recorded next).
+        following = _claim_next()
+        started = _start(following, parallel) if following else iter(())
+        try:
+            handled += _render_batch(jobs, outcomes)
+        except BaseException:
+            _abandon(following, started if parallel else iter(()))
+            raise
+        if not following:  # the presets of the study just recorded may be waiting now
+            following = _claim_next()
+            started = _start(following, parallel) if following else iter(())
+        jobs, outcomes = following, started
     return handled
+
+
+def _abandon(jobs: list[RenderJob], outcomes: Iterator[RenderOutcome]) -> None:
+    """A batch started behind one whose recording failed: its renders are let finish (none may write a file after
+    its claim is given back: the study could be destroyed meanwhile), then it is given back for a later run."""
+    if not jobs:
+        return
+    with contextlib.suppress(Exception):
+        for _ in outcomes:
+            pass
+    with contextlib.suppress(DatabaseError):  # else this worker gives them back on its next run
+        postpone([job.instance_pk for job in jobs], max(job.attempt for job in jobs), presets=jobs[0].presets)
+
+
+def _claim_next() -> list[RenderJob]:
+    return claim_pending() or claim_pending(presets=True)
+
+
+def _give_back(claims: Q) -> int:
+    """Those claims ended without an outcome: a first pass is pending again, a second pass waiting again."""
+    first = InstanceRender.objects.filter(claims, status=Status.RENDERING).update(
+        status=Status.PENDING, claimed_at=None, claimed_by=""
+    )
+    second = InstanceRender.objects.filter(claims, presets_claimed()).update(claimed_at=None, claimed_by="")
+    return first + second
 
 
 def give_back_own_claims() -> int:
@@ -253,16 +364,12 @@ def give_back_own_claims() -> int:
     worker_id = current_worker_id()
     if not worker_id:
         return 0
-    return InstanceRender.objects.filter(status=Status.RENDERING, claimed_by=worker_id).update(
-        status=Status.PENDING, claimed_at=None, claimed_by=""
-    )
+    return _give_back(Q(claimed_by=worker_id))
 
 
 def release_claims_of(sender: object, worker_ids: Sequence[str], **kwargs: object) -> int:
     """Receiver of ``core.workers.worker_died``: renders those workers held are pending again, and rendered."""
-    released = InstanceRender.objects.filter(status=Status.RENDERING, claimed_by__in=worker_ids).update(
-        status=Status.PENDING, claimed_at=None, claimed_by=""
-    )
+    released = _give_back(Q(claimed_by__in=worker_ids))
     if released:
         request_render()
     return released
@@ -270,9 +377,7 @@ def release_claims_of(sender: object, worker_ids: Sequence[str], **kwargs: objec
 
 def release_stale_claims() -> int:
     """Periodic fallback for claims made outside a worker (no worker id, so no heartbeat to judge them by)."""
-    return InstanceRender.objects.filter(
-        status=Status.RENDERING, claimed_by="", claimed_at__lt=timezone.now() - STALE_CLAIM
-    ).update(status=Status.PENDING, claimed_at=None)
+    return _give_back(Q(claimed_by="", claimed_at__lt=timezone.now() - STALE_CLAIM))
 
 
 def add_pending_render(sender: object, instance: Instance, **kwargs: object) -> None:

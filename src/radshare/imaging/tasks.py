@@ -9,7 +9,6 @@ from django.tasks import task
 
 from radshare.core.tasks import Periodic, retry
 from radshare.imaging import services
-from radshare.imaging.models import InstanceRender
 
 
 @task()
@@ -27,7 +26,7 @@ def render_housekeeping() -> int:
     """Periodic: give back stale claims made outside a worker, and make sure nothing due waits without a task
     (a render postponed by a full disk is asked for again once its delay has passed)."""
     released = services.release_stale_claims()
-    if InstanceRender.objects.filter(services.due()).exists():
+    if services.work_waiting():
         services.request_render()
     return released
 

@@ -130,6 +130,8 @@ class DatabaseCollector(Collector):
         )
         for state in (InstanceRender.Status.PENDING, InstanceRender.Status.RENDERING):
             queue.add_metric([state], float(waiting.get(state, 0)))
+        # CT window presets the second pass has yet to make (the share is ready without them).
+        queue.add_metric(["presets"], float(InstanceRender.objects.filter(presets_due=True).count()))
         yield queue
         oldest = InstanceRender.objects.filter(status=InstanceRender.Status.PENDING).aggregate(
             t=Min("instance__received_at")

@@ -16,7 +16,7 @@ from django.utils.crypto import get_random_string
 from django_tasks_db.management.commands.db_worker import Worker
 
 from radshare.core.workers import LEASE, Heartbeat, give_back_tasks_of
-from radshare.imaging.services import shutdown_pool
+from radshare.imaging.services import shutdown_pool, start_render_processes
 from radshare.runtime.scheduler import enqueue_due_periodic
 
 logger = logging.getLogger("radshare.worker")
@@ -132,6 +132,8 @@ class Command(BaseCommand):
             excluded_queue_names=[],
         )
         worker.configure_signals()
+        if not options["batch"]:
+            start_render_processes()
         logger.info("worker started")
         try:
             worker.run()
