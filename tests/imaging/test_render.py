@@ -379,8 +379,6 @@ def test_ct_presets_are_made_after_the_study_is_ready_and_destruction_waits_for_
         store_instance(organisation, encode(ds), source="upload")
     store_instance(organisation, encode(cr_image(OTHER)), source="upload")
     ct = Study.objects.get(patient__patient_id="R1")
-    _make(services.claim_pending(limit=2))
-    assert services.claim_pending(presets=True) == []  # a first pass of the study is still open
     _make(services.claim_pending())
     assert services.renders_done(ct)  # ready: a share of it need not wait for the presets
     assert (
@@ -416,7 +414,7 @@ def test_a_first_pass_of_any_study_comes_before_presets_that_wait(
     for ds in ct_series(PATIENT, count=2, size=64):
         store_instance(organisation, encode(ds), source="upload")
     _make(services.claim_pending())  # the first study is ready; its presets wait
-    for ds in ct_series(OTHER, count=2, size=64):
+    for ds in ct_series(OTHER, count=services.BATCH + 2, size=32):
         store_instance(organisation, encode(ds), source="upload")
     made: list[tuple[bool, str]] = []
     patients = dict(
@@ -428,8 +426,10 @@ def test_a_first_pass_of_any_study_comes_before_presets_that_wait(
         return render_file(job)
 
     monkeypatch.setattr(services, "render_file", spy)
-    assert services.render_pending_now(parallel=False) == 6
-    assert made == [(False, "R2"), (False, "R2"), (True, "R1"), (True, "R1"), (True, "R2"), (True, "R2")]
+    assert services.render_pending_now(parallel=False) == 2 + 2 * (services.BATCH + 2)
+    # Both batches of first passes before any second pass; then the presets in the order they became due.
+    first = [(False, "R2")] * (services.BATCH + 2)
+    assert made == [*first, (True, "R1"), (True, "R1"), *[(True, "R2")] * (services.BATCH + 2)]
     assert not InstanceRender.objects.filter(presets_due=True).exists()
 
 
