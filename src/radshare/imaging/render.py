@@ -168,18 +168,31 @@ def _modality(ds: Dataset, arr: np.ndarray, frame_ds: Dataset) -> np.ndarray:
     return apply_modality_lut(arr, source).astype(np.float32, copy=False)
 
 
-def to_display(ds: Dataset, arr: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """One frame as 8-bit grey (H, W) or RGB (H, W, 3), plus the modality values (for CT presets) or None."""
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric == "PALETTE COLOR":
+def _photometric(ds: Dataset) -> str:
+    return str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+
+
+def _colour(ds: Dataset, arr: np.ndarray) -> bool:
+    """A colour frame (palette, or RGB: pydicom already converted YBR to RGB), which has no modality values."""
+    return _photometric(ds) == "PALETTE COLOR" or arr.ndim == 3
+
+
+def _rgb(ds: Dataset, arr: np.ndarray) -> np.ndarray:
+    """A colour frame as 8-bit RGB (H, W, 3)."""
+    if _photometric(ds) == "PALETTE COLOR":
         rgb = apply_color_lut(arr, ds)
         bits = 16 if rgb.dtype.itemsize > 1 else 8
-        return (rgb >> (bits - 8)).astype(np.uint8) if bits > 8 else rgb.astype(np.uint8), None
-    if arr.ndim == 3:  # RGB (pydicom already converted YBR to RGB)
-        if arr.dtype.itemsize > 1:
-            bits = int(ds.get("BitsStored", 16) or 16)
-            return (arr >> max(bits - 8, 0)).clip(0, 255).astype(np.uint8), None
-        return arr.astype(np.uint8, copy=False), None
+        return (rgb >> (bits - 8)).astype(np.uint8) if bits > 8 else rgb.astype(np.uint8)
+    if arr.dtype.itemsize > 1:
+        bits = int(ds.get("BitsStored", 16) or 16)
+        return (arr >> max(bits - 8, 0)).clip(0, 255).astype(np.uint8)
+    return arr.astype(np.uint8, copy=False)
+
+
+def to_display(ds: Dataset, arr: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One frame as 8-bit grey (H, W) or RGB (H, W, 3), plus the modality values (for CT presets) or None."""
+    if _colour(ds, arr):
+        return _rgb(ds, arr), None
     frame_ds = _frame_dataset(ds, index)
     values = _modality(ds, arr, frame_ds)
     voi = _voi(ds, frame_ds)
@@ -189,7 +202,7 @@ def to_display(ds: Dataset, arr: np.ndarray, index: int) -> tuple[np.ndarray, np
         grey = _stretch(apply_voi_lut(values, ds, prefer_lut=True))
     else:
         grey = _stretch(values)
-    if photometric == "MONOCHROME1":
+    if _photometric(ds) == "MONOCHROME1":
         grey = 255 - grey
     return grey, values
 
@@ -269,8 +282,8 @@ def _render_presets(
     """Each window preset of one monochrome CT frame at preview size, from its Hounsfield values (``values``, when
     the first pass of the frame has just computed them)."""
     if values is None:
-        if arr.ndim != 2 or str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
-            return  # colour: no Hounsfield values to window
+        if _colour(ds, arr):
+            return  # no Hounsfield values to window
         values = _modality(ds, arr, _frame_dataset(ds, index))
     for name, (center, width) in CT_PRESETS.items():
         preset = _fit(Image.fromarray(window(values, center, width)), PREVIEW_MAX)
@@ -326,7 +339,7 @@ def _render(job: RenderJob) -> RenderOutcome:
     try:
         for index, arr in enumerate(iter_pixels(ds)):
             values = None if job.presets else _render_frame(ds, arr, index, job, outcome, video)
-            if presets_now and (job.presets or values is not None):
+            if presets_now:
                 _render_presets(ds, arr, index, job, outcome, values)
             frames += 1
         if video is not None:

@@ -240,6 +240,8 @@ def _record_presets(outcome: RenderOutcome) -> None:
 
 def _start(jobs: list[RenderJob], parallel: bool) -> Iterator[RenderOutcome]:
     """Hand a claimed batch to the render processes (at once: they render it while the batch before is recorded)."""
+    if not jobs:
+        return iter(())
     if not parallel:
         return map(render_file, jobs)
     with _sigint_blocked():  # map() submits now, which may spawn the pool's processes
@@ -273,9 +275,7 @@ def _render_batch(jobs: list[RenderJob], outcomes: Iterator[RenderOutcome]) -> i
                 rendered.add(outcome.instance_pk)
     finally:
         left = [job for job in jobs if job.instance_pk not in recorded]
-        if left:
-            with contextlib.suppress(DatabaseError):  # then this worker gives them back on its next run
-                postpone([job.instance_pk for job in left], max(job.attempt for job in left), presets=presets)
+        _postpone_jobs(left)
     if rendered and not presets:
         _announce(rendered)
     if faults:
@@ -309,12 +309,12 @@ def render_pending_now(*, parallel: bool = True) -> int:
     give_back_own_claims()
     handled = 0
     jobs = _claim_next()
-    outcomes = _start(jobs, parallel) if jobs else iter(())
+    outcomes = _start(jobs, parallel)
     while jobs:
         # The next batch is claimed and started before this one is recorded, so the render processes never wait
         # for the database. They take the batches in the order given: a second pass claimed now comes after them.
         following = _claim_next()
-        started = _start(following, parallel) if following else iter(())
+        started = _start(following, parallel)
         try:
             handled += _render_batch(jobs, outcomes)
         except BaseException:
@@ -322,7 +322,7 @@ def render_pending_now(*, parallel: bool = True) -> int:
             raise
         if not following:  # the presets of the batch just recorded are waiting now
             following = _claim_next()
-            started = _start(following, parallel) if following else iter(())
+            started = _start(following, parallel)
         jobs, outcomes = following, started
     return handled
 
@@ -330,13 +330,20 @@ def render_pending_now(*, parallel: bool = True) -> int:
 def _abandon(jobs: list[RenderJob], outcomes: Iterator[RenderOutcome]) -> None:
     """A batch started behind one whose recording failed: its renders are let finish (none may write a file after
     its claim is given back: the study could be destroyed meanwhile), then it is given back for a later run."""
-    if not jobs:
-        return
     with contextlib.suppress(Exception):
         for _ in outcomes:
             pass
-    with contextlib.suppress(DatabaseError):  # else this worker gives them back on its next run
-        postpone([job.instance_pk for job in jobs], max(job.attempt for job in jobs), presets=jobs[0].presets)
+    _postpone_jobs(jobs)
+
+
+def _postpone_jobs(jobs: list[RenderJob]) -> None:
+    """Claimed jobs left without an outcome are postponed (each batch is of one pass); with the database away, this
+    worker gives them back on its next run."""
+    if jobs:
+        with contextlib.suppress(DatabaseError):
+            postpone(
+                [job.instance_pk for job in jobs], max(job.attempt for job in jobs), presets=jobs[0].presets
+            )
 
 
 def _claim_next() -> list[RenderJob]:
