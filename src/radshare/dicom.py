@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from io import BytesIO
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
@@ -61,7 +61,13 @@ PDF_SOP_CLASS = EncapsulatedPDFStorage
 REPORT_SOP_CLASSES = SR_SOP_CLASSES | {PDF_SOP_CLASS}
 
 
-def text(ds: Dataset, keyword: str, limit: int | None = None) -> str:
+class Readable(Protocol):
+    """What the readers below need of a data set: a pydicom ``Dataset``, or ``studies.header.Elements``."""
+
+    def get(self, key: str, default: Any = None, /) -> Any: ...
+
+
+def text(ds: Readable, keyword: str, limit: int | None = None) -> str:
     """The value as text (a multi-value joined with ``\\``), stripped, cut to ``limit``; ``""`` when absent."""
     value = ds.get(keyword)
     if value is None or value == "":
@@ -71,7 +77,7 @@ def text(ds: Dataset, keyword: str, limit: int | None = None) -> str:
     return str(value).strip()[:limit]
 
 
-def integer(ds: Dataset, keyword: str) -> int | None:
+def integer(ds: Readable, keyword: str) -> int | None:
     """An IS/US value as an int; None when absent or not a number."""
     value: Any = ds.get(keyword)
     try:
@@ -80,7 +86,7 @@ def integer(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
-def date(ds: Dataset, keyword: str) -> dt.date | None:
+def date(ds: Readable, keyword: str) -> dt.date | None:
     """A DA value (``YYYYMMDD``; the ACR-NEMA ``YYYY.MM.DD`` still occurs); None when absent or not a date."""
     raw = text(ds, keyword, 16).replace(".", "")[:8]
     try:

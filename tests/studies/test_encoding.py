@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import random
+from io import BytesIO
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -20,9 +22,10 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from radshare import dicom
 from radshare.studies.encoding import EncodingError, check_encoding
 from radshare.studies.errors import IngestError
-from radshare.studies.header import read_header
+from radshare.studies.header import Elements, Header, header_tags, read_header
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 
 PATIENT = FakePatient("ENC-1", "Codering^Test", dt.date(1970, 1, 1))
@@ -117,3 +120,82 @@ def test_damaged_copies_are_refused_with_an_ingest_error_and_nothing_else() -> N
                 data[rng.randrange(132, min(len(data), 3000))] = rng.randrange(256)
         with contextlib.suppress(IngestError):
             read_header(bytes(data))
+
+
+def _by_pydicom(data: bytes) -> Header | str:
+    """The header as read before ``check_encoding`` kept the elements: pydicom parsing the file, then converting
+    each value on access (the reference ``read_header`` must match); the name of the error when that fails."""
+    try:
+        ds = dcmread(BytesIO(data), stop_before_pixels=True)
+        return Header.of(ds, dicom.text(ds.file_meta, "TransferSyntaxUID", 64))
+    except Exception as exc:  # noqa: BLE001 - compared by kind
+        return type(exc).__name__
+
+
+def _ours(data: bytes) -> Header | str | None:
+    """``read_header``'s reading of ``data`` (without its checks of required values); None when the encoding is
+    refused."""
+    try:
+        checked = check_encoding(data, header_tags())
+    except EncodingError:
+        return None
+    try:
+        return Header.of(Elements(checked.elements), checked.transfer_syntax[:64])
+    except Exception as exc:  # noqa: BLE001 - compared by kind
+        return type(exc).__name__
+
+
+def with_other_ids(transfer_syntax: str, *, undefined: bool, charset: str) -> bytes:
+    """A CT whose BSN is only in Other Patient IDs Sequence, with a name in ``charset``."""
+    ds = ct()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.SpecificCharacterSet = charset
+    ds.PatientName = "Bäcker^Jürgen" if charset == "ISO_IR 100" else "Ωμέγα^Δέλτα=Ω^Δ"
+    ds.StudyDescription = "CT thorax  \\ abdomen "  # two values, padded
+    ds.SeriesNumber = ""  # empty
+    item = Dataset()
+    item.PatientID = "123456782"
+    item.IssuerOfPatientID = "NLMINBIZA"
+    item.TypeOfPatientID = "TEXT"
+    ds.OtherPatientIDsSequence = [item]
+    ds["OtherPatientIDsSequence"].is_undefined_length = undefined
+    item.is_undefined_length_sequence_item = undefined
+    return encode(ds)
+
+
+@pytest.mark.filterwarnings("ignore")  # pydicom warns about what it reads of the samples and damaged copies
+def test_the_header_is_read_as_pydicom_reads_the_whole_file() -> None:
+    # read_header takes the elements check_encoding kept on its walk and lets pydicom convert only those: every
+    # value must be what pydicom gives when it parses the file itself, on pydicom's own samples (character sets,
+    # big endian, deflated, implicit VR), on Other Patient IDs in each encoding, and on damaged copies.
+    files = [p.read_bytes() for p in part10_samples() if p.name not in CUT_OFF_SAMPLES]
+    for syntax in (
+        ImplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+        DeflatedExplicitVRLittleEndian,
+    ):
+        for undefined in (True, False):
+            for charset in ("ISO_IR 100", "ISO_IR 192"):
+                files.append(with_other_ids(syntax, undefined=undefined, charset=charset))
+    bsn = _ours(files[-1])
+    assert isinstance(bsn, Header)
+    assert (bsn.bsn, bsn.patient_name) == ("123456782", "Ωμέγα^Δέλτα=Ω^Δ")
+    assert (bsn.study_description, bsn.series_number) == ("CT thorax\\ abdomen", None)
+    compared = 0
+    for data in files:
+        ours = _ours(data)
+        assert ours is not None
+        assert ours == _by_pydicom(data)
+        compared += 1
+    rng = random.Random(20261207)  # noqa: S311 - reproducible damage, not secrets
+    seeds = [f for f in files if len(f) < 200_000]
+    for _ in range(1500):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(132, min(len(data), 1500))] = rng.randrange(256)
+        ours = _ours(bytes(data))
+        if ours is not None:
+            assert ours == _by_pydicom(bytes(data))
+            compared += 1
+    assert compared > 1000

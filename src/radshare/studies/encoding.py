@@ -20,6 +20,8 @@ import zlib
 from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_16, EXPLICIT_VR_LENGTH_32
 
@@ -85,8 +87,12 @@ class _Walk:
     buf: bytes | memoryview
     implicit: bool
     little: bool
+    collect: frozenset[int] = (
+        frozenset()
+    )  # top-level tags whose elements ``elements`` keeps, as pydicom reads them
     image: dict[int, bytes] = field(default_factory=dict)
     pixel_data: _PixelData | None = None
+    elements: dict[int, RawDataElement] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         prefix = "<" if self.little else ">"
@@ -124,11 +130,12 @@ class _Walk:
             if tag == _ITEM_DELIMITER:
                 return -(pos + 8)  # data_set decides whether one belongs here
             raise self.fail(f"item tag {_tag(tag)} where an element should be", pos)
+        explicit: bytes | None = vr
         if self.implicit or not (b"AA" <= vr <= b"ZZ"):
             # Implicit VR, or (as pydicom reads it) an explicit VR data set switching to implicit VR here.
             length = self.length32.unpack_from(self.buf, pos + 4)[0]
             value = pos + 8
-            vr = _dictionary_vr(tag)
+            vr, explicit = _dictionary_vr(tag), None
         elif vr in _VR_32:
             if end - pos < 12:
                 raise self.fail("the data ends inside an element header", end)
@@ -139,8 +146,12 @@ class _Walk:
             raise self.fail(f"{_tag(tag)} has an unknown VR", pos)
         if length == _UNDEFINED:
             if vr in (b"SQ", b"UN") or (vr is None and tag != _PIXEL_DATA):
-                return self.sequence(value, end, None, tag, depth)  # UN: PS3.5 section 6.2.2
-            return self.fragments(value, end, tag, depth)
+                after = self.sequence(value, end, None, tag, depth)  # UN: PS3.5 section 6.2.2
+            else:
+                after = self.fragments(value, end, tag, depth)
+            if depth == 0 and tag in self.collect:
+                self._keep(tag, explicit, length, value, after)
+            return after
         if value + length > end:
             raise self.fail(f"the value of {_tag(tag)} runs past the end of its data set", end)
         if vr in _NUMBER_SIZE and length % _NUMBER_SIZE[vr]:
@@ -151,7 +162,23 @@ class _Walk:
             self.pixel_data = _PixelData(length=length)
         elif depth == 0 and tag in _IMAGE_TAGS:
             self.image[tag] = bytes(self.buf[value : value + length])
+        if depth == 0 and tag in self.collect:
+            self._keep(tag, explicit, length, value, value + length)
         return value + length
+
+    def _keep(self, tag: int, explicit: bytes | None, length: int, value: int, after: int) -> None:
+        """The element as pydicom's reader gives it before converting it (``RawDataElement``; ``explicit``: the VR
+        as written, None for implicit VR). An undefined-length value runs to the end of its delimiter, where
+        pydicom's sequence reader stops."""
+        self.elements[tag] = RawDataElement(
+            BaseTag(tag),
+            None if explicit is None else explicit.decode(),
+            length,
+            bytes(self.buf[value:after]),
+            value,
+            explicit is None,
+            self.little,
+        )
 
     def sequence(self, pos: int, end: int, length: int | None, tag: int, depth: int) -> int:
         """The items of a sequence (PS3.5 section 7.5); ``length`` None: undefined, ending in a delimiter."""
@@ -247,10 +274,21 @@ def _check_pixel_data(walk: _Walk, native: bool) -> None:
         )
 
 
-def check_encoding(data: bytes | memoryview) -> None:
+@dataclass(frozen=True)
+class Checked:
+    """What the walk of a well-formed file found on the way: the Transfer Syntax UID its file meta gives (``""``
+    without one) and the top-level elements asked for, unconverted (absent ones are left out)."""
+
+    transfer_syntax: str
+    elements: dict[int, RawDataElement]
+
+
+def check_encoding(data: bytes | memoryview, collect: frozenset[int] = frozenset()) -> Checked:
     """Raise ``EncodingError`` unless ``data`` is a whole, well-formed DICOM Part 10 file (see the module).
 
-    A deflated data set (PS3.5 Annex A.5) is inflated to be walked.
+    A deflated data set (PS3.5 Annex A.5) is inflated to be walked. ``collect``: top-level tags whose elements the
+    walk keeps on the way, as pydicom's reader gives them before converting them: what ``header.read_header``
+    reads, without pydicom reading the file a second time.
     """
     buf = data if isinstance(data, bytes) else memoryview(data).cast("B")
     if buf[_PREAMBLE : _PREAMBLE + 4] != b"DICM":
@@ -263,7 +301,7 @@ def check_encoding(data: bytes | memoryview) -> None:
         after = meta.element(pos, len(buf), depth=1)
         if 0x00020000 | int.from_bytes(buf[pos + 2 : pos + 4], "little") == _TRANSFER_SYNTAX:
             value = pos + (12 if buf[pos + 4 : pos + 6] in _VR_32 else 8)
-            transfer_syntax = bytes(buf[value:after]).strip(b" \0").decode("ascii", "replace")
+            transfer_syntax = bytes(buf[value:after]).strip(b" \0").decode("latin-1")  # as pydicom reads it
         pos = after
     implicit, little, deflated, native = True, True, False, False  # pydicom's assumption without a UID
     if transfer_syntax:
@@ -288,6 +326,7 @@ def check_encoding(data: bytes | memoryview) -> None:
         implicit = not all(0x41 <= c <= 0x5A for c in raw_vr)
         if not transfer_syntax and (raw_vr in _VR_16 or raw_vr in _VR_32) and group >= 1024:
             little = False
-    walk = _Walk(buf, implicit=implicit, little=little)
+    walk = _Walk(buf, implicit=implicit, little=little, collect=collect)
     walk.data_set(pos, len(buf), within=None, depth=0)
     _check_pixel_data(walk, native)
+    return Checked(transfer_syntax, walk.elements)

@@ -10,24 +10,39 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
 from django.conf import settings
-from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 
 from radshare import dicom
-from radshare.dicom import DICOM_READ_ERRORS
+from radshare.dicom import DICOM_READ_ERRORS, Readable
 from radshare.studies.encoding import EncodingError, check_encoding
 from radshare.studies.errors import MissingAttributeError, NotDicomError, TruncatedError
 
 # OSError: pydicom's "No tag to read" for a sequence it cannot finish (reading memory, no file is involved).
 _HEADER_READ_ERRORS: tuple[type[Exception], ...] = (*DICOM_READ_ERRORS, OSError)
 _DATES = ("patient_birth_date", "study_date")
+# Every attribute ``Header.of`` and ``bsn`` read at the top level of a data set, and the character set.
+_KEYWORDS = (
+    "SpecificCharacterSet", "SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID",
+    "IssuerOfPatientID", "PatientID", "OtherPatientIDsSequence", "PatientName", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber", "ReferringPhysicianName", "Modality",
+    "SeriesNumber", "SeriesDescription", "BodyPartExamined", "InstanceNumber", "NumberOfFrames", "Rows", "Columns",
+)  # fmt: skip
+_TAGS: dict[str, int] = {keyword: int(tag_for_keyword(keyword) or 0) for keyword in _KEYWORDS}
+_COLLECT = frozenset(_TAGS.values())
+_CHARSET = _TAGS["SpecificCharacterSet"]
 
 
-def bsn(ds: Dataset) -> str:
+def header_tags() -> frozenset[int]:
+    """The top-level tags ``read_header`` has ``check_encoding`` keep."""
+    return _COLLECT
+
+
+def bsn(ds: Readable) -> str:
     """The BSN from Other Patient IDs Sequence (or the Patient ID itself) with issuer RADSHARE_BSN_ISSUER."""
     issuer = settings.RADSHARE.bsn_issuer
     candidates: list[tuple[str, str]] = [
@@ -72,7 +87,7 @@ class Header:
     columns: int | None
 
     @classmethod
-    def of(cls, ds: Dataset, transfer_syntax: str) -> Header:
+    def of(cls, ds: Readable, transfer_syntax: str) -> Header:
         """Read from a parsed data set; every conversion that can fail on a malformed value happens here, inside
         ``parse_header``'s error handling, never half-way through indexing."""
         return cls(
@@ -120,25 +135,44 @@ class Header:
             return None
 
 
-def parse_header(data: bytes | memoryview) -> Dataset:
-    """Check the encoding of the whole file, then read everything up to the pixel data; never decode pixels.
-    Raises ``NotDicomError`` (``TruncatedError`` when the data ends too early)."""
-    try:
-        check_encoding(data)
-    except EncodingError as exc:
-        raise (TruncatedError if exc.incomplete else NotDicomError)(exc.reason) from exc
-    try:
-        return dcmread(BytesIO(data), stop_before_pixels=True)
-    except _HEADER_READ_ERRORS as exc:
-        raise NotDicomError(f"not a readable DICOM data set ({type(exc).__name__})") from exc
+class Elements:
+    """The top-level elements of a data set that ``Header.of`` reads, kept by ``check_encoding`` as it walks the
+    file, read by keyword as a pydicom ``Dataset`` reads them: each converted by pydicom itself
+    (``convert_raw_data_element``, in the data set's Specific Character Set), once. Ingest so reads a file's
+    header without pydicom parsing the file a second time: about 0.25 ms instead of 0.8 ms for a CT image, on the
+    path that answers a C-STORE."""
+
+    def __init__(self, raw: dict[int, RawDataElement]) -> None:
+        self._raw = raw
+        self._values: dict[int, Any] = {}
+        charset = raw.get(_CHARSET)
+        self._encoding: str | list[str] = (
+            convert_encodings(convert_raw_data_element(charset, encoding=default_encoding).value)
+            if charset is not None
+            else default_encoding
+        )
+
+    def get(self, keyword: str, default: Any = None, /) -> Any:
+        tag = _TAGS[keyword]
+        if tag not in self._values:
+            raw = self._raw.get(tag)
+            if raw is None:
+                return default
+            self._values[tag] = convert_raw_data_element(raw, encoding=self._encoding).value
+        return self._values[tag]
 
 
 def read_header(data: bytes | memoryview) -> Header:
-    """``parse_header`` and every value the index keeps: everything ingest checks before it acknowledges. A value
-    pydicom cannot convert is refused as unreadable (0xC000) here, never half-way through indexing."""
-    ds = parse_header(data)
+    """Check the encoding of the whole file and read every value the index keeps, never the pixels: everything
+    ingest checks before it acknowledges. Raises ``NotDicomError`` (``TruncatedError`` when the data ends too
+    early); a value pydicom cannot convert is refused as unreadable (0xC000) here, never half-way through
+    indexing."""
     try:
-        header = Header.of(ds, dicom.text(getattr(ds, "file_meta", Dataset()), "TransferSyntaxUID", 64))
+        checked = check_encoding(data, _COLLECT)
+    except EncodingError as exc:
+        raise (TruncatedError if exc.incomplete else NotDicomError)(exc.reason) from exc
+    try:
+        header = Header.of(Elements(checked.elements), checked.transfer_syntax[:64])
     except _HEADER_READ_ERRORS as exc:
         raise NotDicomError(f"not a readable DICOM data set ({type(exc).__name__})") from exc
     for keyword, value in (
