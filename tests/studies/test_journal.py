@@ -19,11 +19,14 @@ import pydicom
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
 from radshare.core.models import UsageCount
+from radshare.core.storage import get_storage, instance_key
+from radshare.imaging.models import InstanceRender
 from radshare.organisations.services import add_pacs_node
 from radshare.studies import indexer as indexer_module
 from radshare.studies import journal
@@ -373,9 +376,46 @@ def test_a_batch_that_fails_is_rolled_back_and_its_records_filed_one_by_one(
     assert calls["n"] == 9
     study = Study.objects.get()
     assert study.number_of_instances == Instance.objects.count() == 5
+    # The files the rolled-back batch had written are gone with it: one file per instance, each named by its row.
+    stored = {o.key for o in get_storage().scan("instances/")}
+    assert stored == {instance_key(i.storage_key) for i in Instance.objects.all()}
     assert JournalCursor.objects.get().position == records(tmp_path)[-1].end
     entry = AuditEvent.objects.get(action="dicom.store")
     assert entry.detail == {"stored": 5, "duplicate": 0, "refused": 1, "patients": 1}  # counted once each
+
+
+@pytest.mark.django_db
+def test_a_batch_of_new_instances_is_inserted_at_once_and_one_sent_again_instance_by_instance(
+    organisation: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    first = images(ALICE, 6)
+    more = images(ALICE, 2, study_uid=read_header(first[0]).study_uid)
+    writer = journal.Writer(tmp_path)
+    # As the SCP writes them: with the header it read (which names each SOP Instance UID).
+    meta = {"a": "1-1", "o": organisation.pk, "n": node.pk, "ae": "JOURNALSCU", "ip": "127.0.0.1"}
+    for data in first:
+        writer.append(journal.INSTANCE, {**meta, "h": read_header(data).as_json()}, data)
+    indexer = Indexer(tmp_path, first_live_segment=1)
+    caplog.set_level(logging.INFO, logger="radshare.studies.indexer")
+    with CaptureQueriesContext(connection) as queries:
+        assert indexer.pass_once(live=False) == 6
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT INTO")]
+    # One INSERT for the six instances and one for their six render rows, not one each.
+    assert sum('"studies_instance"' in q for q in inserts) == 1
+    assert sum('"imaging_instancerender"' in q for q in inserts) == 1
+    assert Instance.objects.count() == InstanceRender.objects.filter(status="pending").count() == 6
+    # The PACS sends the study again, with two new images: the batch is filed instance by instance (the unique SOP
+    # Instance UID tells each duplicate), not rolled back and tried again.
+    for data in [*first, *more]:
+        writer.append(journal.INSTANCE, {**meta, "h": read_header(data).as_json()}, data)
+    append_association(writer, organisation, node, "1-1", [])
+    writer.close()
+    assert indexer.pass_once(live=False) == 9
+    assert "one by one" not in caplog.text
+    assert Study.objects.get().number_of_instances == Instance.objects.count() == 8
+    entry = AuditEvent.objects.get(action="dicom.store")
+    assert entry.detail == {"stored": 8, "duplicate": 6, "refused": 1, "patients": 1}
 
 
 @pytest.mark.django_db

@@ -12,7 +12,7 @@ class ImagingConfig(AppConfig):
         from radshare.studies import signals
 
         worker_died.connect(services.release_claims_of, dispatch_uid="radshare.imaging.release_claims_of")
-        signals.instance_stored.connect(services.add_pending_render, dispatch_uid="radshare.imaging.pending")
+        signals.instances_stored.connect(services.add_pending_render, dispatch_uid="radshare.imaging.pending")
         signals.study_destroying.connect(
             services.delete_render_files, dispatch_uid="radshare.imaging.destroy"
         )

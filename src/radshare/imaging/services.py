@@ -382,10 +382,10 @@ def release_stale_claims() -> int:
     return _give_back(Q(claimed_by="", claimed_at__lt=timezone.now() - STALE_CLAIM))
 
 
-def add_pending_render(sender: object, instance: Instance, **kwargs: object) -> None:
-    """Receiver of ``studies.signals.instance_stored``: the instance's render row, "pending" until a worker makes it
-    (in the storing transaction, so an instance never lacks one)."""
-    InstanceRender.objects.create(instance=instance)
+def add_pending_render(sender: object, instances: list[Instance], **kwargs: object) -> None:
+    """Receiver of ``studies.signals.instances_stored``: each instance's render row, "pending" until a worker makes
+    it (in the storing transaction, so an instance never lacks one)."""
+    InstanceRender.objects.bulk_create([InstanceRender(instance=instance) for instance in instances])
 
 
 def on_instances_arrived(sender: object, **kwargs: object) -> None:

@@ -2,15 +2,22 @@
 header (``services.store_instance``; docs/architecture.md "C-STORE ingest").
 
 fsync, SHA-256 and CRC-32 all release the GIL, so the disk's work and ingest's overlap; only the commit of the
-instance's rows waits for the file (``PendingFile.wait``). The files go to the 256 folders of
-``layout.instance_folders``, made once per process and storage before the first file.
+instance's rows waits for the file (``settle``). The files go to the 256 folders of ``layout.instance_folders``,
+made once per process and storage before the first file.
+
+The journal's indexer files up to 64 instances per transaction: inside ``settled_once`` the transaction waits for
+all their files once, at its end, so that their writes and fsyncs run side by side (the file system commits
+fsyncs that wait together as one) instead of one after another.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import weakref
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from radshare.core.storage import Storage, instance_folders, instance_key, new_instance_name
@@ -60,3 +67,37 @@ def start_put(storage: Storage, data: bytes | memoryview) -> PendingFile:
     ``data`` unchanged until ``wait`` or ``discard`` returns."""
     name = new_instance_name()
     return PendingFile(storage, name, _writer.submit(_put, storage, name, data))
+
+
+_unsettled: contextvars.ContextVar[list[PendingFile] | None] = contextvars.ContextVar(
+    "radshare_unsettled", default=None
+)
+
+
+def settle(file: PendingFile) -> None:
+    """Before the rows that name ``file`` may commit: wait until it is durable, or leave that to an enclosing
+    ``settled_once``. ``OSError`` when it cannot be written."""
+    if (waiting := _unsettled.get()) is not None:
+        waiting.append(file)
+    else:
+        file.wait()
+
+
+@contextmanager
+def settled_once() -> Iterator[None]:
+    """Inside one transaction: the files ``settle`` is given in the block are waited for when it ends (still inside
+    the transaction). Should the block or a file fail, every one of them is discarded (the caller's transaction
+    rolls back, so no row names them)."""
+    waiting: list[PendingFile] = []
+    token = _unsettled.set(waiting)
+    try:
+        try:
+            yield
+        finally:
+            _unsettled.reset(token)
+        for file in waiting:
+            file.wait()
+    except BaseException:
+        for file in waiting:
+            file.discard()
+        raise

@@ -36,16 +36,17 @@ from django.db import DatabaseError, close_old_connections, transaction
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
-from radshare.studies import counts, held, indexer_process, journal
+from radshare.studies import counts, files, held, indexer_process, journal
 from radshare.studies.errors import IngestError, OutOfResourcesError
 from radshare.studies.header import Header
-from radshare.studies.models import JournalCursor
-from radshare.studies.services import PatientConflictError, StoreOutcome, store_instance
+from radshare.studies.models import Instance, JournalCursor
+from radshare.studies.services import PatientConflictError, StoreOutcome, inserted_once, store_instance
 from radshare.studies.signals import announce_arrivals
 
 logger = logging.getLogger(__name__)
 
 IDLE = 0.005  # seconds between looks at the journal when it has nothing new
+GATHER = 0.05  # seconds before the next look after a batch that was not full
 RETRY_FIRST, RETRY_LAST = 0.5, 30.0  # seconds before filing a record again after a passing failure
 BATCH = 64  # records filed in one transaction at most (the cursor moves once per batch)
 ANNOUNCE_EVERY = 50  # stored instances between two calls for rendering while a study still arrives
@@ -161,8 +162,12 @@ class Indexer:
         if applied is not None:
             applied.value = self.position
         while True:
-            progressed = self.pass_once(applied)
-            if progressed:
+            filed = self.pass_once(applied)
+            if filed:
+                if filed < BATCH:
+                    # Let the next records gather: a batch's transaction, cursor and counts cost the same for one
+                    # record as for 64, and the indexer shares the machine with the SCP answering the sender.
+                    time.sleep(GATHER)
                 continue
             self._close_past_associations()
             self._adopt_orphans()
@@ -173,14 +178,14 @@ class Indexer:
                 return
             time.sleep(IDLE)
 
-    def pass_once(self, applied: Synchronized[int] | None = None, *, live: bool = True) -> bool:
-        """File whatever the journal holds beyond the cursor, in batches; True when there was anything."""
-        progressed = False
+    def pass_once(self, applied: Synchronized[int] | None = None, *, live: bool = True) -> int:
+        """File whatever the journal holds beyond the cursor, in batches; returns how many records there were."""
+        progressed = 0
         present = journal.segments(self.folder)
         batch: list[journal.Record] = []
         for item in journal.read(self.folder, self.position, live=live):
             batch.append(item)
-            progressed = True
+            progressed += 1
             if len(batch) >= BATCH:
                 self._file_batch(batch, applied)
                 batch = []
@@ -239,16 +244,44 @@ class Indexer:
         """File ``items`` and move the cursor past the last, in one transaction; then take the new state.
 
         ``summed``: the counts the instances add to their studies and series are summed and written once, at the
-        end (``counts.added_once``: two statements per study and series instead of three per instance). A record
-        filed alone after its batch failed is counted as it is stored, as on every other ingest path, where a
-        study moved meanwhile is told apart from one being destroyed."""
+        end (``counts.added_once``: two statements per study and series instead of three per instance), their
+        files are waited for once, at the end too (``files.settled_once``: written side by side), and when none
+        of them is here already, their rows are inserted together (``services.inserted_once``). A record filed
+        alone after its batch failed is counted, waited for and inserted as it is stored, as on every other
+        ingest path, where a study moved meanwhile is told apart from one being destroyed, a full disk is a
+        refusal and a duplicate is told by its row."""
         self._announcing = False  # a call registered in a transaction that rolled back never ran
-        with transaction.atomic(), counts.added_once() if summed else contextlib.nullcontext():
+        once = counts.added_once() if summed else contextlib.nullcontext()
+        settled = files.settled_once() if summed else contextlib.nullcontext()
+        rows = inserted_once() if summed and self._all_new(items) else contextlib.nullcontext()
+        with transaction.atomic(), once, rows, settled:
             state = (self.associations, self._meta)
             for item in items:
                 state = self._apply(item, *state)
             self._save(items[-1].end, *state)
         self.position, (self.associations, self._meta) = items[-1].end, state
+
+    @staticmethod
+    def _all_new(items: list[journal.Record]) -> bool:
+        """Whether the instances of ``items`` are all new: none of them twice, none indexed already (one query per
+        organisation). A PACS that sends a study again gets its batches filed instance by instance, where the
+        unique SOP Instance UID tells each duplicate."""
+        wanted: dict[int, set[str]] = {}
+        count = 0
+        for item in items:
+            if item.kind != journal.INSTANCE:
+                continue
+            uid = (item.meta.get("h") or {}).get("sop_instance_uid")
+            if not uid:  # a record without the header read (an older version's): filed as it is read
+                return False
+            wanted.setdefault(int(item.meta["o"]), set()).add(str(uid))
+            count += 1
+        if sum(map(len, wanted.values())) < count:
+            return False
+        return not any(
+            Instance.objects.filter(organisation_id=organisation, sop_instance_uid__in=uids).exists()
+            for organisation, uids in wanted.items()
+        )
 
     def _apply(
         self, item: journal.Record, associations: dict[str, Tally], metas: dict[str, dict[str, Any]]

@@ -10,8 +10,9 @@ from django.dispatch import Signal
 
 logger = logging.getLogger(__name__)
 
-# Sent inside the transaction that stores a new instance, with ``instance=``: a listener's rows commit with it.
-instance_stored = Signal()
+# Sent inside the transaction that stores new instances, with ``instances=`` (a list, their rows inserted): a
+# listener's rows commit with them.
+instances_stored = Signal()
 # Sent when an ingest (the SCP, an upload, a retrieve) has stored instances that are ready for work.
 instances_arrived = Signal()
 
