@@ -10,13 +10,16 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from radshare.imaging import services as imaging
+from radshare.imaging.render import render_file
 from radshare.recipients import session
 from radshare.shares.models import Share
+from radshare.shares.services import prepare
 from radshare.studies.models import Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import ct_series, encode
 from tests.recipients.conftest import ready_share
-from tests.shares.helpers import ANNA
+from tests.shares.helpers import ANNA, make_share
 
 IMAGES = 6
 
@@ -36,7 +39,8 @@ def logged_in_context(browser: Any, base: str, share: Share, **options: Any) -> 
     now = timezone.now().timestamp()
     store[session.KEY] = {"share": share.pk, "stage": session.Stage.IN, "started": now, "seen": now}
     store.save()
-    context = browser.new_context(locale="en-GB", extra_http_headers={"Accept-Language": "en"}, **options)
+    language = {"locale": "en-GB", "extra_http_headers": {"Accept-Language": "en"}}
+    context = browser.new_context(**{**language, **options})
     context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "value": store.session_key, "url": base}])
     return context
 
@@ -239,4 +243,48 @@ def test_a_share_revoked_while_viewing_leads_to_the_page_that_says_so(
     expect(page.locator("h1")).to_have_text("This link no longer works")
     expect(page.get_by_text("Ask Hospital A for a new link")).to_be_visible()
     expect(page.get_by_role("link", name="+31 20 123 4567")).to_be_visible()
+    context.close()
+
+
+@pytest.mark.once
+@pytest.mark.django_db(transaction=True)
+def test_window_presets_made_while_the_page_is_open_are_offered_without_reloading(
+    browser: Any, live_server: Any, organisation: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    for ds in ct_series(ANNA, count=IMAGES, size=64):
+        result = store_instance(organisation, encode(ds), source="upload")
+    study = Study.objects.get(organisation=organisation, study_instance_uid=result.study_instance_uid)
+    # The share is ready after the first render pass; the window presets come in a second one.
+    for job in imaging.claim_pending():
+        imaging.record_outcome(render_file(job), job.attempt)
+    new = make_share(organisation, [study], delivery="url", email="")
+    assert prepare(new.share.pk) == "ready"
+    dutch = {"locale": "nl-NL", "extra_http_headers": {"Accept-Language": "nl"}}
+    context = logged_in_context(
+        browser, live_server.url, new.share, viewport={"width": 1280, "height": 900}, **dutch
+    )
+    page = context.new_page()
+    problems, _ = watch(page)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/presets.json") else None)
+    page.goto(f"{live_server.url}/r/studies/{study.pk}/")
+    expect(page.locator("#viewer-position")).to_have_text(f"1 / {IMAGES}")
+    expect(page.locator("#viewer-presets")).to_be_hidden()
+
+    for job in imaging.claim_pending(presets=True):  # the worker's second pass, while the page is open
+        imaging.record_outcome(render_file(job), job.attempt)
+    lung = page.get_by_role("button", name="Long", exact=True)  # a Dutch browser: the page is in Dutch
+    expect(lung).to_be_visible(timeout=15_000)
+    expect(page.get_by_role("group", name="Contrast")).to_be_visible()
+    lung.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#viewer-image")).to_have_attribute("src", re.compile(r"/r/images/\d+/0/lung\.jpg$"))
+    expect(lung).to_have_attribute("aria-pressed", "true")
+    # Once every series has its presets the page stops asking.
+    count = len(asked)
+    page.wait_for_timeout(5_000)
+    assert len(asked) == count >= 1
+    assert problems == []
     context.close()

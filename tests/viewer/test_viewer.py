@@ -19,13 +19,15 @@ from radshare.downloads.models import DownloadDay
 from radshare.imaging import reports as reports_module
 from radshare.imaging import services as imaging
 from radshare.imaging.models import InstanceRender
+from radshare.imaging.render import render_file
 from radshare.imaging.reports import study as report_study
+from radshare.shares.services import prepare
 from radshare.studies.models import Instance, Study
 from radshare.studies.services import store_instance
 from radshare.studies.synthetic import ct_series, encode
 from tests.imaging.test_reports import make_pdf, pdf_dataset, sr_dataset
 from tests.recipients.conftest import Recipient, logged_in_client, ready_share
-from tests.shares.helpers import ANNA, PIET, make_study
+from tests.shares.helpers import ANNA, PIET, make_share, make_study
 
 pytestmark = pytest.mark.django_db
 
@@ -348,3 +350,49 @@ def test_queries_do_not_grow_with_images_or_series(recipient: Recipient) -> None
         _, data = open_viewer(recipient.client, ct)
     assert sum(len(s["images"]) for s in data["series"]) == 2 + 4 + 1
     assert len(larger) == len(small)
+
+
+def _first_pass_only(organisation: Any) -> tuple[Client, Study]:
+    """A logged-in recipient of a CT share that is ready before its window presets are made: the worker has made
+    the first render pass, not yet the second (docs/architecture.md "Renders")."""
+    study = make_study(organisation, ANNA)
+    for job in imaging.claim_pending():
+        imaging.record_outcome(render_file(job), job.attempt)
+    new = make_share(organisation, [study], language="en", delivery="url", email="")
+    assert prepare(new.share.pk) == "ready"
+    return logged_in_client(new.share), study
+
+
+def test_the_page_asks_for_presets_the_second_pass_is_still_making(organisation: Any) -> None:
+    client, study = _first_pass_only(organisation)
+    html, data = open_viewer(client, study)
+    [series] = data["series"]
+    assert (series["presets"], series["waiting"]) == ([], True)
+    url = reverse("viewer:presets", args=[study.pk])
+    assert f'data-presets="{url}"' in html  # where viewer.js asks
+    before = AuditEvent.objects.count()
+    waiting = client.get(url)
+    assert waiting["Cache-Control"] == "no-store"
+    assert waiting.json() == {"series": [{"id": series["id"], "presets": [], "waiting": True}]}
+    for job in imaging.claim_pending(presets=True):  # the second pass, as a worker makes it
+        imaging.record_outcome(render_file(job), job.attempt)
+    made = {"id": series["id"], "presets": ["soft", "lung", "bone"], "waiting": False}
+    assert client.get(url).json() == {"series": [made]}
+    assert AuditEvent.objects.count() == before  # the answer names presets, no patient data: not audited
+    html, data = open_viewer(client, study)
+    assert data["series"][0]["presets"] == made["presets"]
+    assert "data-presets" not in html  # nothing left to ask for
+
+
+def test_presets_of_another_shares_study_are_refused_and_audited(
+    recipient: Recipient, other_shares: list[Study]
+) -> None:
+    for study in [*other_shares, Study(pk=999_999)]:
+        assert recipient.client.get(reverse("viewer:presets", args=[study.pk])).status_code == 404
+        event = AuditEvent.objects.order_by("pk").last()
+        assert event is not None
+        assert (event.action, event.outcome, event.detail["requested_id"]) == (
+            "recipient.study.view",
+            "denied",
+            study.pk,
+        )

@@ -8,6 +8,7 @@ from radshare.viewer import dicomweb, views
 
 urlpatterns = [
     path("r/studies/<int:pk>/", views.study_view, name="study"),
+    path("r/studies/<int:pk>/presets.json", views.study_presets, name="presets"),
     path("r/images/<int:render_pk>/<int:frame>/<str:kind>.jpg", views.image, name="image"),
     path("r/videos/<int:render_pk>.mp4", views.video, name="video"),
     path("r/reports/<int:instance_pk>.pdf", views.report_pdf, name="report_pdf"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import F
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
@@ -52,13 +52,18 @@ class SeriesStack:
     # {"src": preview URL, "w": px, "h": px, "full": true when the full-size JPEG is larger, for zooming in}
     images: list[dict[str, Any]] = field(default_factory=list)
     presets: list[str] = field(default_factory=list)  # CT window presets every image of the series has
+    waiting: bool = False  # some image of the series still waits for its presets (the second render pass)
     thumb: str = ""
     # A run of frames with a video: {"src": MP4 URL, "first": index of its first frame in images, "frames": n,
     # "fps": frames per second}
     videos: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {"presets": self.presets, "images": self.images, "videos": self.videos}
+        return {**self.presets_json(), "images": self.images, "videos": self.videos}
+
+    def presets_json(self) -> dict[str, Any]:
+        """What the page is told of the series' presets, with the page and while it asks (``study_presets``)."""
+        return {"id": self.series.pk, "presets": self.presets, "waiting": self.waiting}
 
     @property
     def label(self) -> str:
@@ -101,6 +106,7 @@ def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
             "preview_rows",
             "columns",
             "presets",
+            "presets_due",
             "instance__series_id",
             "instance__sop_class_uid",
             "video_size",
@@ -111,7 +117,20 @@ def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
     not_shown = 0
     preset_sets: dict[int, set[str]] = {}
     video_prefix = reverse("viewer:video", args=[0]).removesuffix("0.mp4")
-    for pk, status, frames, width, height, full_width, presets, series_pk, sop_class_uid, video, fps in rows:
+    for (
+        pk,
+        status,
+        frames,
+        width,
+        height,
+        full_width,
+        presets,
+        due,
+        series_pk,
+        sop_class_uid,
+        video,
+        fps,
+    ) in rows:
         if status != Status.DONE or not frames:
             if status in (Status.UNRENDERABLE, Status.FAILED) and not reports.is_report(sop_class_uid):
                 not_shown += 1
@@ -133,6 +152,7 @@ def series_stacks(study: Study) -> tuple[list[SeriesStack], int]:
         )
         have = set(presets or [])
         preset_sets[series_pk] = preset_sets[series_pk] & have if series_pk in preset_sets else have
+        stack.waiting = stack.waiting or due
     stacks = [s for s in series.values() if s.images]
     for stack in stacks:
         stack.presets = [p for p in CT_PRESETS if p in preset_sets.get(stack.series.pk, set())]
@@ -193,10 +213,27 @@ def study_view(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
         "not_shown": not_shown,
         "reports": study_reports,
         "viewer_data": {"series": [s.as_json() for s in stacks]},
+        # While a series waits for its window presets, the page asks for them (viewer.js).
+        "presets_url": reverse("viewer:presets", args=[study.pk]) if any(s.waiting for s in stacks) else "",
         # On a phone: why not, instead of a button leading to a page without a download (S4.8).
         "downloads_offered": not refused_on_device(request),
     }
     return render(request, "viewer/study.html", context)
+
+
+@require_safe
+@recipient_required
+def study_presets(request: HttpRequest, share: Share, pk: int) -> HttpResponse:
+    """The window presets of a study's series, which ``viewer.js`` asks for while a series waits for its second
+    render pass (docs/architecture.md "Renders"). Not audited: it names presets, no patient data, and the page that
+    asks was audited as it opened."""
+    study = Study.objects.filter(share_studies__share=share, pk=pk).first()
+    if study is None:
+        raise _refuse(request, share, Action.RECIPIENT_STUDY_VIEW, pk, "not in the share")
+    stacks, _ = series_stacks(study)
+    response = JsonResponse({"series": [s.presets_json() for s in stacks]})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_safe

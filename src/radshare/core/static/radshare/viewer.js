@@ -252,17 +252,54 @@
     state.series = i;
     state.index = 0;
     state.direction = 1;
-    const presets = allSeries[i].presets;
-    if (!presets.includes(state.kind)) state.kind = "preview";
     seriesButtons.forEach((b, j) => b.setAttribute("aria-pressed", String(j === i)));
+    showPresets();
+    nav.hidden = images().length < 2;
+    resetZoom();
+    show();
+  }
+
+  // The contrast buttons of the current series: those of the presets every image of it has.
+  function showPresets() {
+    const presets = allSeries[state.series].presets;
+    if (!presets.includes(state.kind)) state.kind = "preview";
     presetGroup.hidden = presets.length === 0;
     presetButtons.forEach((b) => {
       b.hidden = b.dataset.kind !== "preview" && !presets.includes(b.dataset.kind);
       b.setAttribute("aria-pressed", String(b.dataset.kind === state.kind));
     });
-    nav.hidden = images().length < 2;
-    resetZoom();
-    show();
+  }
+
+  // A CT's window presets are made in a second pass, after the share is ready (docs/architecture.md "Renders"):
+  // while a series still waits for them (#viewer data-presets names where to ask), ask every few seconds and offer
+  // them as soon as every image of the series has them. When the session or the share has ended the page reloads,
+  // and the server shows the page that says so (as for an image); any other refusal stops the asking.
+  const PRESETS_EVERY = 4000; // ms between two questions
+  const PRESETS_FOR = 10 * 60 * 1000; // ms: a second pass takes seconds; give up after this
+  function watchPresets() {
+    const url = root.dataset.presets;
+    if (!url) return;
+    const until = Date.now() + PRESETS_FOR;
+    const ask = () => {
+      if (!allSeries.some((s) => s.waiting) || Date.now() > until) return;
+      fetch(url, { credentials: "same-origin", redirect: "manual", headers: { Accept: "application/json" } })
+        .then((r) => {
+          if (r.ok) return r.json();
+          if (r.type === "opaqueredirect" || [401, 410, 423].includes(r.status)) window.location.reload();
+          return null;
+        })
+        .then((answer) => {
+          if (!answer) return;
+          answer.series.forEach((fresh) => {
+            const known = allSeries.find((s) => s.id === fresh.id);
+            if (known) Object.assign(known, { presets: fresh.presets, waiting: fresh.waiting });
+          });
+          showPresets();
+          window.setTimeout(ask, PRESETS_EVERY);
+        })
+        .catch(() => window.setTimeout(ask, PRESETS_EVERY)); // the network, a moment: ask again
+    };
+    window.setTimeout(ask, PRESETS_EVERY);
   }
 
   function setKind(kind) {
@@ -445,4 +482,5 @@
   img.addEventListener("error", () => sessionEnded(img.src));
 
   show();
+  watchPresets();
 })();
