@@ -3,6 +3,7 @@ with what radshare does."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from radshare.delivery import outbox
 from radshare.imaging.models import InstanceRender
+from radshare.organisations.services import add_pacs_node
 from radshare.shares.services import mark_opened
+from radshare.studies import journal
+from radshare.studies.indexer import Indexer
+from radshare.studies.synthetic import ct_series, encode
 from tests.downloads.test_downloads import get
 from tests.recipients.conftest import logged_in_client, ready_share
 from tests.shares.helpers import ANNA, make_study
@@ -96,3 +101,29 @@ def test_the_counters_move_with_the_flow(radshare_config: Any, organisation: Any
         and dict(k[1]).get("method") == posted[2]
     )
     assert moved == 5
+
+
+@pytest.mark.django_db
+def test_the_journal_backlog_on_this_machine(radshare_config: Any, organisation: Any, tmp_path: Path) -> None:
+    radshare_config(metrics_allow=("10.1.0.0/16",), data_dir=str(tmp_path))
+    assert not any(name.startswith("radshare_journal") for name, _labels in scrape())  # no journal here
+    folder, lock = journal.claim_slot(tmp_path / "journal")  # as an SCP in journal mode holds it
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    writer = journal.Writer(folder)
+    meta = {"a": "1-1", "o": organisation.pk, "n": node.pk, "ae": "JOURNALSCU", "ip": "127.0.0.1"}
+    for ds in ct_series(ANNA, count=3, size=16):
+        writer.append(journal.INSTANCE, meta, encode(ds))
+    samples = scrape()
+    # Acknowledged, not filed, and never filed at all: waiting, and stuck (an indexer that filed nothing).
+    assert (
+        value(samples, "radshare_journal_waiting_bytes", folder=folder.name)
+        == journal.split(writer.written)[1]
+    )
+    assert value(samples, "radshare_journal_stuck", folder=folder.name) == 1
+    assert value(samples, "radshare_journal_held") == 0
+    Indexer(folder, first_live_segment=1).pass_once()
+    samples = scrape()
+    assert value(samples, "radshare_journal_waiting_bytes", folder=folder.name) == 0
+    assert value(samples, "radshare_journal_stuck", folder=folder.name) == 0
+    writer.close()
+    os.close(lock)

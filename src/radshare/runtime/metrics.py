@@ -3,7 +3,8 @@
 
 Counters are read from the durable usage counters (core/usage.py), so they are the same whichever web process or
 machine is scraped, and they count what every process did (the SCPs' ingest, the workers' messages); gauges are read
-from the database at scrape time (the render queue, shares by status, the task queue). The requests by route and
+from the database at scrape time (the render queue, shares by status, the task queue), and the journals of journal
+mode from this machine's data dir. The requests by route and
 status are the scraped web server's own (core/metrics.py). A scrape costs a handful of grouped queries.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 from django.conf import settings
 from django.db.models import Count, Max, Min, Sum
@@ -29,6 +31,7 @@ from radshare.core.usage import BUCKETS, INSTALLATION, Usage
 from radshare.imaging.models import InstanceRender
 from radshare.organisations.models import Organisation
 from radshare.shares.models import Share
+from radshare.studies.indexer import backlogs
 
 # Usage counter -> (metric, help, the label its "kind" goes in, or a fixed label).
 COUNTERS: dict[Usage, tuple[str, str, tuple[str, ...]]] = {
@@ -156,6 +159,37 @@ class DatabaseCollector(Collector):
             "Workers with a live lease",
             value=float(Worker.objects.filter(alive_until__gt=timezone.now()).count()),
         )
+        yield from _journal()
+
+
+def _journal() -> Iterator[Metric]:
+    """The ingest journals on this machine (journal mode; ``radshare status`` shows the same): one holds what its
+    SCP acknowledged and its indexer has not filed yet. A journal lives on its SCP's machine, so these come only
+    from a web process on that machine (the usual one-machine installation), and not at all without one."""
+    found = backlogs(Path(settings.RADSHARE.data_dir) / "journal")
+    if not found:
+        return
+    now = timezone.now()
+    waiting = GaugeMetricFamily(
+        "radshare_journal_waiting_bytes",
+        "Bytes of the journal not filed into the index yet",
+        labels=["folder"],
+    )
+    stuck = GaugeMetricFamily(
+        "radshare_journal_stuck",
+        "1 when records wait and the journal's indexer has filed nothing for five minutes",
+        labels=["folder"],
+    )
+    for backlog in found:
+        waiting.add_metric([backlog.folder], float(backlog.waiting_bytes))
+        stuck.add_metric([backlog.folder], float(backlog.stuck(now)))
+    yield waiting
+    yield stuck
+    yield GaugeMetricFamily(
+        "radshare_journal_held",
+        "Images held for an admin: acknowledged, their study filed under another patient meanwhile",
+        value=float(sum(b.held for b in found)),
+    )
 
 
 @require_safe
