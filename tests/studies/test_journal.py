@@ -419,6 +419,24 @@ def test_a_batch_of_new_instances_is_inserted_at_once_and_one_sent_again_instanc
 
 
 @pytest.mark.django_db
+def test_where_a_multi_row_insert_gives_no_ids_the_rows_go_in_one_by_one(
+    organisation: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite before 3.35 (RHEL 9 has 3.34) returns no ids from a multi-row INSERT, and the render rows need them.
+    monkeypatch.setattr(connection.features, "can_return_rows_from_bulk_insert", False)
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    first, *rest = images(ALICE, 4)
+    store_instance(organisation, first, source="scp", node=node)  # the synchronous path
+    writer = journal.Writer(tmp_path)
+    meta = {"a": "1-1", "o": organisation.pk, "n": node.pk, "ae": "JOURNALSCU", "ip": "127.0.0.1"}
+    for data in rest:
+        writer.append(journal.INSTANCE, {**meta, "h": read_header(data).as_json()}, data)
+    writer.close()
+    Indexer(tmp_path, first_live_segment=1).pass_once(live=False)  # a batch
+    assert Instance.objects.count() == InstanceRender.objects.filter(status="pending").count() == 4
+
+
+@pytest.mark.django_db
 def test_an_association_a_crash_cut_off_is_audited_as_interrupted(organisation: Any, tmp_path: Path) -> None:
     node = add_pacs_node(organisation, "JOURNALSCU")
     writer = journal.Writer(tmp_path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from radshare import dicom
 from radshare.audit.actions import Action
@@ -264,9 +264,14 @@ def _index(
 def _insert(instances: list[Instance]) -> None:
     """The rows of new instances, and the rows listeners keep beside them (imaging: the render, "pending" until a
     worker makes it), in the caller's transaction: one INSERT per table however many instances."""
-    if instances:
+    if not instances:
+        return
+    if connection.features.can_return_rows_from_bulk_insert:
         Instance.objects.bulk_create(instances)
-        signals.instances_stored.send(sender=Instance, instances=instances)
+    else:  # SQLite before 3.35 (RHEL 9's 3.34) gives no ids back from a multi-row INSERT; the rows need them
+        for instance in instances:
+            instance.save(force_insert=True)
+    signals.instances_stored.send(sender=Instance, instances=instances)
 
 
 _rows: contextvars.ContextVar[list[Instance] | None] = contextvars.ContextVar("radshare_rows", default=None)
