@@ -87,9 +87,8 @@ class _Walk:
     buf: bytes | memoryview
     implicit: bool
     little: bool
-    collect: frozenset[int] = (
-        frozenset()
-    )  # top-level tags whose elements ``elements`` keeps, as pydicom reads them
+    # Top-level tags whose elements ``elements`` keeps, as pydicom's reader gives them.
+    collect: frozenset[int] = frozenset()
     image: dict[int, bytes] = field(default_factory=dict)
     pixel_data: _PixelData | None = None
     elements: dict[int, RawDataElement] = field(default_factory=dict)
