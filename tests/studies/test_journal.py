@@ -186,11 +186,19 @@ def test_each_scp_claims_a_journal_folder_of_its_own(tmp_path: Path) -> None:
 
 
 def append_association(
-    writer: journal.Writer, organisation: Any, node: Any, key: str, files: list[bytes], *, end: bool = True
+    writer: journal.Writer,
+    organisation: Any,
+    node: Any,
+    key: str,
+    files: list[bytes],
+    *,
+    end: bool = True,
+    headers: bool = False,
 ) -> None:
+    """Records as the SCP appends them; ``headers``: with the header it read, as it writes them now."""
     meta = {"a": key, "o": organisation.pk, "n": node.pk, "ae": "JOURNALSCU", "ip": "127.0.0.1"}
     for data in files:
-        writer.append(journal.INSTANCE, meta, data)
+        writer.append(journal.INSTANCE, {**meta, "h": read_header(data).as_json()} if headers else meta, data)
     if end:
         tally = {"stored": 0, "duplicate": 0, "refused": 1, "studies": [], "patients": []}
         writer.append(journal.ASSOCIATION_END, {**meta, **tally})
@@ -393,9 +401,7 @@ def test_a_batch_of_new_instances_is_inserted_at_once_and_one_sent_again_instanc
     more = images(ALICE, 2, study_uid=read_header(first[0]).study_uid)
     writer = journal.Writer(tmp_path)
     # As the SCP writes them: with the header it read (which names each SOP Instance UID).
-    meta = {"a": "1-1", "o": organisation.pk, "n": node.pk, "ae": "JOURNALSCU", "ip": "127.0.0.1"}
-    for data in first:
-        writer.append(journal.INSTANCE, {**meta, "h": read_header(data).as_json()}, data)
+    append_association(writer, organisation, node, "1-1", first, end=False, headers=True)
     indexer = Indexer(tmp_path, first_live_segment=1)
     caplog.set_level(logging.INFO, logger="radshare.studies.indexer")
     with CaptureQueriesContext(connection) as queries:
@@ -407,9 +413,7 @@ def test_a_batch_of_new_instances_is_inserted_at_once_and_one_sent_again_instanc
     assert Instance.objects.count() == InstanceRender.objects.filter(status="pending").count() == 6
     # The PACS sends the study again, with two new images: the batch is filed instance by instance (the unique SOP
     # Instance UID tells each duplicate), not rolled back and tried again.
-    for data in [*first, *more]:
-        writer.append(journal.INSTANCE, {**meta, "h": read_header(data).as_json()}, data)
-    append_association(writer, organisation, node, "1-1", [])
+    append_association(writer, organisation, node, "1-1", [*first, *more], headers=True)
     writer.close()
     assert indexer.pass_once(live=False) == 9
     assert "one by one" not in caplog.text
@@ -428,9 +432,7 @@ def test_where_a_multi_row_insert_gives_no_ids_the_rows_go_in_one_by_one(
     first, *rest = images(ALICE, 4)
     store_instance(organisation, first, source="scp", node=node)  # the synchronous path
     writer = journal.Writer(tmp_path)
-    meta = {"a": "1-1", "o": organisation.pk, "n": node.pk, "ae": "JOURNALSCU", "ip": "127.0.0.1"}
-    for data in rest:
-        writer.append(journal.INSTANCE, {**meta, "h": read_header(data).as_json()}, data)
+    append_association(writer, organisation, node, "1-1", rest, end=False, headers=True)
     writer.close()
     Indexer(tmp_path, first_live_segment=1).pass_once(live=False)  # a batch
     assert Instance.objects.count() == InstanceRender.objects.filter(status="pending").count() == 4
