@@ -25,7 +25,7 @@ from pydicom.uid import (
 from radshare import dicom
 from radshare.studies.encoding import EncodingError, check_encoding
 from radshare.studies.errors import IngestError
-from radshare.studies.header import Elements, Header, header_tags, read_header
+from radshare.studies.header import HEADER_TAGS, Elements, Header, read_header
 from radshare.studies.synthetic import FakePatient, ct_series, encode
 
 PATIENT = FakePatient("ENC-1", "Codering^Test", dt.date(1970, 1, 1))
@@ -136,7 +136,7 @@ def _ours(data: bytes) -> Header | str | None:
     """``read_header``'s reading of ``data`` (without its checks of required values); None when the encoding is
     refused."""
     try:
-        checked = check_encoding(data, header_tags())
+        checked = check_encoding(data, HEADER_TAGS)
     except EncodingError:
         return None
     try:

@@ -33,13 +33,8 @@ _KEYWORDS = (
     "SeriesNumber", "SeriesDescription", "BodyPartExamined", "InstanceNumber", "NumberOfFrames", "Rows", "Columns",
 )  # fmt: skip
 _TAGS: dict[str, int] = {keyword: int(tag_for_keyword(keyword) or 0) for keyword in _KEYWORDS}
-_COLLECT = frozenset(_TAGS.values())
+HEADER_TAGS = frozenset(_TAGS.values())  # the top-level tags ``read_header`` has ``check_encoding`` keep
 _CHARSET = _TAGS["SpecificCharacterSet"]
-
-
-def header_tags() -> frozenset[int]:
-    """The top-level tags ``read_header`` has ``check_encoding`` keep."""
-    return _COLLECT
 
 
 def bsn(ds: Readable) -> str:
@@ -168,7 +163,7 @@ def read_header(data: bytes | memoryview) -> Header:
     early); a value pydicom cannot convert is refused as unreadable (0xC000) here, never half-way through
     indexing."""
     try:
-        checked = check_encoding(data, _COLLECT)
+        checked = check_encoding(data, HEADER_TAGS)
     except EncodingError as exc:
         raise (TruncatedError if exc.incomplete else NotDicomError)(exc.reason) from exc
     try:

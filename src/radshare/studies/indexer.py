@@ -36,11 +36,11 @@ from django.db import DatabaseError, close_old_connections, transaction
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
 from radshare.organisations.models import Organisation, PacsNode
-from radshare.studies import counts, files, held, indexer_process, journal
+from radshare.studies import held, indexer_process, journal
 from radshare.studies.errors import IngestError, OutOfResourcesError
 from radshare.studies.header import Header
 from radshare.studies.models import Instance, JournalCursor
-from radshare.studies.services import PatientConflictError, StoreOutcome, inserted_once, store_instance
+from radshare.studies.services import PatientConflictError, StoreOutcome, store_instance, stored_together
 from radshare.studies.signals import announce_arrivals
 
 logger = logging.getLogger(__name__)
@@ -243,18 +243,15 @@ class Indexer:
     def _commit(self, items: list[journal.Record], *, summed: bool = True) -> None:
         """File ``items`` and move the cursor past the last, in one transaction; then take the new state.
 
-        ``summed``: the counts the instances add to their studies and series are summed and written once, at the
-        end (``counts.added_once``: two statements per study and series instead of three per instance), their
-        files are waited for once, at the end too (``files.settled_once``: written side by side), and when none
-        of them is here already, their rows are inserted together (``services.inserted_once``). A record filed
-        alone after its batch failed is counted, waited for and inserted as it is stored, as on every other
-        ingest path, where a study moved meanwhile is told apart from one being destroyed, a full disk is a
-        refusal and a duplicate is told by its row."""
+        ``summed``: the instances are stored together (``services.stored_together``): the counts they add to
+        their studies and series summed and written once (two statements per study and series instead of three
+        per instance), their files written side by side and waited for once, and, when none of them is here
+        already, their rows inserted together. A record filed alone after its batch failed is counted, waited for
+        and inserted as it is stored, as on every other ingest path, where a study moved meanwhile is told apart
+        from one being destroyed, a full disk is a refusal and a duplicate is told by its row."""
         self._announcing = False  # a call registered in a transaction that rolled back never ran
-        once = counts.added_once() if summed else contextlib.nullcontext()
-        settled = files.settled_once() if summed else contextlib.nullcontext()
-        rows = inserted_once() if summed and self._all_new(items) else contextlib.nullcontext()
-        with transaction.atomic(), once, rows, settled:
+        together = stored_together(all_new=self._all_new(items)) if summed else contextlib.nullcontext()
+        with transaction.atomic(), together:
             state = (self.associations, self._meta)
             for item in items:
                 state = self._apply(item, *state)

@@ -8,7 +8,7 @@ import hashlib
 import logging
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -31,7 +31,7 @@ from radshare.studies.errors import (
     StaleIdsError,
     StudyBeingDestroyedError,
 )
-from radshare.studies.files import PendingFile, settle, start_put
+from radshare.studies.files import PendingFile, settle, settled_once, start_put
 from radshare.studies.header import Header, read_header
 from radshare.studies.models import Instance, Patient, Series, Study
 
@@ -292,6 +292,16 @@ def inserted_once() -> Iterator[None]:
     finally:
         _rows.reset(token)
     _insert(rows)
+
+
+@contextmanager
+def stored_together(*, all_new: bool) -> Iterator[None]:
+    """Inside one transaction (a batch of the journal's indexer): what ``store_instance`` does per instance that
+    can wait is done once, as the block ends and before it commits. The files are waited for together
+    (``files.settled_once``); the rows are inserted together when ``all_new`` (``inserted_once``, whose condition
+    the caller vouches for); the counts are summed and written once (``counts.added_once``)."""
+    with counts.added_once(), inserted_once() if all_new else nullcontext(), settled_once():
+        yield
 
 
 def _refuse_other_patient(organisation: Organisation, h: Header, study_pk: int, patient_pk: int) -> None:
