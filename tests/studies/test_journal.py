@@ -5,6 +5,7 @@ that is killed, is tested in ``tests/interop/test_journal_scp.py``."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import io
 import json
 import logging
@@ -25,6 +26,7 @@ from django.utils import timezone
 
 from radshare.audit.models import AuditEvent
 from radshare.core.models import UsageCount
+from radshare.core.storage import filesystem as filesystem_module
 from radshare.core.storage import get_storage, instance_key
 from radshare.imaging.models import InstanceRender
 from radshare.organisations.services import add_pacs_node
@@ -193,12 +195,16 @@ def append_association(
     files: list[bytes],
     *,
     end: bool = True,
-    headers: bool = False,
+    inline: bool = False,
 ) -> None:
-    """Records as the SCP appends them; ``headers``: with the header it read, as it writes them now."""
+    """Records as the SCP appends them now: each instance a file of its own, with the header the SCP read;
+    ``inline``: as an older SCP did, the bytes in the record, without the header."""
     meta = {"a": key, "o": organisation.pk, "n": node.pk, "ae": "JOURNALSCU", "ip": "127.0.0.1"}
     for data in files:
-        writer.append(journal.INSTANCE, {**meta, "h": read_header(data).as_json()} if headers else meta, data)
+        if inline:
+            writer.append(journal.INSTANCE, meta, data)
+        else:
+            writer.append_instance({**meta, "h": read_header(data).as_json()}, data)
     if end:
         tally = {"stored": 0, "duplicate": 0, "refused": 1, "studies": [], "patients": []}
         writer.append(journal.ASSOCIATION_END, {**meta, **tally})
@@ -401,7 +407,7 @@ def test_a_batch_of_new_instances_is_inserted_at_once_and_one_sent_again_instanc
     more = images(ALICE, 2, study_uid=read_header(first[0]).study_uid)
     writer = journal.Writer(tmp_path)
     # As the SCP writes them: with the header it read (which names each SOP Instance UID).
-    append_association(writer, organisation, node, "1-1", first, end=False, headers=True)
+    append_association(writer, organisation, node, "1-1", first, end=False)
     indexer = Indexer(tmp_path, first_live_segment=1)
     caplog.set_level(logging.INFO, logger="radshare.studies.indexer")
     with CaptureQueriesContext(connection) as queries:
@@ -413,7 +419,7 @@ def test_a_batch_of_new_instances_is_inserted_at_once_and_one_sent_again_instanc
     assert Instance.objects.count() == InstanceRender.objects.filter(status="pending").count() == 6
     # The PACS sends the study again, with two new images: the batch is filed instance by instance (the unique SOP
     # Instance UID tells each duplicate), not rolled back and tried again.
-    append_association(writer, organisation, node, "1-1", [*first, *more], headers=True)
+    append_association(writer, organisation, node, "1-1", [*first, *more])
     writer.close()
     assert indexer.pass_once(live=False) == 9
     assert "one by one" not in caplog.text
@@ -432,7 +438,7 @@ def test_where_a_multi_row_insert_gives_no_ids_the_rows_go_in_one_by_one(
     first, *rest = images(ALICE, 4)
     store_instance(organisation, first, source="scp", node=node)  # the synchronous path
     writer = journal.Writer(tmp_path)
-    append_association(writer, organisation, node, "1-1", rest, end=False, headers=True)
+    append_association(writer, organisation, node, "1-1", rest, end=False)
     writer.close()
     Indexer(tmp_path, first_live_segment=1).pass_once(live=False)  # a batch
     assert Instance.objects.count() == InstanceRender.objects.filter(status="pending").count() == 4
@@ -459,6 +465,76 @@ def test_an_association_a_crash_cut_off_is_audited_as_interrupted(organisation: 
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("linked", [True, False], ids=["linked", "another-file-system"])
+def test_an_instance_s_file_goes_into_the_storage_as_it_is(
+    organisation: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linked: bool
+) -> None:
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    files = images(ALICE, 3)
+    writer = journal.Writer(tmp_path)
+    append_association(writer, organisation, node, "1-1", files)
+    writer.close()
+    written = {p.read_bytes(): p.stat().st_ino for p in (tmp_path / journal.FILES).iterdir()}
+    assert len(written) == 3
+    if not linked:  # the journal on one file system, the storage on another: the bytes are written there
+
+        def no_link(source: Any, target: Any) -> None:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(filesystem_module.os, "link", no_link)
+    Indexer(tmp_path, first_live_segment=1).pass_once(live=False)
+    storage = get_storage()
+    for instance in Instance.objects.all():
+        path = storage.local_path(instance_key(instance.storage_key))
+        data = path.read_bytes()
+        # Linked: the very file the SCP wrote and fsynced, its bytes not written a second time.
+        assert (path.stat().st_ino == written[data]) is linked
+        assert path.stat().st_nlink == 1  # the journal's name for it is gone once filed
+        assert (instance.size, instance.crc32) == (len(data), zlib.crc32(data))
+    assert sorted(written) == sorted(files)
+    assert not list((tmp_path / journal.FILES).iterdir())
+
+
+@pytest.mark.django_db
+def test_instance_files_whose_records_a_crash_lost_are_filed_as_their_names_tell(
+    organisation: Any, tmp_path: Path
+) -> None:
+    """An instance's record is not waited for (its file is): a power cut may lose records whose files are
+    there. The next run files those files; one filed just before the cut (its name not yet removed) is known
+    already; one cut off before it was acknowledged fails its CRC-32 and goes."""
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    files = images(ALICE, 4)
+    writer = journal.Writer(tmp_path)
+    append_association(writer, organisation, node, "1-1", files[:1], end=False)
+    (first,) = (tmp_path / journal.FILES).iterdir()
+    os.link(first, tmp_path / "kept")
+    Indexer(tmp_path, first_live_segment=1).pass_once(live=False)
+    assert Instance.objects.count() == 1
+    kept_until = records(tmp_path)[-1].end
+    append_association(writer, organisation, node, "1-1", files[1:], end=False)
+    writer.close()
+    # The cut: the last three records lost, the fourth file cut off, the first file's name back.
+    os.truncate(journal.segment_path(tmp_path, 1), journal.split(kept_until)[1])
+    last = max((tmp_path / journal.FILES).iterdir(), key=lambda p: int(p.name.split("_")[0].split("-")[1]))
+    os.truncate(last, 1000)
+    (tmp_path / "kept").rename(first)
+    second = journal.Writer(tmp_path)
+    stop = threading.Event()
+    stop.set()
+    Indexer(tmp_path, first_live_segment=2).run(None, stop, alive=lambda: True)
+    second.close()
+    filed = {i.sop_instance_uid for i in Instance.objects.all()}
+    assert filed == {read_header(data).sop_instance_uid for data in files[:3]}
+    assert Study.objects.get().number_of_instances == 3
+    entry = AuditEvent.objects.get(action="dicom.store")
+    # The first was counted when it was filed; found again, it is not counted as sent twice.
+    assert entry.detail == {"stored": 3, "duplicate": 0, "refused": 0, "patients": 1, "interrupted": True}
+    assert entry.actor_label == "JOURNALSCU"  # from the record that was not lost
+    assert not list((tmp_path / journal.FILES).iterdir())
+    assert JournalCursor.objects.get().associations == {}
+
+
+@pytest.mark.django_db
 def test_an_instance_in_conflict_is_held_not_filed(organisation: Any, tmp_path: Path) -> None:
     node = add_pacs_node(organisation, "JOURNALSCU")
     alice = images(ALICE, 1)
@@ -471,13 +547,19 @@ def test_an_instance_in_conflict_is_held_not_filed(organisation: Any, tmp_path: 
     bob = images(BOB, 2, study_uid=study_uid)
     append_association(writer, organisation, node, "1-1", bob)
     writer.close()
+    kept = [(path, tmp_path / f"kept-{path.name}") for path in (folder / journal.FILES).iterdir()]
+    for path, copy in kept:
+        os.link(path, copy)
     Indexer(folder, first_live_segment=1).pass_once(live=False)
     assert Instance.objects.count() == 1
     conflict = StudyConflict.objects.get()
     assert conflict.refused == 2
     assert {p.read_bytes() for p in (tmp_path / "held").iterdir()} == set(bob)
-    # Filed again (a crash before the cursor's transaction committed): each record overwrites its own held file.
+    # Filed again (a crash before the cursor's transaction committed, the instances' files still there): each
+    # record overwrites its own held file.
     JournalCursor.objects.update(position=0)
+    for path, copy in kept:
+        copy.rename(path)
     Indexer(folder, first_live_segment=1).pass_once(live=False)
     assert {p.read_bytes() for p in (tmp_path / "held").iterdir()} == set(bob)
     entry = AuditEvent.objects.filter(action="dicom.store").latest("pk")

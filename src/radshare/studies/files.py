@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from radshare.core.storage import Storage, instance_folders, instance_key, new_instance_name
 
@@ -30,11 +31,14 @@ _folders_made: weakref.WeakSet[Storage] = weakref.WeakSet()
 _writer = ThreadPoolExecutor(max_workers=32, thread_name_prefix="radshare-put")
 
 
-def _put(storage: Storage, name: str, data: bytes | memoryview) -> None:
+def _put(storage: Storage, name: str, data: bytes | memoryview, source: Path | None) -> None:
     if storage not in _folders_made:
         storage.make_folders(instance_folders())
         _folders_made.add(storage)
-    storage.put_durable(instance_key(name), data)
+    if source is None:
+        storage.put_durable(instance_key(name), data)
+    else:
+        storage.put_durable_file(instance_key(name), source, data)
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,12 @@ class PendingFile:
         self.storage.delete(instance_key(self.name))
 
 
-def start_put(storage: Storage, data: bytes | memoryview) -> PendingFile:
-    """Start writing ``data`` durably under a fresh name (docs/architecture.md "Ingest path"). The caller keeps
-    ``data`` unchanged until ``wait`` or ``discard`` returns."""
+def start_put(storage: Storage, data: bytes | memoryview, source: Path | None = None) -> PendingFile:
+    """Start writing ``data`` durably under a fresh name (docs/architecture.md "Ingest path"); ``source``: a durable
+    file holding ``data`` (the journal's), which the storage may take as it is (``Storage.put_durable_file``). The
+    caller keeps ``data`` and ``source`` unchanged until ``wait`` or ``discard`` returns."""
     name = new_instance_name()
-    return PendingFile(storage, name, _writer.submit(_put, storage, name, data))
+    return PendingFile(storage, name, _writer.submit(_put, storage, name, data, source))
 
 
 _unsettled: contextvars.ContextVar[list[PendingFile] | None] = contextvars.ContextVar(

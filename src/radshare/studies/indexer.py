@@ -24,6 +24,7 @@ import multiprocessing.process
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
@@ -257,6 +258,10 @@ class Indexer:
                 state = self._apply(item, *state)
             self._save(items[-1].end, *state)
         self.position, (self.associations, self._meta) = items[-1].end, state
+        for item in items:
+            if item.file is not None:  # filed: the storage holds it under a name of its own now
+                with contextlib.suppress(OSError):
+                    item.file.unlink()
 
     @staticmethod
     def _all_new(items: list[journal.Record]) -> bool:
@@ -292,7 +297,7 @@ class Indexer:
             self._file_instance(item, tally)
             return {**associations, key: tally}, {
                 **metas,
-                key: {k: meta.get(k) for k in ("o", "n", "ae", "ip")},
+                key: metas.get(key, {}) | {k: meta[k] for k in ("o", "n", "ae", "ip") if k in meta},
             }
         # journal.ASSOCIATION_END
         tally.add(Tally.from_json(meta))
@@ -306,15 +311,37 @@ class Indexer:
         organisation = self._organisation(int(item.meta["o"]))
         node = self._node(item.meta.get("n"))
         try:
+            data = item.data()
+        except FileNotFoundError:
+            # Its file goes once it is filed: filed before (a cursor put back), so a duplicate.
+            tally.duplicate += 1
+            header = Header.from_json(item.meta.get("h"))
+            uid = header.sop_instance_uid if header is not None else ""
+            row = (
+                Instance.objects.filter(organisation=organisation, sop_instance_uid=uid)
+                .values_list("series__study__study_instance_uid", "series__study__patient_id")
+                .first()
+            )
+            if row is not None:
+                tally.study_uids.add(row[0])
+                tally.patients.add(row[1])
+            return
+        try:
             # What the SCP read before it acknowledged, and the payload's CRC-32 the journal read gave.
             header = Header.from_json(item.meta.get("h"))
             result = store_instance(
-                organisation, item.payload, source="scp", node=node, header=header, crc32=item.payload_crc
+                organisation,
+                data,
+                source="scp",
+                node=node,
+                header=header,
+                crc32=item.payload_crc,
+                durable_file=item.file,
             )
         except PatientConflictError:
             # Counted on the study's conflict by store_instance; the bytes wait for the admin.
             tally.held += 1
-            name = self._hold(item)
+            name = self._hold(item, data)
             logger.warning("journal: an instance in conflict with its study's patient is held as %s", name)
             return
         except OutOfResourcesError:
@@ -335,14 +362,14 @@ class Indexer:
             if self._unannounced >= ANNOUNCE_EVERY and not self._announcing:
                 self._announcing = True  # once per transaction, however many instances follow in it
                 transaction.on_commit(self._announce)
-        else:
+        elif not item.meta.get("left_over"):  # a file a past run left, filed then: its name had not gone yet
             tally.duplicate += 1
 
     def _announce(self) -> None:
         self._unannounced = 0
         announce_arrivals()
 
-    def _hold(self, item: journal.Record) -> str:
+    def _hold(self, item: journal.Record, data: bytes) -> str:
         """Keep the bytes in ``held/`` for the admin (``studies/held.py``), named after the record."""
         node = item.meta.get("n")
         return held.keep(
@@ -351,7 +378,7 @@ class Indexer:
             item.start,
             int(item.meta["o"]),
             node and int(node),
-            item.payload,
+            data,
         )
 
     def _save(self, end: int, associations: dict[str, Tally], metas: dict[str, dict[str, Any]]) -> None:
@@ -363,6 +390,7 @@ class Indexer:
         stopped with them): each gets its audit entry, marked interrupted."""
         if self._past_closed:  # called once idle: every record of a past run is filed by then
             return
+        self._file_left_over()
         past = {k for k in self.associations if int(k.split("-", 1)[0]) < self.first_live_segment}
         if past:
             with transaction.atomic():
@@ -381,6 +409,23 @@ class Indexer:
                 self._save(self.position, associations, metas)
             self.associations, self._meta = associations, metas
         self._past_closed = True
+
+    def _file_left_over(self) -> None:
+        """The instance files a past run left once its records are filed: each is filed as its name tells (its
+        record was lost with the machine; or it was filed, and the index tells the duplicate), or, cut off before
+        it was acknowledged, removed (docs/architecture.md "Journal mode")."""
+        for left in journal.files_of_past_runs(self.folder, self.first_live_segment):
+            try:
+                data = left.path.read_bytes()
+            except FileNotFoundError:
+                continue
+            if zlib.crc32(data) != left.crc:
+                logger.info("journal: %s was cut off before it was acknowledged; removed", left.path.name)
+                left.path.unlink(missing_ok=True)
+                continue
+            meta = {"a": left.association, "o": left.organisation, "n": left.node, "left_over": True}
+            start = journal.left_over_position(left)
+            self._file(journal.Record(journal.INSTANCE, meta, b"", start, self.position, left.crc, left.path))
 
     def _adopt_orphans(self) -> None:
         """Once idle, file the other journal folders that no running SCP holds: an SCP that crashed and was not
@@ -459,6 +504,7 @@ def backlogs(root: Path) -> list[Backlog]:
                 waiting += max(size - offset, 0)
         # An end-of-segment record alone is not waiting work.
         waiting = 0 if waiting <= journal.HEADER.size + 2 else waiting
+        waiting += journal.files_waiting(folder)
         found.append(
             Backlog(
                 folder.name, waiting, cursor.updated_at if cursor else None, waiting_held if not found else 0

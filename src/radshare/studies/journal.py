@@ -9,9 +9,13 @@ The CRC-32 runs over the payload, then the meta, so that reading a record gives 
 the one a ZIP member of the instance records, which the indexer stores instead of computing it again. (Records of
 the first format, magic ``RSJ1``, ran it over the meta first; they are still read.)
 
-An instance record's payload is the received Part 10 file; its meta names the association, organisation and node.
-An association's end record has no payload. A record is acknowledged only once an ``fdatasync`` covers it; all
-associations share one segment, so one ``fdatasync`` covers everything written meanwhile (group commit).
+An instance's bytes, the received Part 10 file, are a file of their own in ``files/``, written and fsynced (with the
+folder) before its record: the record has no payload and its meta names the file, its size and CRC-32, besides the
+association, organisation and node and the header as read. The indexer links that file into the storage instead of
+writing the bytes a second time (docs/architecture.md "Journal mode"). (Records written before, with the file as their
+payload, are still read.) An association's end record has no payload. A record is acknowledged only once an
+``fdatasync`` covers it; all associations share one segment, so one ``fdatasync`` covers everything written meanwhile
+(group commit).
 
 One writer (the SCP) appends to the newest segment only; it starts a new one when it opens the journal and when a
 segment grows past ``SEGMENT_BYTES``, closing the old one with an end-of-segment record. A reader (the indexer)
@@ -24,7 +28,9 @@ This module knows files only; ``indexer.py`` files the records into the index.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -37,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radshare.core.files import fsync_folder
+from radshare.core.files import fsync_folder, write_all
 
 MAGIC = b"RSJ2"
 MAGIC_V1 = b"RSJ1"  # CRC-32 over meta, then payload: read, never written
@@ -49,6 +55,9 @@ SEGMENT_BYTES = 256 * 1024 * 1024
 SEGMENT_NAME = re.compile(r"^(\d{12})\.seg$")
 OFFSET_BITS = 40  # a position is segment << OFFSET_BITS | offset: one integer, shared with the indexer
 SLOTS = 64  # SCP processes one machine may run on one data dir
+FILES = "files"  # the instances' own files, beside the segments
+# <the writer's first segment>-<count>_<association>_<organisation>_<node or 0>_<CRC-32>.dcm
+FILE_NAME = re.compile(r"^(\d+)-(\d+)_(\d+-\d+)_(\d+)_(\d+)_([0-9a-f]{8})\.dcm$")
 
 
 def position(segment: int, offset: int) -> int:
@@ -67,6 +76,16 @@ class Record:
     start: int  # position of the record
     end: int  # position just after it: where the next one starts
     payload_crc: int | None = None  # zlib.crc32 of the payload (None for a record of the first format)
+    file: Path | None = (
+        None  # where the instance's bytes are, when not in the record (``Writer.append_instance``)
+    )
+
+    def data(self) -> bytes:
+        """The instance's bytes: the record's payload, or its file's."""
+        if self.file is None:
+            return self.payload
+        with self.file.open("rb", buffering=0) as f:
+            return f.read()
 
 
 def segment_path(folder: Path, segment: int) -> Path:
@@ -147,6 +166,10 @@ class Writer:
         self._segment = max(present[-1] if present else 0, after) + 1
         self._fd = self._create(self._segment)
         self._offset = 0
+        self.files = folder / FILES
+        self.files.mkdir(exist_ok=True, mode=0o700)
+        self._names = itertools.count(1)
+        self._run = self._segment  # the files of this run are named after its first segment
         self._retired: list[int] = []
         self._write_lock = threading.Lock()
         self._sync_lock = threading.Lock()
@@ -166,9 +189,33 @@ class Writer:
         with self._write_lock:
             return position(self._segment, self._offset)
 
-    def append(self, kind: int, meta: dict[str, Any], payload: bytes | memoryview = b"") -> int:
-        """Write one record and return, once it is durable, the position after it. ``OSError`` (disk full) leaves
-        the segment as it was: a failed write is cut off again, so no later record follows a broken one."""
+    def append_instance(self, meta: dict[str, Any], data: bytes | memoryview) -> int:
+        """Write an instance: its bytes to a file of their own, durable as a bare SCP writes one (``fsync``), then
+        its record, which names the file; returns the position after the record. The record is not waited for:
+        should the machine lose it, the file's name tells what the indexer needs to file it all the same
+        (``InstanceFile``). ``OSError`` (disk full) leaves neither."""
+        crc = zlib.crc32(data)
+        name = f"{self._run}-{next(self._names)}_{meta['a']}_{meta['o']}_{meta.get('n') or 0}_{crc:08x}.dcm"
+        path = self.files / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                write_all(fd, data)
+                os.fsync(fd)  # on ext4, XFS and btrfs this makes the new name durable as well
+            finally:
+                os.close(fd)
+            return self.append(INSTANCE, {**meta, "f": name, "c": crc}, durable=False)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+
+    def append(
+        self, kind: int, meta: dict[str, Any], payload: bytes | memoryview = b"", *, durable: bool = True
+    ) -> int:
+        """Write one record and return, once it is durable (``durable``; else once written), the position after
+        it. ``OSError`` (disk full) leaves the segment as it was: a failed write is cut off again, so no later
+        record follows a broken one."""
         parts = encode(kind, meta, payload)
         size = sum(memoryview(p).nbytes for p in parts)
         with self._write_lock:
@@ -183,7 +230,8 @@ class Writer:
                 raise
             self._offset += size
             end = self.last_end = position(self._segment, self._offset)
-        self._sync(end)
+        if durable:
+            self._sync(end)
         return end
 
     def _rotate(self) -> None:
@@ -255,6 +303,64 @@ def _next(f: Any, segment: int, offset: int) -> Record | None:
     elif zlib.crc32(payload, zlib.crc32(meta_bytes)) != crc:
         return None
     end = offset + HEADER.size + meta_len + payload_len
-    return Record(
-        kind, json.loads(meta_bytes), payload, position(segment, offset), position(segment, end), payload_crc
-    )
+    meta = json.loads(meta_bytes)
+    file: Path | None = None
+    if kind == INSTANCE and "f" in meta:
+        # The instance's own file, durable before its record was: its CRC-32 as the SCP computed it.
+        file = Path(f.name).parent / FILES / str(meta["f"])
+        payload_crc = int(meta["c"])
+    return Record(kind, meta, payload, position(segment, offset), position(segment, end), payload_crc, file)
+
+
+@dataclass(frozen=True)
+class InstanceFile:
+    """An instance's file in ``files/``, as its name tells it."""
+
+    path: Path
+    run: int  # the first segment of the SCP's run that wrote it
+    count: int  # its number in that run
+    association: str
+    organisation: int
+    node: int | None
+    crc: int  # of the bytes as received: a file a crash cut off before it was acknowledged fails it
+
+
+def files_of_past_runs(folder: Path, first_live_segment: int) -> list[InstanceFile]:
+    """The instance files a past run of the SCP left, in the order written. Once the records of that run are
+    filed, each was either filed (and its name not yet removed: the index has it already), or its record was lost
+    with the machine, or it was never acknowledged (cut off: its CRC-32 tells)."""
+    try:
+        names = [e.name for e in os.scandir(folder / FILES)]
+    except FileNotFoundError:
+        return []
+    found: list[InstanceFile] = []
+    for name in names:
+        if (m := FILE_NAME.match(name)) and int(m.group(1)) < first_live_segment:
+            found.append(
+                InstanceFile(
+                    folder / FILES / name,
+                    int(m.group(1)),
+                    int(m.group(2)),
+                    m.group(3),
+                    int(m.group(4)),
+                    int(m.group(5)) or None,
+                    int(m.group(6), 16),
+                )
+            )
+    return sorted(found, key=lambda file: (file.run, file.count))
+
+
+def left_over_position(file: InstanceFile) -> int:
+    """A position of its own for a file filed without its record (``held.keep`` names what it holds after it):
+    past any offset a segment reaches."""
+    return position(file.run, 1 << (OFFSET_BITS - 1) | file.count)
+
+
+def files_waiting(folder: Path) -> int:
+    """The bytes of the instance files in ``folder``: those the indexer has not filed yet, about."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder / FILES):
+            with contextlib.suppress(FileNotFoundError):
+                total += entry.stat().st_size
+    return total

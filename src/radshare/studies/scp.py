@@ -310,7 +310,7 @@ class StorageSCP:
                     return OUT_OF_RESOURCES
                 return self._store_now(admission, data, header)
             # The header as read goes with the bytes: the indexer files the record without parsing it again.
-            mode.writer.append(journal.INSTANCE, {**admission.journal_meta(), "h": header.as_json()}, data)
+            mode.writer.append_instance({**admission.journal_meta(), "h": header.as_json()}, data)
         except IngestError as exc:
             return self._refused(admission, exc)
         except DatabaseError:

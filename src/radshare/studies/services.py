@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -403,6 +404,7 @@ def store_instance(
     node: PacsNode | None = None,
     header: Header | None = None,
     crc32: int | None = None,
+    durable_file: Path | None = None,
 ) -> StoreResult:
     """Store one DICOM Part 10 file (file meta + data set) durably and index it (docs/security.md R1).
 
@@ -413,8 +415,9 @@ def store_instance(
 
     ``header`` and ``crc32``: what the caller has read of ``data`` already (``read_header``, ``zlib.crc32``), so
     that it is not done twice: the journal's indexer files what the SCP read before it acknowledged.
+    ``durable_file``: a durable file holding ``data`` (the journal's), which the storage takes as it is where it can.
     """
-    file = start_put(get_storage(), data)
+    file = start_put(get_storage(), data, durable_file)
     try:
         h = header or read_header(data)
         sop_uid = h.sop_instance_uid
@@ -439,7 +442,7 @@ def store_instance(
                 raise OutOfResourcesError("the study changed meanwhile; send it again") from exc
             # Otherwise a cached id went stale (a row removed, a study moved): forget the cache and index afresh.
             _ids.clear()
-            file = start_put(file.storage, data)
+            file = start_put(file.storage, data, durable_file)
         except BaseException:
             file.discard()
             raise

@@ -71,6 +71,12 @@ class Storage(ABC):
         returns; the number of bytes stored. What is acknowledged to a sender goes through here (PS3.4 B.2.3:
         success means the SCP has the object)."""
 
+    def put_durable_file(self, key: str, path: Path, data: bytes | memoryview) -> int:
+        """``put_durable`` of a file that is durable already, ``path``, whose bytes are ``data``: a backend that can
+        take the file as it is (a link on the same file system) does, instead of writing the bytes again; the
+        caller may remove ``path`` once this returns."""
+        return self.put_durable(key, data)
+
     @abstractmethod
     def put(self, key: str, data: Data) -> int:
         """Store ``data`` under ``key`` atomically but without waiting for the disk: for derived data."""

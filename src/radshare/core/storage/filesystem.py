@@ -13,6 +13,7 @@ not flushed (a lost render is made again), and the renders folder may be a file 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import secrets
@@ -30,6 +31,7 @@ from radshare.core.storage.base import Data, ObjectStat, Storage, StoredObject, 
 TEMPORARY = "incoming"
 PARTIAL_SUFFIX = ".part"  # the durable put's temporary files: the only names the sweep removes
 READ_SIZE = 1 << 20
+_NO_LINK = {errno.EXDEV, errno.EEXIST, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP}
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -74,6 +76,23 @@ class FileSystemStorage(Storage):
             raise
         fsync_folder(final.parent)
         return size
+
+    def put_durable_file(self, key: str, path: Path, data: bytes | memoryview) -> int:
+        """A second name for the file (a hard link), made durable by an fsync of its folder: the bytes are on the
+        disk once. Where no link can be made (another file system, a name taken), the bytes are written."""
+        final = self._path(key)
+        try:
+            try:
+                os.link(path, final)
+            except FileNotFoundError:
+                _make_folders(final.parent, durable=True)
+                os.link(path, final)
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+            return self.put_durable(key, data)
+        fsync_folder(final.parent)
+        return memoryview(data).nbytes
 
     def put(self, key: str, data: Data) -> int:
         final = self._path(key)
