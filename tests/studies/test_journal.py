@@ -95,6 +95,17 @@ def test_a_damaged_record_is_not_read(tmp_path: Path) -> None:
     assert [r.meta["n"] for r in records(tmp_path)] == [0]
 
 
+def test_a_record_naming_a_file_the_writer_does_not_make_is_not_read(tmp_path: Path) -> None:
+    writer = journal.Writer(tmp_path)
+    writer.append_instance({"a": "1-1", "o": 1, "n": None}, b"a" * 100)
+    writer.append(journal.INSTANCE, {"a": "1-1", "o": 1, "f": "../../id", "c": 0})
+    writer.close()
+    (good,) = records(tmp_path)
+    assert good.file is not None
+    assert good.data() == b"a" * 100
+    assert good.payload_crc == zlib.crc32(b"a" * 100)
+
+
 def test_a_record_gives_its_payload_crc_and_first_format_records_are_still_read(tmp_path: Path) -> None:
     payload = os.urandom(300)
     meta = json.dumps({"n": 0}).encode()

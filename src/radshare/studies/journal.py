@@ -9,11 +9,12 @@ The CRC-32 runs over the payload, then the meta, so that reading a record gives 
 the one a ZIP member of the instance records, which the indexer stores instead of computing it again. (Records of
 the first format, magic ``RSJ1``, ran it over the meta first; they are still read.)
 
-An instance's bytes, the received Part 10 file, are a file of their own in ``files/``, written and fsynced (with the
-folder) before its record: the record has no payload and its meta names the file, its size and CRC-32, besides the
-association, organisation and node and the header as read. The indexer links that file into the storage instead of
-writing the bytes a second time (docs/architecture.md "Journal mode"). (Records written before, with the file as their
-payload, are still read.) An association's end record has no payload. A record is acknowledged only once an
+An instance's bytes, the received Part 10 file, are a file of their own in ``files/``, written and fsynced before its
+record: the record has no payload; its meta names the file and its CRC-32, besides the association, organisation and
+node and the header as read. The indexer links that file into the storage instead of writing the bytes a second time
+(docs/architecture.md "Journal mode"). The instance is acknowledged once its file is durable; its record is not
+waited for, since the file's name tells what the record would (``InstanceFile``). (Records written before, with the
+file as their payload, are still read.) An association's end record has no payload and is acknowledged only once an
 ``fdatasync`` covers it; all associations share one segment, so one ``fdatasync`` covers everything written meanwhile
 (group commit).
 
@@ -76,9 +77,8 @@ class Record:
     start: int  # position of the record
     end: int  # position just after it: where the next one starts
     payload_crc: int | None = None  # zlib.crc32 of the payload (None for a record of the first format)
-    file: Path | None = (
-        None  # where the instance's bytes are, when not in the record (``Writer.append_instance``)
-    )
+    # Where the instance's bytes are, when not in the record (``Writer.append_instance``).
+    file: Path | None = None
 
     def data(self) -> bytes:
         """The instance's bytes: the record's payload, or its file's."""
@@ -307,6 +307,8 @@ def _next(f: Any, segment: int, offset: int) -> Record | None:
     file: Path | None = None
     if kind == INSTANCE and "f" in meta:
         # The instance's own file, durable before its record was: its CRC-32 as the SCP computed it.
+        if not FILE_NAME.match(str(meta["f"])):
+            return None  # not a name the writer makes: damaged
         file = Path(f.name).parent / FILES / str(meta["f"])
         payload_crc = int(meta["c"])
     return Record(kind, meta, payload, position(segment, offset), position(segment, end), payload_crc, file)
