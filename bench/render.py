@@ -7,7 +7,7 @@ are timed. The first pass alone (what a share waits for) is printed too, beside 
 docs/architecture.md "Performance budget": radshare >= 0.95x the bare loop. Also measured: JPEG 2000 lossless,
 which is decode-bound. The two alternate, medians of ``--runs``.
 
-Usage: python bench/render.py [--count 200] [--runs 3] [--quick]
+Usage: python bench/render.py [--count 200] [--runs 5] [--quick]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def rate(func, paths: list[Path]) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a few images, one run: checks that it runs")
     args = parser.parse_args()
     if args.quick:

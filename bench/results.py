@@ -45,11 +45,16 @@ class Row:
 
 
 def alternate(ours: Callable[[], float], reference: Callable[[], float], runs: int) -> tuple[float, float]:
-    """Medians of ``runs`` measurements of each, taken turn about (the machine is shared and noisy)."""
+    """Medians of ``runs`` measurements of each, taken turn about (the machine is shared and noisy), the one that
+    goes first changing every run, so that neither always follows the other (a cold cache, a writeback begun)."""
     mine, theirs = [], []
-    for _ in range(runs):
-        mine.append(ours())
-        theirs.append(reference())
+    for run in range(runs):
+        if run % 2:
+            theirs.append(reference())
+            mine.append(ours())
+        else:
+            mine.append(ours())
+            theirs.append(reference())
     return statistics.median(mine), statistics.median(theirs)
 
 
