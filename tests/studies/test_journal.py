@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -453,6 +454,28 @@ def test_where_a_multi_row_insert_gives_no_ids_the_rows_go_in_one_by_one(
     writer.close()
     Indexer(tmp_path, first_live_segment=1).pass_once(live=False)  # a batch
     assert Instance.objects.count() == InstanceRender.objects.filter(status="pending").count() == 4
+
+
+@pytest.mark.django_db
+def test_a_nudge_has_the_indexer_file_what_is_there_without_letting_more_gather(
+    organisation: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a batch that was not full the indexer lets records gather (``GATHER``), unless the SCP nudges it: an
+    association ended, or the SCP waits for the journal to be filed."""
+    monkeypatch.setattr(indexer_module, "GATHER", 60.0)
+    node = add_pacs_node(organisation, "JOURNALSCU")
+    writer = journal.Writer(tmp_path)
+    append_association(writer, organisation, node, "1-1", images(ALICE, 3))
+    writer.close()
+    stop, nudge = threading.Event(), threading.Event()
+    stop.set()
+    nudge.set()  # as the SCP does once it has appended the association's end
+    started = time.monotonic()
+    Indexer(tmp_path, first_live_segment=1).run(None, stop, alive=lambda: True, nudge=nudge)
+    assert time.monotonic() - started < 30  # not the 60 s a batch would otherwise wait for more
+    assert not nudge.is_set()  # taken: the next batch gathers again
+    assert Instance.objects.count() == 3
+    assert AuditEvent.objects.get(action="dicom.store").detail["stored"] == 3
 
 
 @pytest.mark.django_db

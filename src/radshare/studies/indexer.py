@@ -47,7 +47,9 @@ from radshare.studies.signals import announce_arrivals
 logger = logging.getLogger(__name__)
 
 IDLE = 0.005  # seconds between looks at the journal when it has nothing new
-GATHER = 0.05  # seconds before the next look after a batch that was not full
+GATHER = (
+    0.25  # seconds before the next look after a batch that was not full, unless nudged (an association ended)
+)
 RETRY_FIRST, RETRY_LAST = 0.5, 30.0  # seconds before filing a record again after a passing failure
 BATCH = 64  # records filed in one transaction at most (the cursor moves once per batch)
 ANNOUNCE_EVERY = 50  # stored instances between two calls for rendering while a study still arrives
@@ -158,17 +160,24 @@ class Indexer:
         applied: Synchronized[int] | None,
         stop: Event | threading.Event | None,
         alive: Callable[[], bool],
+        nudge: Event | threading.Event | None = None,
     ) -> None:
-        """File records until ``stop`` is set and nothing is left, or the SCP is gone."""
+        """File records until ``stop`` is set and nothing is left, or the SCP is gone. ``nudge``: set by the SCP
+        when an association ends or it waits for the journal to be filed, so that the last records do not wait
+        for the next batch to gather."""
         if applied is not None:
             applied.value = self.position
         while True:
             filed = self.pass_once(applied)
             if filed:
                 if filed < BATCH:
-                    # Let the next records gather: a batch's transaction, cursor and counts cost the same for one
-                    # record as for 64, and the indexer shares the machine with the SCP answering the sender.
-                    time.sleep(GATHER)
+                    # Let the next records gather: a batch's transaction, cursor, counts and flushes cost the same
+                    # for one record as for 64, and the indexer shares the machine (its cores and its disk) with
+                    # the SCP answering the sender.
+                    if nudge is None:
+                        time.sleep(GATHER)
+                    elif nudge.wait(GATHER):
+                        nudge.clear()
                 continue
             self._close_past_associations()
             self._adopt_orphans()
@@ -530,6 +539,7 @@ class JournalMode:
         self._context = multiprocessing.get_context("spawn")
         self.applied: Synchronized[int] = self._context.Value("q", 0, lock=False)
         self.stop = self._context.Event()
+        self.nudge = self._context.Event()  # the indexer files what is there now, without letting more gather
         self._restart_lock = threading.Lock()
         self._restarted = time.monotonic()
         self.process = self._start()
@@ -537,7 +547,7 @@ class JournalMode:
     def _start(self) -> multiprocessing.process.BaseProcess:
         process = self._context.Process(
             target=indexer_process.main,
-            args=(str(self.folder), self.applied, self.stop, self.run),
+            args=(str(self.folder), self.applied, self.stop, self.run, self.nudge),
             name="radshare-indexer",
         )
         process.start()
@@ -562,6 +572,7 @@ class JournalMode:
     def drain(self) -> bool:
         """Wait until everything appended so far is filed (False after ``DRAIN_TIMEOUT``)."""
         target = self.writer.last_end
+        self.nudge.set()
         deadline = time.monotonic() + self.DRAIN_TIMEOUT
         while self.applied.value < target:
             self.check_indexer()

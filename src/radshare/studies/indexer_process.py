@@ -15,7 +15,9 @@ from pathlib import Path
 NICENESS = 5
 
 
-def main(folder: str, applied: Synchronized[int], stop: Event, first_live_segment: int) -> None:
+def main(
+    folder: str, applied: Synchronized[int], stop: Event, first_live_segment: int, nudge: Event | None = None
+) -> None:
     """Set Django up, then file the journal until told to stop or orphaned.
 
     Ctrl-C and SIGTERM reach the whole process group (a terminal, systemd): the indexer leaves them to the SCP,
@@ -30,4 +32,4 @@ def main(folder: str, applied: Synchronized[int], stop: Event, first_live_segmen
 
     parent = multiprocessing.parent_process()
     indexer = Indexer(Path(folder), first_live_segment=first_live_segment)
-    indexer.run(applied, stop, alive=lambda: parent is None or parent.is_alive())
+    indexer.run(applied, stop, alive=lambda: parent is None or parent.is_alive(), nudge=nudge)

@@ -252,6 +252,7 @@ class StorageSCP:
                 # The indexer writes the entry once it has filed the association's instances (indexer.py).
                 end = admission.journal_meta() | admission.tally().as_json()
                 self.journal.writer.append(journal.ASSOCIATION_END, end)
+                self.journal.nudge.set()  # the study is complete: filed now, not once more has gathered
             else:
                 # One entry per association, not per image (docs/architecture.md "Audit granularity").
                 record_association(
