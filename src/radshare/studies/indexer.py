@@ -47,9 +47,8 @@ from radshare.studies.signals import announce_arrivals
 logger = logging.getLogger(__name__)
 
 IDLE = 0.005  # seconds between looks at the journal when it has nothing new
-GATHER = (
-    0.25  # seconds before the next look after a batch that was not full, unless nudged (an association ended)
-)
+# Seconds before the next look after a batch that was not full, unless the SCP nudges (an association ended).
+GATHER = 0.25
 RETRY_FIRST, RETRY_LAST = 0.5, 30.0  # seconds before filing a record again after a passing failure
 BATCH = 64  # records filed in one transaction at most (the cursor moves once per batch)
 ANNOUNCE_EVERY = 50  # stored instances between two calls for rendering while a study still arrives
