@@ -41,7 +41,13 @@ from radshare.studies import held, indexer_process, journal
 from radshare.studies.errors import IngestError, OutOfResourcesError
 from radshare.studies.header import Header
 from radshare.studies.models import Instance, JournalCursor
-from radshare.studies.services import PatientConflictError, StoreOutcome, store_instance, stored_together
+from radshare.studies.services import (
+    PatientConflictError,
+    StoreOutcome,
+    indexed_copy,
+    store_instance,
+    stored_together,
+)
 from radshare.studies.signals import announce_arrivals
 
 logger = logging.getLogger(__name__)
@@ -318,25 +324,21 @@ class Indexer:
     def _file_instance(self, item: journal.Record, tally: Tally) -> None:
         organisation = self._organisation(int(item.meta["o"]))
         node = self._node(item.meta.get("n"))
+        # What the SCP read before it acknowledged, and the payload's CRC-32 the journal read gave.
+        header = Header.from_json(item.meta.get("h"))
         try:
             data = item.data()
         except FileNotFoundError:
             # Its file goes once it is filed: filed before (a cursor put back), so a duplicate.
             tally.duplicate += 1
-            header = Header.from_json(item.meta.get("h"))
-            uid = header.sop_instance_uid if header is not None else ""
-            row = (
-                Instance.objects.filter(organisation=organisation, sop_instance_uid=uid)
-                .values_list("series__study__study_instance_uid", "series__study__patient_id")
-                .first()
-            )
-            if row is not None:
-                tally.study_uids.add(row[0])
-                tally.patients.add(row[1])
+            if (
+                header is not None
+                and (copy := indexed_copy(organisation, header.sop_instance_uid)) is not None
+            ):
+                tally.study_uids.add(copy[2])
+                tally.patients.add(copy[3])
             return
         try:
-            # What the SCP read before it acknowledged, and the payload's CRC-32 the journal read gave.
-            header = Header.from_json(item.meta.get("h"))
             result = store_instance(
                 organisation,
                 data,

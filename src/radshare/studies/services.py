@@ -358,10 +358,11 @@ def _index_or_record(
         raise
 
 
-def _duplicate(
-    organisation: Organisation, sop_uid: str, sha256: str, node: PacsNode | None
-) -> StoreResult | None:
-    """The indexed copy of ``sop_uid``, which stays (a refusal while its study is being destroyed), or None."""
+def indexed_copy(
+    organisation: Organisation, sop_uid: str
+) -> tuple[int, str, str, int, dt.datetime | None] | None:
+    """The indexed instance ``sop_uid`` of ``organisation``: its id, SHA-256, Study Instance UID, patient id and
+    when its study's destruction began (None when it did not), or None when there is none."""
     existing = (
         Instance.objects.filter(organisation=organisation, sop_instance_uid=sop_uid)
         .order_by()
@@ -373,9 +374,17 @@ def _duplicate(
             "series__study__destroy_started_at",
         )[:1]
     )
-    if not existing:
+    return existing[0] if existing else None
+
+
+def _duplicate(
+    organisation: Organisation, sop_uid: str, sha256: str, node: PacsNode | None
+) -> StoreResult | None:
+    """The indexed copy of ``sop_uid``, which stays (a refusal while its study is being destroyed), or None."""
+    existing = indexed_copy(organisation, sop_uid)
+    if existing is None:
         return None
-    instance_pk, stored_sha256, study_uid, patient_pk, destroying = existing[0]
+    instance_pk, stored_sha256, study_uid, patient_pk, destroying = existing
     if destroying is not None:
         raise StudyBeingDestroyedError(BEING_DESTROYED)
     if stored_sha256 != sha256:
