@@ -23,6 +23,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from radshare.audit.actions import Action
 from radshare.audit.services import ActorType, Outcome, record
+from radshare.dicom import received_file
 from radshare.organisations.models import Organisation, PacsNode
 from radshare.studies import journal
 from radshare.studies.errors import IngestError
@@ -287,7 +288,7 @@ class StorageSCP:
         if admission is None:  # cannot happen: admission precedes negotiation
             return PROCESSING_FAILURE
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = received_file(event)
         except Exception:  # noqa: BLE001 - pynetdicom raises assorted errors for broken P-DATA
             admission.refused += 1
             logger.warning("C-STORE with unreadable data set refused")

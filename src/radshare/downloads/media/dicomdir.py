@@ -25,7 +25,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, MediaStorageDirectoryStorage
 
 from radshare.core.storage import get_storage, instance_key
-from radshare.dicom import IMPLEMENTATION_UID
+from radshare.dicom import IMPLEMENTATION_UID, IMPLEMENTATION_VERSION
 from radshare.downloads.media.archive import MissingFileError
 from radshare.imaging.reports.study import REPORT_READ_ERRORS
 from radshare.studies.models import Instance, Series, Study
@@ -238,7 +238,7 @@ def _file_set(uid: str) -> tuple[FileMetaDataset, Dataset]:
     meta.MediaStorageSOPInstanceUID = UID(uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
-    meta.ImplementationVersionName = "RADSHARE"
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     ds = Dataset()
     ds.FileSetID = "RADSHARE"
     ds.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity = 0

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection
 
+from radshare.dicom import received_file
 from radshare.organisations.models import PacsNode
 from radshare.pacs.dimse.association import OUT_OF_RESOURCES, SUCCESS
 from radshare.studies.errors import IngestError, OutOfResourcesError
@@ -44,7 +45,7 @@ class Receiver:
 
     def _store(self, event: Any) -> int:
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = received_file(event)
         except Exception:  # noqa: BLE001 - pynetdicom raises assorted errors for broken P-DATA
             self.refused += 1
             logger.warning("C-GET: an image with unreadable data was refused")
