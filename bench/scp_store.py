@@ -4,9 +4,10 @@ One DCMTK ``storescu`` association (TCP_NODELAY=1) sends the same generated 512x
   * ``radshare scp``: fsync of the file and its folder, index, commit, then success (SQLite; ``--postgres`` too),
   * a bare pynetdicom SCP that writes the received bytes and fsyncs each file (the reference: same durability),
   * the same bare SCP without fsync, and DCMTK ``storescp`` (no fsync): what the network and parsing alone allow.
-radshare and the bare SCP with fsync take turns, ``--runs`` times for each number of images (medians); the two
-without fsync run once per number, between them. Every radshare run starts from a fresh copy of one migrated
-installation (a new database, an empty storage), so no image is ever a duplicate.
+radshare and the bare SCP with fsync take turns (which goes first changes every run), ``--runs`` times for each
+number of images (medians); the two without fsync run once per number, between them. Every radshare run starts
+from a fresh copy of one migrated installation (a new database, an empty storage), so no image is ever a
+duplicate.
 
 The cost per image must not grow with the association's length: it is printed for each number of images, with its
 spread, and divided by the bare SCP's in the same run (the bare SCP's own cost grows with the length on a machine
@@ -275,9 +276,11 @@ def main() -> None:
                     kind: [] for kind in [*ours, "fsync", "no fsync", "dcmtk"]
                 }
                 for run in range(args.runs):
-                    for kind, radshare in ours.items():  # ours and the reference take turns
-                        measured[kind].append(radshare.run(sent))
-                        measured["fsync"].append(with_fsync(sent))
+                    for kind, radshare in ours.items():
+                        # Ours and the reference take turns, the one that goes first changing every run.
+                        turns = [(kind, radshare.run), ("fsync", with_fsync)]
+                        for name, measure in reversed(turns) if run % 2 else turns:
+                            measured[name].append(measure(sent))
                     if run == 0:
                         measured["no fsync"].append(without_fsync(sent))
                         measured["dcmtk"].append(storescp(sent))

@@ -70,7 +70,7 @@ def nothing_left(storage: Storage) -> bool:
     [bytes, memoryview, bytearray, chunks, io.BytesIO],
     ids=["bytes", "memoryview", "bytearray", "chunks", "file"],
 )
-@pytest.mark.parametrize("method", ["put_durable", "put"])
+@pytest.mark.parametrize("method", ["put_durable", "put", "put_new"])
 def test_a_put_reads_back_byte_for_byte(
     storage: Storage, method: str, as_given: Callable[[bytes], Any]
 ) -> None:
@@ -102,6 +102,16 @@ def test_a_put_again_replaces_the_object_whole(storage: Storage) -> None:
     assert storage.size(KEY) == len(b"shorter")
     storage.put(KEY, DATA)
     assert read(storage, KEY) == DATA
+
+
+def test_a_new_put_over_an_object_replaces_it_whole(storage: Storage) -> None:
+    storage.put_new(KEY, DATA)
+    with storage.open(KEY) as reader:
+        assert storage.put_new(KEY, b"made again") == len(b"made again")
+        if isinstance(storage, FileSystemStorage):  # a new file under the name: the one opened stays whole
+            assert reader.read() == DATA
+    assert read(storage, KEY) == b"made again"
+    assert list(storage.iterate()) == [KEY]
 
 
 def test_the_version_identifies_the_content(storage: Storage) -> None:
@@ -278,7 +288,7 @@ def breaking(data: bytes) -> Iterator[bytes]:
     raise InterruptedPutError
 
 
-@pytest.mark.parametrize("method", ["put_durable", "put"])
+@pytest.mark.parametrize("method", ["put_durable", "put", "put_new"])
 def test_a_put_that_fails_half_way_leaves_nothing(storage: Storage, method: str) -> None:
     with pytest.raises(InterruptedPutError):
         getattr(storage, method)(KEY, breaking(DATA))
@@ -288,7 +298,7 @@ def test_a_put_that_fails_half_way_leaves_nothing(storage: Storage, method: str)
         assert [p for p in storage.root.rglob("*") if not p.is_dir()] == []
 
 
-@pytest.mark.parametrize("method", ["put_durable", "put"])
+@pytest.mark.parametrize("method", ["put_durable", "put", "put_new"])
 def test_a_failed_replacement_keeps_the_object_as_it_was(storage: Storage, method: str) -> None:
     storage.put_durable(KEY, DATA)
     with pytest.raises(InterruptedPutError):
@@ -499,6 +509,8 @@ def test_a_full_disk_is_an_os_error_and_leaves_nothing(tmp_path: Path) -> None:
         storage.put_durable(KEY, DATA)
     with pytest.raises(OSError):  # noqa: PT011
         storage.put(KEY, DATA)
+    with pytest.raises(OSError):  # noqa: PT011
+        storage.put_new(KEY, DATA)
     assert root.read_bytes() == b""
 
 

@@ -51,7 +51,7 @@ def test_ingest_and_rendering_record_what_the_zip_needs(recipient: Recipient) ->
             data = f.read()
         assert (instance.size, instance.crc32) == (len(data), zlib.crc32(data))
     for render in InstanceRender.objects.filter(instance__in=_instances(recipient)):
-        for kind in ("full", "preview"):
+        for kind in {render.kept_as("full"), render.kept_as("preview")}:
             recorded = render.checksums[kind]
             assert len(recorded) == render.frames
             for frame, (size, crc) in enumerate(recorded):

@@ -27,7 +27,7 @@ from pydicom.uid import RLELossless
 
 from radshare.core.storage import FileSystemStorage, Storage, get_storage, instance_key, render_key
 from radshare.imaging import render, services
-from radshare.imaging.models import InstanceRender
+from radshare.imaging.models import InstanceRender, kept_as
 from radshare.imaging.render import PREVIEW_MAX, THUMB_MAX, RenderJob, render_file
 from radshare.imaging.tasks import render_housekeeping, render_pending
 from radshare.studies.models import Study
@@ -88,10 +88,30 @@ def test_every_pydicom_sample_gets_renders_or_a_reason(path: Path, tmp_path: Pat
     for index, (rows, cols) in enumerate(expected):
         assert _size(job.storage, index, "full") == (rows, cols)
         assert job.storage.size(render_key(1, index, "full")) == outcome.jpeg_sizes[index]
-        p_rows, p_cols = _size(job.storage, index, "preview")
+        kept = kept_as(
+            "preview", outcome.rows, outcome.columns, outcome.preview_rows, outcome.preview_columns
+        )
+        p_rows, p_cols = _size(job.storage, index, kept)
         assert max(p_rows, p_cols) == min(max(rows, cols), PREVIEW_MAX)
+        assert job.storage.exists(render_key(1, index, "preview")) == (max(rows, cols) > PREVIEW_MAX)
         t_rows, t_cols = _size(job.storage, index, "thumb")
         assert max(t_rows, t_cols) == min(max(rows, cols), THUMB_MAX)
+
+
+@pytest.mark.parametrize(("size", "separate"), [(PREVIEW_MAX, False), (PREVIEW_MAX + 1, True), (2048, True)])
+def test_a_preview_file_of_its_own_only_for_an_image_larger_than_the_preview(
+    tmp_path: Path, size: int, separate: bool
+) -> None:
+    ds = ct_series(PATIENT, count=1, size=size)[0]
+    job = _job(tmp_path, encode(ds))
+    outcome = render_file(job)
+    assert outcome.status == "done"
+    assert (outcome.rows, outcome.columns) == (size, size)
+    kept = kept_as("preview", outcome.rows, outcome.columns, outcome.preview_rows, outcome.preview_columns)
+    assert kept == ("preview" if separate else "full")
+    assert job.storage.exists(render_key(1, 0, "preview")) == separate
+    assert _size(job.storage, 0, kept) == (min(size, PREVIEW_MAX), min(size, PREVIEW_MAX))
+    assert sorted(outcome.checksums) == (["full", "preview"] if separate else ["full"])
 
 
 def test_no_pixel_data_is_a_placeholder_with_its_reason(tmp_path: Path) -> None:

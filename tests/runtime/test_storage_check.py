@@ -222,6 +222,24 @@ def test_preset_files_of_a_second_pass_under_way_are_no_orphans(study: Study, st
     assert render_key(first.pk, 0, "lung") in out
 
 
+def test_a_preview_kept_as_the_full_size_jpeg_is_no_missing_file(study: Study, storage_root: Path) -> None:
+    """An image no larger than the preview size has no preview file: its full-size JPEG is the preview. A copy made
+    by an earlier version is no orphan; a render whose preview has a file of its own misses it when it is gone."""
+    first = instances(study)[0]
+    render = InstanceRender.objects.get(instance=first)
+    assert render.kept_as("preview") == "full"
+    assert not (storage_root / render_key(first.pk, 0, "preview")).exists()
+    copy = put_file(storage_root, render_key(first.pk, 0, "preview"), b"a copy", age=TWO_HOURS)
+    code, out = check()
+    assert code == 0, out
+    assert "orphans" not in out
+    copy.unlink()
+    InstanceRender.objects.filter(instance=first).update(preview_rows=render.rows // 2)
+    code, out = check()
+    assert code == 1
+    assert f"instance {first.pk}: {render_key(first.pk, 0, 'preview')}" in out
+
+
 def test_a_study_being_destroyed_is_skipped(study: Study, storage_root: Path) -> None:
     gone = instances(study)[0]
     Study.objects.filter(pk=study.pk).update(destroy_started_at=dt.datetime.now(dt.UTC))

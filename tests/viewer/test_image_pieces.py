@@ -20,7 +20,7 @@ def test_small_images_in_one_piece_large_ones_streamed(
     render = InstanceRender.objects.filter(instance__series__study=recipient.studies[0]).first()
     assert render is not None
     url = reverse("viewer:image", args=[render.pk, 0, "preview"])
-    with get_storage().open(render_key(render.instance_id, 0, "preview")) as stored:
+    with get_storage().open(render_key(render.instance_id, 0, render.kept_as("preview"))) as stored:
         expected = stored.read()
     small = recipient.client.get(url)
     assert not small.streaming

@@ -30,7 +30,7 @@ from django.db.models import Q
 
 from radshare.core.storage import Storage, StoredObject
 from radshare.core.storage.layout import RENDERS, render_folder, render_key, video_key
-from radshare.imaging.models import InstanceRender
+from radshare.imaging.models import KEPT_AS_FIELDS, InstanceRender, preview_is_full
 from radshare.imaging.render import CT_PRESETS
 from radshare.imaging.services import request_render
 from radshare.studies.integrity import (
@@ -46,18 +46,26 @@ from radshare.studies.integrity import (
 from radshare.studies.models import Instance
 
 Status = InstanceRender.Status
-KINDS = ("full", "preview", "thumb")  # every frame has these; CT adds its presets
+KINDS = (
+    "full",
+    "preview",
+    "thumb",
+)  # every frame has these (the preview unless kept as full); CT adds its presets
 FOLDER_FILES = 20_000  # files held at most while their folders wait to be looked up
 VIDEO = "video"  # the kind of the MP4 (0000-video.mp4)
 _KEY = re.compile(rf"{RENDERS}/(\d{{3}})/([1-9]\d*)/(\d{{4}})-([a-z]+)\.(jpg|mp4)")
 
 Found = list[tuple[int, str, StoredObject]]  # one folder's files: (frame, kind, the file)
-Row = tuple[str, int, list[str], bool, list[int], int, datetime | None, datetime | None]
+Row = tuple[str, int, list[str], bool, list[int], int, datetime | None, datetime | None, int, int, int, int]
 
 
-def expected(frames: int, presets: list[str], video: bool = False) -> list[tuple[int, str]]:
-    """The (frame, kind) of every file a done render has, in key order."""
-    files = [(frame, kind) for frame in range(frames) for kind in (*KINDS, *presets)]
+def expected(
+    frames: int, presets: list[str], video: bool = False, preview: bool = True
+) -> list[tuple[int, str]]:
+    """The (frame, kind) of every file a done render has, in key order; ``preview``: a preview file of its own
+    (not one kept as the full-size JPEG, ``InstanceRender.kept_as``)."""
+    kinds = [kind for kind in KINDS if preview or kind != "preview"]
+    files = [(frame, kind) for frame in range(frames) for kind in (*kinds, *presets)]
     return sorted([*files, (0, VIDEO)] if video else files)
 
 
@@ -122,6 +130,7 @@ class RenderCheck(AreaCheck):
                 "video_size",
                 "instance__broken_at",
                 "instance__series__study__destroy_started_at",
+                *KEPT_AS_FIELDS,
             )
         }
         for pk, found in batch.items():
@@ -134,19 +143,22 @@ class RenderCheck(AreaCheck):
             self._folder(pk, found, row)
 
     def _folder(self, pk: int, found: Found, row: Row) -> None:
-        status, frames, presets, presets_due, jpeg_sizes, video_size, _, destroying = row
+        status, frames, presets, presets_due, jpeg_sizes, video_size, _, destroying, *dimensions = row
         if destroying is not None:
             self.report.tally(Kind.SKIPPED).add(f"instance {pk}: {render_folder(pk)}/")
             return
         if status in (Status.PENDING, Status.RENDERING):
             return  # being made (again): its files come and go
-        wanted = set(expected(frames, presets, video_size > 0)) if status == Status.DONE else set()
+        separate = not preview_is_full(*dimensions)
+        wanted = set(expected(frames, presets, video_size > 0, separate)) if status == Status.DONE else set()
         present: dict[tuple[int, str], StoredObject] = {}
         for frame, kind, obj in found:
             if (frame, kind) in wanted:
                 present[frame, kind] = obj
             elif presets_due and kind in CT_PRESETS:
                 continue  # the second pass is making them
+            elif kind == "preview" and not separate and status == Status.DONE:
+                continue  # a copy of the full-size JPEG, as renders made before it was kept once have
             else:
                 self.unknown(obj)  # a render without files, or one that names no such file
         if status != Status.DONE:

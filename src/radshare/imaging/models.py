@@ -12,6 +12,24 @@ from django.utils.translation import gettext_lazy as _
 
 from radshare.studies.models import Instance
 
+# What a reader of a render file needs to know which file holds a kind (``kept_as``).
+KEPT_AS_FIELDS = ("rows", "columns", "preview_rows", "preview_columns")
+
+
+def preview_is_full(rows: int, columns: int, preview_rows: int, preview_columns: int) -> bool:
+    """The preview of an image no larger than the preview size is its full-size JPEG: kept once, as ``full``
+    (docs/architecture.md "Renders")."""
+    return (preview_rows, preview_columns) == (rows, columns)
+
+
+def kept_as(kind: str, rows: int, columns: int, preview_rows: int, preview_columns: int) -> str:
+    """The kind of the file that holds a render of ``kind``: every reader of a render file asks this."""
+    return (
+        "full"
+        if kind == "preview" and preview_is_full(rows, columns, preview_rows, preview_columns)
+        else kind
+    )
+
 
 class InstanceRender(models.Model):
     class Status(models.TextChoices):
@@ -72,6 +90,10 @@ class InstanceRender(models.Model):
     @property
     def is_image(self) -> bool:
         return self.status == self.Status.DONE
+
+    def kept_as(self, kind: str) -> str:
+        """The kind of the file that holds this render's ``kind`` (``kept_as``)."""
+        return kept_as(kind, self.rows, self.columns, self.preview_rows, self.preview_columns)
 
     @property
     def has_video(self) -> bool:

@@ -12,7 +12,7 @@ from django.http import FileResponse, Http404, HttpRequest
 from django.views.decorators.http import require_safe
 
 from radshare.core.storage import get_storage, render_key
-from radshare.imaging.models import InstanceRender
+from radshare.imaging.models import KEPT_AS_FIELDS, InstanceRender
 from radshare.imaging.render import CT_PRESETS
 from radshare.imaging.services import series_render_state
 from radshare.organisations.auth import sender_required
@@ -74,13 +74,13 @@ def render_file(
         InstanceRender.objects.filter(
             instance_id=instance_pk, instance__organisation=organisation, status=Status.DONE
         )
-        .only("frames", "presets")
+        .only("frames", "presets", *KEPT_AS_FIELDS)
         .first()
     )
     if render is None or frame >= render.frames or (kind in CT_PRESETS and kind not in render.presets):
         raise Http404
     try:
-        handle = get_storage().open(render_key(instance_pk, frame, kind))
+        handle = get_storage().open(render_key(instance_pk, frame, render.kept_as(kind)))
     except FileNotFoundError:
         raise Http404 from None
     return FileResponse(handle, content_type="image/jpeg")

@@ -8,7 +8,8 @@ plugins (pylibjpeg: JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000; pydicom
 
 Everything here is pure (a stored file in, render files out through the storage, a summary back), so it runs in
 worker processes without the database. Per frame the first pass writes ``NNNN-full.jpg`` (full size, for the JPEG
-download), ``NNNN-preview.jpg`` (at most 1024 px) and ``NNNN-thumb.jpg`` (at most 160 px), under the keys
+download), ``NNNN-preview.jpg`` (at most 1024 px; for an image no larger, the full-size JPEG is its preview and no
+second copy is written: ``InstanceRender.kept_as``) and ``NNNN-thumb.jpg`` (at most 160 px), under the keys
 ``radshare.core.storage.layout.render_key`` makes: what a share needs to be ready. A run of frames with a frame time
 (ultrasound, XA, a cine) also gets an H.264 MP4 of the previews (``video``), from the same decoded frames, under
 ``video_key``. For CT, ``NNNN-<preset>.jpg``, the window presets at preview size: made by a second pass
@@ -223,8 +224,9 @@ def _encode(image: Image.Image, quality: int) -> bytes:
 
 
 def _write(storage: Storage, key: str, data: bytes) -> None:
-    # Derived files: whole or absent, not flushed to disk; a lost render is simply made again.
-    storage.put(key, data)
+    # Derived files, not flushed to disk (a lost render is simply made again), read only once the render's row
+    # names them (``put_new``): a render made again replaces its files whole, for a download may be reading them.
+    storage.put_new(key, data)
 
 
 def _fault(job: RenderJob, exc: BaseException) -> RenderOutcome | None:
@@ -259,7 +261,8 @@ def _render_frame(
     write("full", full)
     outcome.jpeg_sizes.append(len(full))
     preview = _fit(image, PREVIEW_MAX)
-    write("preview", full if preview is image else _encode(preview, PREVIEW_QUALITY))
+    if preview is not image:  # else the preview is the full-size JPEG, kept once (InstanceRender.kept_as)
+        write("preview", _encode(preview, PREVIEW_QUALITY))
     # A thumbnail is reduced by the whole factor first (a box filter: 512 to 171 px, then bilinear to 160): half the
     # CPU of the bilinear filter over the whole image, and at 160 px the same picture.
     write("thumb", _encode(_fit(preview, THUMB_MAX, reducing_gap=1.0), THUMB_QUALITY))

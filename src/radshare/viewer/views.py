@@ -26,7 +26,7 @@ from radshare.audit.services import Outcome
 from radshare.core.storage import get_storage, render_key, video_key
 from radshare.downloads.views import UnsatisfiableRangeError, parse_range
 from radshare.imaging import reports
-from radshare.imaging.models import InstanceRender
+from radshare.imaging.models import KEPT_AS_FIELDS, InstanceRender, kept_as
 from radshare.imaging.previews import KINDS
 from radshare.imaging.render import CT_PRESETS
 from radshare.recipients.services import refused_on_device
@@ -246,16 +246,16 @@ def image(request: HttpRequest, share: Share, render_pk: int, frame: int, kind: 
         InstanceRender.objects.filter(
             pk=render_pk, status=Status.DONE, instance__series__study__share_studies__share=share
         )
-        .values_list("instance_id", "frames", "presets")
+        .values_list("instance_id", "frames", "presets", *KEPT_AS_FIELDS)
         .first()
     )
     if found is None:
         raise Http404
-    instance_pk, frames, presets = found
+    instance_pk, frames, presets, *sizes = found
     if frame >= frames or (kind in CT_PRESETS and kind not in presets):
         raise Http404
     try:
-        handle = get_storage().open(render_key(instance_pk, frame, kind))
+        handle = get_storage().open(render_key(instance_pk, frame, kept_as(kind, *sizes)))
     except FileNotFoundError:
         raise Http404 from None
     try:

@@ -81,6 +81,13 @@ class Storage(ABC):
     def put(self, key: str, data: Data) -> int:
         """Store ``data`` under ``key`` atomically but without waiting for the disk: for derived data."""
 
+    def put_new(self, key: str, data: Data) -> int:
+        """``put`` for data no one reads until its writer has recorded that it is there (the renders: their row says
+        done once every file is written): a backend may write a new key in place, without the temporary name and
+        rename that keep a reader from seeing half an object; a key that is there already is replaced as ``put``
+        replaces it (a reader may have it open)."""
+        return self.put(key, data)
+
     def save(self, name: str, content: Data) -> str:
         """Django's ``Storage.save``: a durable put; ``name`` is kept as given (keys are made unique by the
         layout, never renamed here)."""

@@ -6,8 +6,10 @@ folder it had to create): after ``put_durable`` returns the bytes survive a cras
 only a ``.part`` file that ``sweep_temporary`` removes, never a half object (docs/architecture.md "Ingest path",
 docs/security.md R1). So the temporary area must be on the same file system as ``instances/``.
 
-A plain ``put`` (renders) writes a hidden temporary file beside its target and renames it: whole or absent, but
-not flushed (a lost render is made again), and the renders folder may be a file system of its own.
+A plain ``put`` writes a hidden temporary file beside its target and renames it: whole or absent, but not flushed
+(a lost render is made again), and the renders folder may be a file system of its own. ``put_new`` (renders, which
+no one reads before their row says they are done) writes a new key in place and replaces one that is there as
+``put`` does.
 """
 
 from __future__ import annotations
@@ -112,6 +114,24 @@ class FileSystemStorage(Storage):
                     tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
             raise
         return size
+
+    def put_new(self, key: str, data: Data) -> int:
+        # A new file at its own name: one create instead of a create and a rename, about 0.06 ms of a render's
+        # file (docs/architecture.md "Renders"). One that fails half-way is removed again.
+        final = self._path(key)
+        try:
+            fd = _create(final, final.parent, durable=False)
+        except FileExistsError:
+            return self.put(key, data)
+        try:
+            try:
+                return _write_all(fd, data)
+            finally:
+                os.close(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                final.unlink(missing_ok=True)
+            raise
 
     def make_folders(self, prefixes: Iterable[str]) -> None:
         parents: set[Path] = set()

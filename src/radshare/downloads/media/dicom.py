@@ -72,12 +72,13 @@ def _add_previews(
     for instance, frame in group.frames():
         render = group.renders[instance.pk]
         name = f"{series_dir}/IM{len(images) + 1:06d}.JPG"
+        kind = render.kept_as("preview")
         try:
             entry = file_entry(
                 media.storage,
                 f"IHE_PDI/{study_dir}/{name}",
-                render_key(instance.pk, frame, "preview"),
-                recorded_render(render, "preview", frame),
+                render_key(instance.pk, frame, kind),
+                recorded_render(render, kind, frame),
             )
         except MissingFileError:
             continue  # a preview is a convenience; the DICOM file is what counts
