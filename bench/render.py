@@ -5,7 +5,7 @@ at 512 px the preview is the full-size JPEG) in one process, so the figures are 
 uncompressed CT's presets in a second pass, which reads the file again (docs/architecture.md "Renders"): both passes
 are timed. The first pass alone (what a share waits for) is printed too, beside the same reference.
 docs/architecture.md "Performance budget": radshare >= 0.95x the bare loop. Also measured: JPEG 2000 lossless,
-which is decode-bound. The two alternate, medians of ``--runs``.
+which is decode-bound. The two take turns every 20 images within each run (``paired``); medians of ``--runs``.
 
 Usage: python bench/render.py [--count 200] [--runs 5] [--quick]
 """
@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import itertools
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -31,7 +32,7 @@ from pydicom.uid import JPEG2000Lossless
 from radshare.core.storage import storage_for_url
 from radshare.imaging.render import CT_PRESETS, RenderJob, init_worker, render_file
 from radshare.studies.synthetic import FakePatient, ct_series, encode
-from results import Row, alternate, report
+from results import Row, report
 
 WINDOWS = [(40.0, 400.0), (40.0, 400.0), (-600.0, 1500.0), (400.0, 1800.0)]  # own VOI + 3 presets
 
@@ -56,19 +57,30 @@ def bare(path: Path, run: int) -> None:
 
 
 _runs = itertools.count(1)
+CHUNK = 20  # images per turn: long enough to time, short enough that both see the same machine
 
 
-def rate(func, paths: list[Path]) -> float:  # type: ignore[no-untyped-def]
-    """Images per second of ``func`` over ``paths``, in this one process. Each run writes new files into new
-    folders, as rendering does in production (each instance once): overwriting the files of an earlier run
-    would time the file system's deletes instead. The dirty pages of the run before are written out first, so
-    that neither side pays for the other's."""
+def paired(ours, reference, paths: list[Path]) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Images per second of ``ours`` and of ``reference`` over ``paths``, in this one process, taking turns every
+    ``CHUNK`` images (the one that goes first changing each turn): a burst of load from another tenant of the
+    machine then falls on both instead of on one whole run. Each run writes new files into new folders, as
+    rendering does in production (each instance once): overwriting the files of an earlier run would time the
+    file system's deletes instead. The dirty pages of the run before are written out first."""
     run = next(_runs)
     os.sync()
-    started = time.perf_counter()
-    for path in paths:
-        func(path, run)
-    return len(paths) / (time.perf_counter() - started)
+    spent = {ours: 0.0, reference: 0.0}
+    for turn, start in enumerate(range(0, len(paths), CHUNK)):
+        chunk = paths[start : start + CHUNK]
+        for func in (ours, reference) if turn % 2 == 0 else (reference, ours):
+            started = time.perf_counter()
+            for path in chunk:
+                func(path, run)
+            spent[func] += time.perf_counter() - started
+    return len(paths) / spent[ours], len(paths) / spent[reference]
+
+
+def medians(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def main() -> None:
@@ -110,11 +122,9 @@ def main() -> None:
 
         rows = []
         for label, paths, target in (("uncompressed", plain, 0.95), ("JPEG 2000 lossless", j2k, None)):
-            mine, reference = alternate(
-                lambda p=paths: rate(ours, p), lambda p=paths: rate(bare, p), args.runs
-            )
+            mine, reference = medians([paired(ours, bare, paths) for _ in range(args.runs)])
             rows.append(Row(f"{label}: images/s per core", mine, reference, target=target, unit="images/s"))
-        first, reference = alternate(lambda: rate(first_pass, plain), lambda: rate(bare, plain), args.runs)
+        first, reference = medians([paired(first_pass, bare, plain) for _ in range(args.runs)])
         rows.append(
             Row("uncompressed, first pass alone: images/s per core", first, reference, unit="images/s")
         )

@@ -91,13 +91,14 @@ class _FullFile:
 
 
 class Disk:
-    """The storage's disk: ``full`` makes every write fail part-way with ENOSPC (durable puts, render puts and the
-    temporary area alike); ``partial_writes`` counts the puts that had begun to write when it failed."""
+    """The storage's disk: ``full`` makes every write fail part-way with ENOSPC (durable puts, render puts, new
+    files and the temporary area alike); ``partial_writes`` counts the puts that had begun to write when it failed."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.full = False
         self.partial_writes = 0
         put_durable, put = FileSystemStorage.put_durable, FileSystemStorage.put
+        put_new = FileSystemStorage.put_new
         temporary = FileSystemStorage.temporary
         disk = self
 
@@ -113,12 +114,16 @@ class Disk:
         def put_on_disk(storage: FileSystemStorage, key: str, data: Any) -> int:
             return put(storage, key, filling(storage, key, data) if disk.full else data)
 
+        def put_new_on_disk(storage: FileSystemStorage, key: str, data: Any) -> int:
+            return put_new(storage, key, filling(storage, key, data) if disk.full else data)
+
         def temporary_on_disk(storage: FileSystemStorage) -> BinaryIO:
             file = temporary(storage)
             return _FullFile(file) if disk.full else file  # type: ignore[return-value]
 
         monkeypatch.setattr(FileSystemStorage, "put_durable", put_durable_on_disk)
         monkeypatch.setattr(FileSystemStorage, "put", put_on_disk)
+        monkeypatch.setattr(FileSystemStorage, "put_new", put_new_on_disk)
         monkeypatch.setattr(FileSystemStorage, "temporary", temporary_on_disk)
 
 
