@@ -22,7 +22,8 @@ from django.db import DatabaseError
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from PIL import Image
-from pydicom.pixels import iter_pixels
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, iter_pixels
 from pydicom.uid import RLELossless
 
 from radshare.core.storage import FileSystemStorage, Storage, get_storage, instance_key, render_key
@@ -168,6 +169,45 @@ def test_ct_window_40_400_shows_soft_tissue_mid_grey(tmp_path: Path) -> None:
     # In the lung window (-600/1500) soft tissue is bright and the -700 HU hole is darker grey, not black.
     assert lung[centre, centre + 17] > 180
     assert 60 < lung[centre, centre] < 140
+
+
+@pytest.mark.parametrize(
+    ("dtype", "slope", "intercept", "exact"),
+    [
+        ("int16", 1, -1024, True),
+        ("int16", 2, -1024, True),
+        ("uint16", 1, 0, True),
+        ("uint16", 0.5, -3.25, True),
+        ("int16", 1.2345, -3.3, False),
+    ],
+)
+def test_modality_values_are_the_rescale_pydicom_computes(
+    dtype: str, slope: float, intercept: float, exact: bool
+) -> None:
+    """render._modality rescales in single precision itself (docs/architecture.md "Renders"): the values pydicom's
+    apply_modality_lut gives, exactly where float32 holds them (integral or binary-fraction rescales), else to
+    float32's precision; a Modality LUT is still pydicom's."""
+    info = np.iinfo(dtype)
+    arr = np.random.default_rng(7).integers(info.min, info.max, (64, 64), endpoint=True).astype(dtype)
+    ds = Dataset()
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ours = render._modality(ds, arr, Dataset())
+    theirs = apply_modality_lut(arr, ds).astype(np.float32)
+    assert ours.dtype == np.float32
+    if exact:
+        assert np.array_equal(ours, theirs)
+    else:
+        assert not np.array_equal(ours, arr)  # rescaled
+        assert np.allclose(ours, theirs, rtol=1e-6, atol=1e-3)
+    lut = Dataset()
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 16]
+    item.LUTData = [10, 20, 30, 40]
+    item.ModalityLUTType = "HU"
+    lut.ModalityLUTSequence = [item]
+    lut.RescaleSlope, lut.RescaleIntercept = 5, 5  # a Modality LUT comes first (PS3.3 C.11.1)
+    small = np.array([[0, 1], [2, 9]], dtype=np.uint16)
+    assert render._modality(lut, small, Dataset()).tolist() == [[10.0, 20.0], [30.0, 40.0]]
 
 
 def test_a_compressed_ct_gets_its_presets_in_the_first_pass(tmp_path: Path) -> None:
