@@ -4,22 +4,28 @@ included, and recipients' pages opened at the same time through them leave an au
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
+import socket
 import subprocess
 import threading
+from functools import partial
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from django.conf import settings
 from django.utils import timezone
+from uvicorn.server import ServerState
 
 from radshare.audit import chain
 from radshare.audit.models import AuditEvent
 from radshare.core.cpus import usable_cores
 from radshare.core.metrics import MULTIPROCESS
+from radshare.core.streaming import LargeBufferH11Protocol
 from radshare.imaging.models import InstanceRender
 from radshare.recipients import session
 from radshare.runtime.management.commands.web import (
@@ -45,6 +51,47 @@ def test_the_setting_and_the_option_choose_the_workers(radshare_config: Any) -> 
     options = uvicorn_options(3)
     assert options["workers"] == 3
     assert options["access_log"] is False  # query strings (a share code) stay out of the log
+
+
+def test_every_connection_has_nagle_off_also_on_a_socket_bound_for_several_workers() -> None:
+    """With several workers uvicorn binds the listening socket itself, with protocol number 0, and asyncio then
+    leaves Nagle's algorithm on for its connections: each kept-alive request after the first waited 40 ms for the
+    client's delayed ACK (docs/architecture.md "Performance budget"). radshare's protocol turns it off."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("no request is made")
+
+    config = uvicorn.Config(app=app, http=LargeBufferH11Protocol, lifespan="off", log_config=None)
+    config.load()
+
+    async def accepted(factory: Any) -> int:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # protocol number 0, as uvicorn binds it
+        listener.bind(("127.0.0.1", 0))
+        made: list[Any] = []
+
+        def protocol() -> asyncio.BaseProtocol:
+            made.append(factory())
+            return made[-1]  # type: ignore[no-any-return]
+
+        server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        for _ in range(500):  # up to 5 s for the server to accept
+            if made and getattr(made[0], "transport", None) is not None:
+                break
+            await asyncio.sleep(0.01)
+        option = made[0].transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        writer.close()
+        server.close()
+        return int(option)
+
+    class Plain(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+    # What asyncio does alone with such a socket (the case this guards against):
+    assert asyncio.run(accepted(Plain)) == 0
+    ours = partial(LargeBufferH11Protocol, config=config, server_state=ServerState(), app_state={})
+    assert asyncio.run(accepted(ours)) == 1
 
 
 def test_the_metrics_folders_of_killed_servers_are_cleared_at_start(
