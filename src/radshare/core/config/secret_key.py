@@ -34,8 +34,13 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_SECRET_LENGTH = 32
-# SHA-256 of keys that were once public (a key file committed to the repository by mistake): never used again.
-LEAKED_SECRET_KEYS = frozenset({"511e77b521d3ac2d3c303556b96fede9ec27e273580c65667b51dc246d673036"})
+# SHA-256 of keys that were once public (key files committed to the repository by mistake): never used again.
+LEAKED_SECRET_KEYS = frozenset(
+    {
+        "511e77b521d3ac2d3c303556b96fede9ec27e273580c65667b51dc246d673036",
+        "e5a863cf97dc45e3da4229c7eeac13e67b86b021fb0bb3f00cae7735a45c9786",
+    }
+)
 
 
 def _leaked(key: str) -> bool:
