@@ -115,24 +115,14 @@ def run_server(
     timed; the one-image association times what every association costs.
     ``indexed``: how many instances the index holds, polled after the last answer until it holds them all."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    filed_after = 0.0
     try:
         wait_port(port)
         once = send([files[0].parent / WARM_UP], port)
-        started = time.perf_counter()
-        while indexed is not None and indexed() < 1:
-            # Journal mode: the indexer, a process the SCP starts, is up and has filed the warm-up image. Its own
-            # start (Python, Django, imports: a second or more of CPU) is the SCP's start-up, not ingest.
-            if time.perf_counter() - started > 120:
-                raise RuntimeError("the indexer did not file the warm-up image within 2 minutes")
-            time.sleep(0.01)
+        # Journal mode: the indexer, a process the SCP starts, is up and has filed the warm-up image. Its own start
+        # (Python, Django, imports: a second or more of CPU) is the SCP's start-up, not ingest.
+        wait_filed(indexed, 1)
         seconds = send(files, port)
-        answered = time.perf_counter()
-        while indexed is not None and indexed() < len(files) + 1:
-            if time.perf_counter() - answered > 120:
-                raise RuntimeError("the journal was not filed within 2 minutes")
-            time.sleep(0.01)
-        filed_after = time.perf_counter() - answered
+        filed_after = wait_filed(indexed, len(files) + 1)
     finally:
         proc.terminate()
         try:
@@ -141,6 +131,16 @@ def run_server(
             proc.kill()
             proc.wait()
     return Measured(len(files) / seconds, 1000 * (seconds - once) / max(len(files) - 1, 1), filed_after)
+
+
+def wait_filed(indexed: Callable[[], int] | None, count: int) -> float:
+    """Seconds until ``indexed()`` says the index holds ``count`` instances (journal mode; at once without)."""
+    started = time.perf_counter()
+    while indexed is not None and indexed() < count:
+        if time.perf_counter() - started > 120:
+            raise RuntimeError(f"the journal was not filed up to {count} instances within 2 minutes")
+        time.sleep(0.01)
+    return time.perf_counter() - started
 
 
 class Radshare:
