@@ -15,7 +15,7 @@ import io
 import os
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -97,33 +97,27 @@ class Disk:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.full = False
         self.partial_writes = 0
-        put_durable, put = FileSystemStorage.put_durable, FileSystemStorage.put
-        put_new = FileSystemStorage.put_new
         temporary = FileSystemStorage.temporary
         disk = self
 
-        def filling(storage: FileSystemStorage, key: str, data: Any) -> Iterator[bytes]:
+        def filling(data: Any) -> Iterator[bytes]:
             whole = _as_bytes(data)
             yield whole[: len(whole) // 2]
             disk.partial_writes += 1
             raise _no_space()
 
-        def put_durable_on_disk(storage: FileSystemStorage, key: str, data: Any) -> int:
-            return put_durable(storage, key, filling(storage, key, data) if disk.full else data)
+        def on_disk(put: Callable[[FileSystemStorage, str, Any], int]) -> Callable[..., int]:
+            def put_on_disk(storage: FileSystemStorage, key: str, data: Any) -> int:
+                return put(storage, key, filling(data) if disk.full else data)
 
-        def put_on_disk(storage: FileSystemStorage, key: str, data: Any) -> int:
-            return put(storage, key, filling(storage, key, data) if disk.full else data)
-
-        def put_new_on_disk(storage: FileSystemStorage, key: str, data: Any) -> int:
-            return put_new(storage, key, filling(storage, key, data) if disk.full else data)
+            return put_on_disk
 
         def temporary_on_disk(storage: FileSystemStorage) -> BinaryIO:
             file = temporary(storage)
             return _FullFile(file) if disk.full else file  # type: ignore[return-value]
 
-        monkeypatch.setattr(FileSystemStorage, "put_durable", put_durable_on_disk)
-        monkeypatch.setattr(FileSystemStorage, "put", put_on_disk)
-        monkeypatch.setattr(FileSystemStorage, "put_new", put_new_on_disk)
+        for name in ("put_durable", "put", "put_new"):
+            monkeypatch.setattr(FileSystemStorage, name, on_disk(getattr(FileSystemStorage, name)))
         monkeypatch.setattr(FileSystemStorage, "temporary", temporary_on_disk)
 
 
